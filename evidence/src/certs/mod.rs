@@ -1,0 +1,3 @@
+//! AMD certificate chains: ARK → ASK (or ASVK) → VCEK (or VLEK).
+
+pub mod extensions;

@@ -1,0 +1,69 @@
+//! Errors of this crate.
+
+use crate::certs::extensions::ExtensionError;
+
+/// A report that cannot be parsed: hostile or corrupt input.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParseError {
+    /// The report is not exactly 1184 bytes long.
+    #[error("report length: expected {expected} bytes, found {found}")]
+    Length {
+        /// 1184.
+        expected: usize,
+        /// The length given.
+        found: usize,
+    },
+    /// The version field names a format this crate does not know.
+    #[error("report version: expected 2, 3 or 5, found {found}")]
+    UnsupportedVersion {
+        /// The version field.
+        found: u32,
+    },
+}
+
+/// A certificate that cannot be read or does not have the shape AMD's have.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CertError {
+    /// Not PEM or DER X.509.
+    #[error("{what}: not an X.509 certificate in PEM or DER: {reason}")]
+    Decode {
+        /// Which certificate (e.g. "vcek.der").
+        what: String,
+        /// The decoder's message.
+        reason: String,
+    },
+    /// DER that re-encodes differently: the signed bytes would be ambiguous.
+    #[error("{what}: certificate is not in canonical DER")]
+    NotCanonical {
+        /// Which certificate.
+        what: String,
+    },
+    /// A malformed AMD extension.
+    #[error("{what}: {source}")]
+    Extension {
+        /// Which certificate.
+        what: String,
+        /// The extension problem.
+        #[source]
+        source: ExtensionError,
+    },
+    /// Chain material for a product that has none built in and none was given.
+    #[error("no {what} for {product}: none is built in, pass it explicitly")]
+    Missing {
+        /// "ASK", "ASVK" or "ARK".
+        what: &'static str,
+        /// The product.
+        product: crate::Product,
+    },
+}
+
+/// A verification policy that cannot be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyError {
+    /// The JSON is malformed or has unknown or mistyped fields.
+    #[error("policy: {0}")]
+    Json(#[from] serde_json::Error),
+}
