@@ -63,7 +63,12 @@ pub enum CertError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PolicyError {
-    /// The JSON is malformed or has unknown or mistyped fields.
-    #[error("policy: {0}")]
-    Json(#[from] serde_json::Error),
+    /// The JSON is malformed, or a field is unknown, mistyped or out of range.
+    #[error("policy field `{path}`: {message}")]
+    Field {
+        /// Where in the document (e.g. `min_tcb.snp`; `.` for the whole).
+        path: String,
+        /// What is wrong there.
+        message: String,
+    },
 }

@@ -25,3 +25,10 @@ pub mod report;
 pub use error::{CertError, ParseError, PolicyError};
 pub use product::Product;
 pub use report::AttestationReport;
+mod hexbytes;
+pub mod policy;
+pub mod verify;
+
+pub use hexbytes::HexBytes;
+pub use policy::Policy;
+pub use verify::{Check, Outcome, Rejected, VerificationReport, Verifier};

@@ -1,0 +1,132 @@
+//! The verification policy: what an owner requires of a report.
+//!
+//! A policy is JSON (see `examples/policy.json` at the repository root).
+//! Every field is optional; what a policy does not pin is recorded by the
+//! verifier as an explicitly skipped check, never silently passed. Debug and
+//! migration-agent guests are refused unless the policy allows them.
+
+use serde::{Deserialize, Serialize};
+
+use crate::hexbytes::HexBytes;
+use crate::report::TcbParts;
+use crate::PolicyError;
+
+/// Which key kinds a policy accepts as the report's signer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AcceptedKey {
+    /// Versioned Chip Endorsement Key.
+    Vcek,
+    /// Versioned Loaded Endorsement Key.
+    Vlek,
+}
+
+/// Requirements on a report, beyond its authenticity.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// Accepted launch measurements; empty accepts any (recorded as skipped).
+    #[serde(default)]
+    pub measurements: Vec<HexBytes<48>>,
+    /// Minimum REPORTED_TCB, per component.
+    #[serde(default)]
+    pub min_tcb: Option<TcbParts>,
+    /// Minimum GUEST_SVN.
+    #[serde(default)]
+    pub min_guest_svn: Option<u32>,
+    /// Accept a guest whose policy allows debugging (the host can read its memory).
+    #[serde(default)]
+    pub allow_debug: bool,
+    /// Accept a guest whose policy allows a migration agent.
+    #[serde(default)]
+    pub allow_migration_agent: bool,
+    /// Accept a report from a platform with SMT enabled.
+    #[serde(default = "yes")]
+    pub allow_smt: bool,
+    /// The VMPL the report must have been requested from.
+    #[serde(default)]
+    pub vmpl: Option<u32>,
+    /// Expected HOST_DATA.
+    #[serde(default)]
+    pub host_data: Option<HexBytes<32>>,
+    /// Expected REPORT_DATA.
+    #[serde(default)]
+    pub report_data: Option<HexBytes<64>>,
+    /// Accepted ID_KEY_DIGEST values; empty accepts any.
+    #[serde(default)]
+    pub id_key_digests: Vec<HexBytes<48>>,
+    /// Accepted AUTHOR_KEY_DIGEST values; empty accepts any.
+    #[serde(default)]
+    pub author_key_digests: Vec<HexBytes<48>>,
+    /// Key kinds accepted as signer.
+    #[serde(default = "both_keys")]
+    pub signing_keys: Vec<AcceptedKey>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn both_keys() -> Vec<AcceptedKey> {
+    vec![AcceptedKey::Vcek, AcceptedKey::Vlek]
+}
+
+impl Default for Policy {
+    /// Authenticity only: genuine AMD evidence, no debug, no migration agent.
+    fn default() -> Self {
+        Policy {
+            measurements: Vec::new(),
+            min_tcb: None,
+            min_guest_svn: None,
+            allow_debug: false,
+            allow_migration_agent: false,
+            allow_smt: true,
+            vmpl: None,
+            host_data: None,
+            report_data: None,
+            id_key_digests: Vec::new(),
+            author_key_digests: Vec::new(),
+            signing_keys: both_keys(),
+        }
+    }
+}
+
+impl Policy {
+    /// Parses a policy; errors name the offending field's path.
+    pub fn from_json(text: &str) -> Result<Policy, PolicyError> {
+        let de = &mut serde_json::Deserializer::from_str(text);
+        serde_path_to_error::deserialize(de).map_err(|e| PolicyError::Field {
+            path: e.path().to_string(),
+            message: e.inner().to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_policy_parses() {
+        let text = include_str!("../../examples/policy.json");
+        let p = Policy::from_json(text).unwrap();
+        assert_eq!(p.vmpl, Some(0));
+        assert!(!p.allow_debug);
+        assert_eq!(p.measurements.len(), 1);
+    }
+
+    #[test]
+    fn empty_object_is_the_default_policy() {
+        assert_eq!(Policy::from_json("{}").unwrap(), Policy::default());
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let err = Policy::from_json(r#"{"measurements": ["abcd"]}"#).unwrap_err().to_string();
+        assert!(err.contains("measurements[0]") && err.contains("96 hex digits"), "{err}");
+        let err = Policy::from_json(r#"{"min_tcb": {"snp": "x"}}"#).unwrap_err().to_string();
+        assert!(err.contains("min_tcb.snp"), "{err}");
+        let err = Policy::from_json(r#"{"vmlp": 0}"#).unwrap_err().to_string();
+        assert!(err.contains("unknown field `vmlp`"), "{err}");
+    }
+}
