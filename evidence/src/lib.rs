@@ -32,3 +32,8 @@ pub mod verify;
 pub use hexbytes::HexBytes;
 pub use policy::Policy;
 pub use verify::{Check, Outcome, Rejected, VerificationReport, Verifier};
+
+/// The DER codec used for certificates (re-exported so callers match versions).
+pub use der;
+#[cfg(feature = "simulator")]
+pub mod simulator;

@@ -95,10 +95,8 @@ impl Policy {
     /// Parses a policy; errors name the offending field's path.
     pub fn from_json(text: &str) -> Result<Policy, PolicyError> {
         let de = &mut serde_json::Deserializer::from_str(text);
-        serde_path_to_error::deserialize(de).map_err(|e| PolicyError::Field {
-            path: e.path().to_string(),
-            message: e.inner().to_string(),
-        })
+        serde_path_to_error::deserialize(de)
+            .map_err(|e| PolicyError::Field { path: e.path().to_string(), message: e.inner().to_string() })
     }
 }
 

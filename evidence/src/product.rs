@@ -32,9 +32,7 @@ impl Product {
     /// Parses an AMD product name, ignoring a stepping suffix ("Milan-B0" is Milan).
     pub fn from_name(name: &str) -> Option<Product> {
         let base = name.split('-').next().unwrap_or(name);
-        Product::ALL
-            .into_iter()
-            .find(|p| p.name().eq_ignore_ascii_case(base))
+        Product::ALL.into_iter().find(|p| p.name().eq_ignore_ascii_case(base))
     }
 
     /// The product for the CPUID family and model a version 3+ report carries.

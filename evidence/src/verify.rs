@@ -9,7 +9,6 @@
 
 use std::fmt;
 
-use p384::ecdsa::signature::Verifier as _;
 use serde::Serialize;
 use time::OffsetDateTime;
 use x509_cert::Certificate;
@@ -124,10 +123,22 @@ pub struct Verifier<'a> {
 struct Recorder(Vec<Check>);
 
 impl Recorder {
-    fn push(&mut self, name: &'static str, outcome: Outcome, expected: impl Into<String>, found: impl Into<String>) {
+    fn push(
+        &mut self,
+        name: &'static str,
+        outcome: Outcome,
+        expected: impl Into<String>,
+        found: impl Into<String>,
+    ) {
         self.0.push(Check { name, outcome, expected: expected.into(), found: found.into() });
     }
-    fn result(&mut self, name: &'static str, ok: bool, expected: impl Into<String>, found: impl Into<String>) -> bool {
+    fn result(
+        &mut self,
+        name: &'static str,
+        ok: bool,
+        expected: impl Into<String>,
+        found: impl Into<String>,
+    ) -> bool {
         let outcome = if ok { Outcome::Passed } else { Outcome::Failed };
         self.push(name, outcome, expected, found);
         ok
@@ -154,11 +165,7 @@ fn one_of<T: fmt::Display>(items: &[T]) -> String {
 }
 
 fn describe(cert: &Certificate) -> String {
-    format!(
-        "{} (CN={})",
-        hex::encode(certs::fingerprint(cert)),
-        certs::subject_cn(cert).unwrap_or_default()
-    )
+    format!("{} (CN={})", hex::encode(certs::fingerprint(cert)), certs::subject_cn(cert).unwrap_or_default())
 }
 
 impl<'a> Verifier<'a> {
@@ -169,7 +176,11 @@ impl<'a> Verifier<'a> {
     }
 
     /// Runs every check and collapses the result.
-    pub fn verify(&self, report: &AttestationReport, chain: &CertChain) -> Result<VerificationReport, Rejected> {
+    pub fn verify(
+        &self,
+        report: &AttestationReport,
+        chain: &CertChain,
+    ) -> Result<VerificationReport, Rejected> {
         self.check(report, chain).into_result()
     }
 
@@ -180,7 +191,12 @@ impl<'a> Verifier<'a> {
         let vek_trusted = match product {
             Some(p) => self.check_chain(&mut rec, p, report, chain),
             None => {
-                for name in ["ark_pinned", "ark_self_signed", "intermediate_signed_by_ark", "vek_signed_by_intermediate"] {
+                for name in [
+                    "ark_pinned",
+                    "ark_self_signed",
+                    "intermediate_signed_by_ark",
+                    "vek_signed_by_intermediate",
+                ] {
                     rec.skip(name, "the product is unknown, so no root applies");
                 }
                 false
@@ -193,7 +209,12 @@ impl<'a> Verifier<'a> {
     }
 
     /// The product, from the VEK's productName and the report's CPUID; both, where present, must agree.
-    fn check_product(&self, rec: &mut Recorder, report: &AttestationReport, chain: &CertChain) -> Option<Product> {
+    fn check_product(
+        &self,
+        rec: &mut Recorder,
+        report: &AttestationReport,
+        chain: &CertChain,
+    ) -> Option<Product> {
         let from_cert = AmdExtensions::from_cert(&chain.vek).ok().and_then(|e| e.product());
         let from_cpuid = report.product_from_cpuid();
         match (from_cert, from_cpuid) {
@@ -224,7 +245,13 @@ impl<'a> Verifier<'a> {
 
     /// ARK pinned and self-signed, intermediate signed by ARK, VEK signed by
     /// intermediate, every certificate valid at `at`. True when the VEK is trusted.
-    fn check_chain(&self, rec: &mut Recorder, product: Product, report: &AttestationReport, chain: &CertChain) -> bool {
+    fn check_chain(
+        &self,
+        rec: &mut Recorder,
+        product: Product,
+        report: &AttestationReport,
+        chain: &CertChain,
+    ) -> bool {
         let ark = match &chain.ark {
             Some(c) => Ok(c.clone()),
             None => self.anchors.default_ark(product),
@@ -275,7 +302,9 @@ impl<'a> Verifier<'a> {
             "intermediate_signed_by_ark",
             signed.is_ok(),
             format!("signed by {}", describe(&ark)),
-            signed.err().map_or_else(|| describe(&intermediate), |e| format!("{}: {e}", describe(&intermediate))),
+            signed
+                .err()
+                .map_or_else(|| describe(&intermediate), |e| format!("{}: {e}", describe(&intermediate))),
         );
         ok &= self.check_validity(rec, "intermediate_validity", &intermediate);
 
@@ -300,11 +329,22 @@ impl<'a> Verifier<'a> {
         } else {
             format!("valid at {}", rfc3339(at))
         };
-        rec.result(name, nb <= at && at <= na, format!("valid from {} to {}", rfc3339(nb), rfc3339(na)), found)
+        rec.result(
+            name,
+            nb <= at && at <= na,
+            format!("valid from {} to {}", rfc3339(nb), rfc3339(na)),
+            found,
+        )
     }
 
     /// key_info vs certificate kind, hwID, TCB extensions.
-    fn check_vek_claims(&self, rec: &mut Recorder, product: Option<Product>, report: &AttestationReport, chain: &CertChain) {
+    fn check_vek_claims(
+        &self,
+        rec: &mut Recorder,
+        product: Option<Product>,
+        report: &AttestationReport,
+        chain: &CertChain,
+    ) {
         let kind = certs::vek_kind(&chain.vek);
         let signing_key = report.key_info.signing_key();
         let expected_key = match kind {
@@ -331,12 +371,7 @@ impl<'a> Verifier<'a> {
             })
             .collect();
         let key_name = signing_key.to_string();
-        rec.result(
-            "signing_key_allowed",
-            accepted.contains(&key_name.as_str()),
-            one_of(&accepted),
-            key_name,
-        );
+        rec.result("signing_key_allowed", accepted.contains(&key_name.as_str()), one_of(&accepted), key_name);
 
         let ext = match AmdExtensions::from_cert(&chain.vek) {
             Ok(ext) => ext,
@@ -380,14 +415,20 @@ impl<'a> Verifier<'a> {
     }
 
     /// ECDSA P-384 over the raw bytes [0, 0x2A0), and the unused signature bytes zero.
-    fn check_signature(&self, rec: &mut Recorder, report: &AttestationReport, chain: &CertChain, vek_trusted: bool) {
+    fn check_signature(
+        &self,
+        rec: &mut Recorder,
+        report: &AttestationReport,
+        chain: &CertChain,
+        vek_trusted: bool,
+    ) {
         rec.result(
             "signature_algo",
             report.signature_algo == SIG_ALGO_ECDSA_P384_SHA384,
             "1 (ECDSA P-384 with SHA-384)",
             report.signature_algo.to_string(),
         );
-        let key = match certs::vek_verifying_key(&chain.vek) {
+        let key = match certs::vek_public_key(&chain.vek) {
             Ok(key) => key,
             Err(e) => {
                 rec.result("report_signature", false, "a P-384 VEK key", e);
@@ -396,8 +437,9 @@ impl<'a> Verifier<'a> {
         };
         let sig = &report.signature;
         let found = match ecdsa_signature(&sig.r, &sig.s) {
-            None => Err("R or S is not a P-384 scalar (non-zero high bytes or out of range)".to_owned()),
-            Some(s) => key.verify(report.signed_bytes(), &s).map_err(|_| "does not verify".to_owned()),
+            None => Err("R or S has non-zero bytes beyond the 48 of a P-384 scalar".to_owned()),
+            Some(rs) if certs::verify_ecdsa_p384(&key, report.signed_bytes(), &rs) => Ok(()),
+            Some(_) => Err("does not verify".to_owned()),
         };
         let expected = if vek_trusted {
             "ECDSA P-384 signature over bytes [0, 0x2A0) by the VEK"
@@ -452,11 +494,8 @@ impl<'a> Verifier<'a> {
             (Some(min), Some(prod)) => {
                 let found = report.reported_tcb.parts(prod);
                 let low = found.below(min);
-                let detail = low
-                    .iter()
-                    .map(|(n, f, m)| format!("{n} {f} < {m}"))
-                    .collect::<Vec<_>>()
-                    .join(", ");
+                let detail =
+                    low.iter().map(|(n, f, m)| format!("{n} {f} < {m}")).collect::<Vec<_>>().join(", ");
                 rec.result(
                     "min_tcb",
                     low.is_empty(),
@@ -469,7 +508,12 @@ impl<'a> Verifier<'a> {
         }
         match p.min_guest_svn {
             Some(min) => {
-                rec.result("guest_svn", report.guest_svn >= min, format!("at least {min}"), report.guest_svn.to_string());
+                rec.result(
+                    "guest_svn",
+                    report.guest_svn >= min,
+                    format!("at least {min}"),
+                    report.guest_svn.to_string(),
+                );
             }
             None => rec.skip("guest_svn", "the policy sets no minimum guest SVN"),
         }
@@ -481,7 +525,12 @@ impl<'a> Verifier<'a> {
     }
 }
 
-fn in_set<const N: usize>(rec: &mut Recorder, name: &'static str, allowed: &[crate::hexbytes::HexBytes<N>], found: &[u8; N]) {
+fn in_set<const N: usize>(
+    rec: &mut Recorder,
+    name: &'static str,
+    allowed: &[crate::hexbytes::HexBytes<N>],
+    found: &[u8; N],
+) {
     if allowed.is_empty() {
         rec.skip(name, format!("the policy lists no accepted {name} (found {})", hex::encode(found)));
     } else {
@@ -498,18 +547,17 @@ fn exact(rec: &mut Recorder, name: &'static str, expected: Option<&[u8]>, found:
     }
 }
 
-/// Converts AMD's little-endian, 72-byte R and S into a P-384 signature.
+/// Converts AMD's little-endian, 72-byte R and S into big-endian r || s.
 ///
 /// Bytes 48..72 must be zero: a P-384 scalar has 48 bytes.
-fn ecdsa_signature(r: &[u8; 72], s: &[u8; 72]) -> Option<p384::ecdsa::Signature> {
+fn ecdsa_signature(r: &[u8; 72], s: &[u8; 72]) -> Option<[u8; 96]> {
     if r[48..].iter().chain(&s[48..]).any(|&b| b != 0) {
         return None;
     }
-    let mut be_r = [0u8; 48];
-    let mut be_s = [0u8; 48];
+    let mut rs = [0u8; 96];
     for i in 0..48 {
-        be_r[i] = r[47 - i];
-        be_s[i] = s[47 - i];
+        rs[i] = r[47 - i];
+        rs[48 + i] = s[47 - i];
     }
-    p384::ecdsa::Signature::from_scalars(be_r, be_s).ok()
+    Some(rs)
 }

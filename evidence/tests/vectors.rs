@@ -1,6 +1,8 @@
 //! The real AMD-signed reports in testdata/amd verify with the built-in roots,
 //! and stop verifying after any change.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests panic on broken fixtures")]
+
 use cvm_evidence::certs::{parse_certificate, CertChain, TrustAnchors};
 use cvm_evidence::{AttestationReport, Outcome, Policy, Verifier};
 use time::macros::datetime;
@@ -112,7 +114,8 @@ fn verify_fails_with_a_genoa_ask_for_a_milan_report() {
 #[test]
 fn verify_fails_when_the_vcek_is_not_yet_valid() {
     let v = "milan-virtee";
-    let err = verify(&read(v, "report.bin"), &vek_only(v, "vcek.der"), datetime!(2023-01-01 00:00 UTC)).unwrap_err();
+    let err = verify(&read(v, "report.bin"), &vek_only(v, "vcek.der"), datetime!(2023-01-01 00:00 UTC))
+        .unwrap_err();
     assert!(err.contains("vek_validity: expected valid from 2023-04-03T19:23:43Z"), "{err}");
     assert!(err.contains("not valid before"), "{err}");
 }

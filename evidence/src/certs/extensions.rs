@@ -67,9 +67,8 @@ impl AmdExtensions {
     /// Reads the AMD extensions of `cert`; the SPL extensions are required.
     pub fn from_cert(cert: &Certificate) -> Result<AmdExtensions, ExtensionError> {
         let exts = cert.tbs_certificate.extensions.as_deref().unwrap_or(&[]);
-        let find = |oid: ObjectIdentifier| {
-            exts.iter().find(|e| e.extn_id == oid).map(|e| e.extn_value.as_bytes())
-        };
+        let find =
+            |oid: ObjectIdentifier| exts.iter().find(|e| e.extn_id == oid).map(|e| e.extn_value.as_bytes());
         let spl = |name: &'static str, oid: ObjectIdentifier| -> Result<Option<u8>, ExtensionError> {
             find(oid)
                 .map(|v| {

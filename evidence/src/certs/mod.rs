@@ -11,10 +11,11 @@ mod signature;
 
 use der::{Decode, DecodePem, Encode};
 use sha2::{Digest, Sha256};
-use x509_cert::Certificate;
 
 pub use roots::TrustAnchors;
-pub(crate) use signature::{verify_issued_by, vek_verifying_key};
+pub(crate) use signature::{vek_public_key, verify_ecdsa_p384, verify_issued_by};
+/// An X.509 certificate (re-exported from `x509-cert`).
+pub use x509_cert::Certificate;
 
 use crate::CertError;
 

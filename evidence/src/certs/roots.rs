@@ -61,16 +61,14 @@ impl TrustAnchors {
         TrustAnchors::default()
     }
 
-    /// Also trusts `ark` for the product its subject names (CN=ARK-<product>).
+    /// Also trusts `ark` for the product its subject names (`CN=ARK-<product>`).
     ///
     /// This is how a simulated chain becomes acceptable; it is named so that a
     /// reviewer sees every place that widens trust beyond AMD.
     pub fn trust_additional_ark(&mut self, ark: Certificate) -> Result<(), CertError> {
         let cn = subject_cn(&ark).unwrap_or_default();
-        let product = cn
-            .strip_prefix("ARK-")
-            .and_then(Product::from_name)
-            .ok_or_else(|| CertError::Decode {
+        let product =
+            cn.strip_prefix("ARK-").and_then(Product::from_name).ok_or_else(|| CertError::Decode {
                 what: "trusted ARK".into(),
                 reason: format!("subject CN {cn:?} does not name a product as ARK-<Milan|Genoa|Turin>"),
             })?;
@@ -86,12 +84,7 @@ impl TrustAnchors {
         if hex::decode_to_slice(builtin(product).ark_sha256, &mut amd).is_ok() {
             out.push(amd);
         }
-        out.extend(
-            self.additional
-                .iter()
-                .filter(|(p, _)| *p == product)
-                .map(|(_, c)| fingerprint(c)),
-        );
+        out.extend(self.additional.iter().filter(|(p, _)| *p == product).map(|(_, c)| fingerprint(c)));
         out
     }
 

@@ -153,19 +153,14 @@ impl At<'_> {
 impl AttestationReport {
     /// Parses a report, rejecting any length other than 1184 and unknown versions.
     pub fn from_bytes(bytes: &[u8]) -> Result<AttestationReport, ParseError> {
-        let raw: &[u8; REPORT_LEN] = bytes
-            .try_into()
-            .map_err(|_| ParseError::Length { expected: REPORT_LEN, found: bytes.len() })?;
+        let raw: &[u8; REPORT_LEN] =
+            bytes.try_into().map_err(|_| ParseError::Length { expected: REPORT_LEN, found: bytes.len() })?;
         let at = At(raw);
         let version = at.u32(0x00);
         if !SUPPORTED_VERSIONS.contains(&version) {
             return Err(ParseError::UnsupportedVersion { found: version });
         }
-        let fw = |off: usize| FirmwareVersion {
-            build: raw[off],
-            minor: raw[off + 1],
-            major: raw[off + 2],
-        };
+        let fw = |off: usize| FirmwareVersion { build: raw[off], minor: raw[off + 1], major: raw[off + 2] };
         let body = ReportBody {
             version,
             guest_svn: at.u32(0x04),

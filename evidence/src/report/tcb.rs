@@ -37,20 +37,12 @@ impl TcbVersion {
     pub fn parts(self, product: Product) -> TcbParts {
         let b = self.0.to_le_bytes();
         match product {
-            Product::Milan | Product::Genoa => TcbParts {
-                bootloader: b[0],
-                tee: b[1],
-                snp: b[6],
-                microcode: b[7],
-                fmc: None,
-            },
-            Product::Turin => TcbParts {
-                fmc: Some(b[0]),
-                bootloader: b[1],
-                tee: b[2],
-                snp: b[3],
-                microcode: b[7],
-            },
+            Product::Milan | Product::Genoa => {
+                TcbParts { bootloader: b[0], tee: b[1], snp: b[6], microcode: b[7], fmc: None }
+            }
+            Product::Turin => {
+                TcbParts { fmc: Some(b[0]), bootloader: b[1], tee: b[2], snp: b[3], microcode: b[7] }
+            }
         }
     }
 

@@ -1,0 +1,29 @@
+# The two commands of the README: `make demo` and `make test`. Both run
+# scripts/setup first, which installs what is missing (as root on Debian 12).
+
+CARGO ?= cargo
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+
+.PHONY: demo test lint unit bench setup
+
+setup:
+	@scripts/setup
+
+## The main job: the evidence path end to end, in readable output.
+demo: setup
+	@scripts/demo
+
+## Every test, and the checks CI enforces: formatting, clippy, docs, tests.
+test: setup lint unit
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --locked --workspace --no-deps --quiet
+
+unit:
+	$(CARGO) test --locked --workspace
+
+## Benchmarks: figures printed, not asserted.
+bench: setup
+	@scripts/bench

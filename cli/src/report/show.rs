@@ -1,0 +1,44 @@
+//! `cvmctl report show`.
+
+use std::path::PathBuf;
+
+use std::io::Write as _;
+
+use anyhow::Context as _;
+use clap::Args;
+use cvm_evidence::AttestationReport;
+
+use crate::args::read_file;
+use crate::exit_codes;
+use crate::output::emit;
+
+/// Arguments of `report show`.
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// The raw report (1184 bytes).
+    #[arg(value_name = "REPORT")]
+    pub report: PathBuf,
+    /// Print one JSON line `{"type":"report","data":{field: value, ...}}`.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl ShowArgs {
+    /// Prints the report.
+    pub fn run(self) -> anyhow::Result<i32> {
+        let bytes = read_file(&self.report)?;
+        let report = AttestationReport::from_bytes(&bytes)
+            .with_context(|| format!("{} is not an SNP report", self.report.display()))?;
+        if self.json {
+            emit("report", report.to_json())?;
+        } else {
+            let mut out = std::io::stdout().lock();
+            let fields = report.fields();
+            let width = fields.iter().map(|f| f.name.len()).max().unwrap_or(0);
+            for f in fields {
+                writeln!(out, "{:width$}  {}", f.name, f.value)?;
+            }
+        }
+        Ok(exit_codes::OK)
+    }
+}

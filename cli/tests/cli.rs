@@ -1,0 +1,353 @@
+//! cvmctl as a user runs it: real files, the real binary, exit codes by name.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests panic on broken fixtures")]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use cvmctl::exit_codes;
+use cvmctl::output::{Line, Verdict};
+
+fn cvmctl(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cvmctl")).args(args).output().expect("run cvmctl")
+}
+
+fn vector(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../evidence/testdata/amd").join(name)
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[track_caller]
+fn assert_exit(o: &Output, code: i32) {
+    assert_eq!(o.status.code(), Some(code), "stdout:\n{}\nstderr:\n{}", stdout(o), stderr(o));
+}
+
+fn json_lines(o: &Output) -> Vec<Line> {
+    stdout(o).lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect()
+}
+
+fn verdict(o: &Output) -> Verdict {
+    let lines = json_lines(o);
+    let last = lines.last().expect("output");
+    assert_eq!(last.kind, "verdict");
+    serde_json::from_value(last.data.clone()).expect("verdict")
+}
+
+fn failed_checks(o: &Output) -> Vec<String> {
+    json_lines(o)
+        .into_iter()
+        .filter(|l| l.kind == "check" && l.data["status"] == "failed")
+        .map(|l| l.data["name"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// A dir with only the VCEK of a vector: the built-in roots must do the rest.
+fn vcek_only_dir(vector_name: &str, file: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(vector(vector_name).join(file), dir.path().join(file)).unwrap();
+    dir
+}
+
+/// One simulated chain for the whole binary; other reports reuse it with --chain.
+fn simulated() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().to_str().unwrap();
+        let o = cvmctl(&["report", "simulate", "--out", out, "--measurement", &"ab".repeat(48)]);
+        assert_exit(&o, exit_codes::OK);
+        dir
+    })
+    .path()
+}
+
+/// Simulates a report from the shared chain with extra arguments.
+fn simulate(extra: &[&str]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = simulated().join("simulated-chain.key");
+    let mut args =
+        vec!["report", "simulate", "--out", dir.path().to_str().unwrap(), "--chain", chain.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let o = cvmctl(&args);
+    assert_exit(&o, exit_codes::OK);
+    dir
+}
+
+fn verify_dir(dir: &Path, extra: &[&str]) -> Output {
+    let report = dir.join("report.bin");
+    let mut args =
+        vec!["report", "verify", report.to_str().unwrap(), "--certs", dir.to_str().unwrap(), "--json"];
+    args.extend_from_slice(extra);
+    cvmctl(&args)
+}
+
+#[test]
+fn help_works_on_every_command() {
+    for args in [
+        vec!["--help"],
+        vec!["report", "--help"],
+        vec!["report", "show", "--help"],
+        vec!["report", "verify", "--help"],
+        vec!["report", "simulate", "--help"],
+    ] {
+        let o = cvmctl(&args);
+        assert_exit(&o, exit_codes::OK);
+        assert!(stdout(&o).contains("Usage: cvmctl"), "{args:?}: {}", stdout(&o));
+    }
+}
+
+#[test]
+fn bad_usage_exits_2() {
+    assert_exit(&cvmctl(&["report"]), exit_codes::USAGE);
+    assert_exit(&cvmctl(&["report", "verify"]), exit_codes::USAGE);
+    let report = vector("milan-virtee").join("report.bin");
+    let o = cvmctl(&[
+        "report",
+        "verify",
+        report.to_str().unwrap(),
+        "--certs",
+        "/nonexistent",
+        "--at",
+        "yesterday",
+    ]);
+    assert_exit(&o, exit_codes::USAGE);
+    assert!(stderr(&o).contains("RFC 3339"), "{}", stderr(&o));
+}
+
+#[test]
+fn show_prints_every_field() {
+    let report = vector("genoa-oak-v5").join("report.bin");
+    let o = cvmctl(&["report", "show", report.to_str().unwrap()]);
+    assert_exit(&o, exit_codes::OK);
+    let text = stdout(&o);
+    for field in
+        ["version", "policy", "measurement", "reported_tcb", "chip_id", "launch_mit_vector", "signature_s"]
+    {
+        assert!(text.lines().any(|l| l.starts_with(field)), "{field} missing:\n{text}");
+    }
+    assert!(text.contains("bootloader=10"), "{text}");
+
+    let o = cvmctl(&["report", "show", report.to_str().unwrap(), "--json"]);
+    assert_exit(&o, exit_codes::OK);
+    let lines = json_lines(&o);
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0].kind, "report");
+    let data = &lines[0].data;
+    assert_eq!(data["version"], 5);
+    assert_eq!(data["cpuid_fam_id"], 0x19);
+    assert_eq!(data["reported_tcb"]["bootloader"], 10);
+    assert_eq!(data["policy"]["debug"], false);
+    let raw = std::fs::read(&report).unwrap();
+    assert_eq!(data["measurement"], hex::encode(&raw[0x90..0xc0]));
+}
+
+#[test]
+fn show_of_a_truncated_file_is_unreadable_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("short.bin");
+    std::fs::write(&path, &std::fs::read(vector("milan-virtee").join("report.bin")).unwrap()[..1000])
+        .unwrap();
+    let o = cvmctl(&["report", "show", path.to_str().unwrap()]);
+    assert_exit(&o, exit_codes::USAGE);
+    assert!(stderr(&o).contains("expected 1184 bytes, found 1000"), "{}", stderr(&o));
+}
+
+#[test]
+fn real_milan_report_verifies_with_builtin_roots() {
+    let certs = vcek_only_dir("milan-virtee", "vcek.der");
+    let report = vector("milan-virtee").join("report.bin");
+    let policy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/policy.json");
+    let o = cvmctl(&[
+        "report",
+        "verify",
+        report.to_str().unwrap(),
+        "--certs",
+        certs.path().to_str().unwrap(),
+        "--policy",
+        policy.to_str().unwrap(),
+        "--at",
+        "2026-01-01T00:00:00Z",
+    ]);
+    assert_exit(&o, exit_codes::OK);
+    assert!(stdout(&o).contains("ACCEPTED"), "{}", stdout(&o));
+    assert!(stdout(&o).contains("PASS  ark_pinned"), "{}", stdout(&o));
+}
+
+#[test]
+fn truncated_or_oversized_reports_are_rejected() {
+    let certs = vcek_only_dir("milan-virtee", "vcek.der");
+    let good = std::fs::read(vector("milan-virtee").join("report.bin")).unwrap();
+    for len in [0usize, 1183, 1185, 2048] {
+        let mut bytes = good.clone();
+        bytes.resize(len, 0);
+        std::fs::write(certs.path().join("report.bin"), &bytes).unwrap();
+        let o = verify_dir(certs.path(), &[]);
+        assert_exit(&o, exit_codes::REJECTED);
+        assert_eq!(failed_checks(&o), ["report_format"]);
+        let line = &json_lines(&o)[0];
+        assert_eq!(line.data["found"], format!("report length: expected 1184 bytes, found {len}"));
+    }
+}
+
+#[test]
+fn genoa_root_for_a_milan_report_is_rejected() {
+    let certs = vcek_only_dir("milan-virtee", "vcek.der");
+    std::fs::copy(vector("genoa-oak-v5").join("ark.pem"), certs.path().join("ark.pem")).unwrap();
+    std::fs::copy(vector("milan-virtee").join("report.bin"), certs.path().join("report.bin")).unwrap();
+    let o = verify_dir(certs.path(), &["--at", "2026-01-01T00:00:00Z"]);
+    assert_exit(&o, exit_codes::REJECTED);
+    assert!(failed_checks(&o).contains(&"ark_pinned".to_owned()), "{}", stdout(&o));
+    assert!(!verdict(&o).accepted);
+}
+
+#[test]
+fn a_corrupt_certificate_is_a_rejection_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("vcek.der"), b"not a certificate").unwrap();
+    std::fs::copy(vector("milan-virtee").join("report.bin"), dir.path().join("report.bin")).unwrap();
+    let o = verify_dir(dir.path(), &[]);
+    assert_exit(&o, exit_codes::REJECTED);
+    assert_eq!(failed_checks(&o), ["certificate_format"]);
+    assert!(stdout(&o).contains("vcek.der: not an X.509 certificate"), "{}", stdout(&o));
+}
+
+#[test]
+fn missing_inputs_and_bad_policies_are_usage_errors() {
+    let report = vector("milan-virtee").join("report.bin");
+    let empty = tempfile::tempdir().unwrap();
+    let o =
+        cvmctl(&["report", "verify", report.to_str().unwrap(), "--certs", empty.path().to_str().unwrap()]);
+    assert_exit(&o, exit_codes::USAGE);
+    assert!(stderr(&o).contains("no VCEK certificate found"), "{}", stderr(&o));
+
+    let certs = vcek_only_dir("milan-virtee", "vcek.der");
+    let policy = certs.path().join("policy.json");
+    std::fs::write(&policy, r#"{"vmpl": 0, "min_tcb": {"snp": "eight"}}"#).unwrap();
+    let o = cvmctl(&[
+        "report",
+        "verify",
+        report.to_str().unwrap(),
+        "--certs",
+        certs.path().to_str().unwrap(),
+        "--policy",
+        policy.to_str().unwrap(),
+    ]);
+    assert_exit(&o, exit_codes::USAGE);
+    assert!(stderr(&o).contains("policy field `min_tcb.snp`"), "{}", stderr(&o));
+
+    let o = cvmctl(&["report", "show", "/nonexistent/report.bin"]);
+    assert_exit(&o, exit_codes::USAGE);
+    assert!(stderr(&o).contains("cannot read /nonexistent/report.bin"), "{}", stderr(&o));
+}
+
+#[test]
+fn vlek_report_verifies_only_inside_its_validity() {
+    let certs = vcek_only_dir("milan-vlek-trustee", "vlek.der");
+    std::fs::copy(vector("milan-vlek-trustee").join("report.bin"), certs.path().join("report.bin")).unwrap();
+    assert_exit(&verify_dir(certs.path(), &["--at", "2025-06-01T00:00:00Z"]), exit_codes::OK);
+    let o = verify_dir(certs.path(), &[]);
+    assert_exit(&o, exit_codes::REJECTED);
+    assert_eq!(failed_checks(&o), ["vek_validity"]);
+}
+
+#[test]
+fn simulated_report_verifies_only_with_its_ark_trusted() {
+    let dir = simulated();
+    let o = verify_dir(dir, &[]);
+    assert_exit(&o, exit_codes::REJECTED);
+    assert_eq!(failed_checks(&o), ["ark_pinned"]);
+
+    let ark = dir.join("ark.pem");
+    let o = verify_dir(dir, &["--trust-ark", ark.to_str().unwrap()]);
+    assert_exit(&o, exit_codes::OK);
+    let v = verdict(&o);
+    assert!(v.accepted);
+    assert_eq!(v.product.as_deref(), Some("Milan"));
+}
+
+#[test]
+fn simulated_reports_break_the_rules_they_are_told_to() {
+    let ark = simulated().join("ark.pem");
+    let ark = ark.to_str().unwrap();
+    let policy_dir = tempfile::tempdir().unwrap();
+    let policy = policy_dir.path().join("p.json");
+    std::fs::write(
+        &policy,
+        format!(r#"{{"vmpl": 0, "measurements": ["{}"], "report_data": "{}", "min_tcb": {{"bootloader": 3, "tee": 0, "snp": 8, "microcode": 115}}}}"#, "ab".repeat(48), "cd".repeat(64)),
+    )
+    .unwrap();
+    let policy = policy.to_str().unwrap();
+    let good = ["--measurement", &"ab".repeat(48), "--report-data", &"cd".repeat(64)];
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--policy-bits", "0xb0000"], "debug"),
+        (vec!["--vmpl", "1"], "vmpl"),
+        (vec!["--tcb", "bootloader=2,tee=0,snp=8,microcode=115"], "min_tcb"),
+        (vec!["--reported-tcb", "bootloader=3,tee=0,snp=9,microcode=115"], "tcb_extensions"),
+        (
+            vec!["--vek-not-after", "2025-01-01T00:00:00Z", "--vek-not-before", "2024-01-01T00:00:00Z"],
+            "vek_validity",
+        ),
+        (
+            vec!["--vek-not-before", "2099-01-01T00:00:00Z", "--vek-not-after", "2100-01-01T00:00:00Z"],
+            "vek_validity",
+        ),
+    ];
+    let dir = simulate(&good);
+    assert_exit(&verify_dir(dir.path(), &["--trust-ark", ark, "--policy", policy]), exit_codes::OK);
+    for (extra, check) in cases {
+        let mut args = good.to_vec();
+        args.extend_from_slice(&extra);
+        let dir = simulate(&args);
+        let o = verify_dir(dir.path(), &["--trust-ark", ark, "--policy", policy]);
+        assert_exit(&o, exit_codes::REJECTED);
+        assert_eq!(failed_checks(&o), [check], "{extra:?}");
+    }
+    // Wrong measurement and REPORT_DATA: a report made for another guest.
+    let dir = simulate(&["--measurement", &"ac".repeat(48), "--report-data", &"cd".repeat(63)]);
+    let o = verify_dir(dir.path(), &["--trust-ark", ark, "--policy", policy]);
+    assert_eq!(failed_checks(&o), ["measurement", "report_data"]);
+}
+
+#[test]
+fn simulate_rejects_bad_field_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = simulated().join("simulated-chain.key");
+    for (args, msg) in [
+        (vec!["--measurement", "abcd"], "--measurement: expected 48 bytes"),
+        (vec!["--report-data", "zz"], "--report-data: not hex"),
+        (vec!["--version", "4"], "--version: expected 2, 3 or 5, found 4"),
+    ] {
+        let mut all = vec![
+            "report",
+            "simulate",
+            "--out",
+            dir.path().to_str().unwrap(),
+            "--chain",
+            chain.to_str().unwrap(),
+        ];
+        all.extend_from_slice(&args);
+        let o = cvmctl(&all);
+        assert_exit(&o, exit_codes::USAGE);
+        assert!(stderr(&o).contains(msg), "{args:?}: {}", stderr(&o));
+    }
+}
+
+#[test]
+fn a_reused_chain_keeps_its_ark() {
+    let dir = simulate(&[]);
+    let a = std::fs::read(dir.path().join("ark.pem")).unwrap();
+    let b = std::fs::read(simulated().join("ark.pem")).unwrap();
+    assert_eq!(a, b);
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(dir.path().join("simulated-chain.key")).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+}
