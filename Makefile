@@ -22,7 +22,7 @@ lint:
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --locked --workspace --no-deps --quiet
 
 unit:
-	$(CARGO) test --locked --workspace
+	scripts/test
 
 ## Benchmarks: figures printed, not asserted.
 bench: setup

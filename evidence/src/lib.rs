@@ -13,6 +13,35 @@
 //!
 //! The crate never prints, reads the environment or the clock: the time at
 //! which certificates must be valid is an argument.
+//!
+//! # Example
+//!
+//! Verify a real report from an AMD Milan chip against AMD's built-in roots:
+//!
+//! ```
+//! use cvm_evidence::certs::{parse_certificate, CertChain, TrustAnchors};
+//! use cvm_evidence::{AttestationReport, Policy, Verifier};
+//! use time::macros::datetime;
+//!
+//! let report = AttestationReport::from_bytes(include_bytes!("../testdata/amd/milan-virtee/report.bin"))?;
+//! let vcek = parse_certificate(include_bytes!("../testdata/amd/milan-virtee/vcek.der"), "vcek.der")?;
+//! // No ARK or ASK given: the built-in, pinned ones for the report's product are used.
+//! let chain = CertChain { ark: None, intermediate: None, vek: vcek };
+//! let policy = Policy::from_json(r#"{"vmpl": 0, "min_tcb": {"bootloader": 3, "tee": 0, "snp": 8, "microcode": 115}}"#)?;
+//! let anchors = TrustAnchors::amd();
+//! let verified = Verifier::new(&anchors, &policy, datetime!(2026-01-01 00:00 UTC)).verify(&report, &chain)?;
+//! assert_eq!(verified.product, Some(cvm_evidence::Product::Milan));
+//!
+//! // One changed byte, and the signature no longer verifies.
+//! let mut raw = report.raw().to_vec();
+//! raw[0x90] ^= 1;
+//! let tampered = AttestationReport::from_bytes(&raw)?;
+//! let rejected = Verifier::new(&anchors, &policy, datetime!(2026-01-01 00:00 UTC))
+//!     .verify(&tampered, &chain)
+//!     .unwrap_err();
+//! assert_eq!(rejected.failures[0].name, "report_signature");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

@@ -189,7 +189,7 @@ impl<'a> Verifier<'a> {
         let mut rec = Recorder(Vec::new());
         let product = self.check_product(&mut rec, report, chain);
         let vek_trusted = match product {
-            Some(p) => self.check_chain(&mut rec, p, report, chain),
+            Some(p) => self.check_chain(&mut rec, p, chain),
             None => {
                 for name in [
                     "ark_pinned",
@@ -245,13 +245,7 @@ impl<'a> Verifier<'a> {
 
     /// ARK pinned and self-signed, intermediate signed by ARK, VEK signed by
     /// intermediate, every certificate valid at `at`. True when the VEK is trusted.
-    fn check_chain(
-        &self,
-        rec: &mut Recorder,
-        product: Product,
-        report: &AttestationReport,
-        chain: &CertChain,
-    ) -> bool {
+    fn check_chain(&self, rec: &mut Recorder, product: Product, chain: &CertChain) -> bool {
         let ark = match &chain.ark {
             Some(c) => Ok(c.clone()),
             None => self.anchors.default_ark(product),
@@ -262,7 +256,6 @@ impl<'a> Verifier<'a> {
             (None, Some(VekKind::Vlek)) => builtin_asvk(product),
             (None, _) => builtin_ask(product),
         };
-        let _ = report;
         let mut ok = true;
 
         let ark = match ark {
