@@ -1,0 +1,214 @@
+//! What ties evidence to a TLS key, a manifest and a session (DESIGN.md, Binding).
+//!
+//! - Boot evidence rides in the agent's self-signed certificate, in the
+//!   `id-pe-cmw` extension of RFC 9999 (OID 1.3.6.1.5.5.7.1.35), `json`
+//!   choice: a UTF8String holding the CMW record
+//!   `["application/vnd.cvm-agent.boot-evidence+json", "<base64url>", 4]`,
+//!   whose value is the JSON [`BootEvidence`] (4: the "evidence" indicator).
+//!   Its report's REPORT_DATA is [`boot_report_data`].
+//! - Session evidence is a fresh report whose REPORT_DATA is
+//!   [`session_report_data`] over a client nonce and the TLS exporter value
+//!   `EKM = export_keying_material(32, EXPORTER_LABEL, nonce)`; a relayed
+//!   connection has another EKM, so its evidence does not verify.
+
+use base64::Engine as _;
+use der::asn1::{ObjectIdentifier, Utf8StringRef};
+use der::{Decode, Encode};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256, Sha512};
+
+/// id-pe-cmw (RFC 9999): the X.509 extension carrying the boot evidence.
+pub const CMW_EXTENSION_OID: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.1.35");
+/// The same OID as arcs, for certificate builders that take them.
+pub const CMW_EXTENSION_ARCS: [u64; 9] = [1, 3, 6, 1, 5, 5, 7, 1, 35];
+/// The CMW record's media type for [`BootEvidence`].
+pub const BOOT_EVIDENCE_TYPE: &str = "application/vnd.cvm-agent.boot-evidence+json";
+/// Context string of the boot REPORT_DATA.
+pub const BOOT_CONTEXT: &[u8] = b"cvm-agent/boot/v1";
+/// Context string of the session REPORT_DATA.
+pub const SESSION_CONTEXT: &[u8] = b"cvm-agent/session/v1";
+/// TLS exporter label of the session binding.
+pub const EXPORTER_LABEL: &[u8] = b"EXPORTER-cvm-agent-attest-v1";
+
+/// The boot evidence the agent's certificate carries.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootEvidence {
+    /// Format version: 1.
+    pub version: u32,
+    /// The raw 1184-byte SNP report, base64.
+    #[serde(with = "b64")]
+    pub report: Vec<u8>,
+    /// The VCEK or VLEK certificate (DER, base64), if the host supplied one.
+    #[serde(default, with = "b64_opt", skip_serializing_if = "Option::is_none")]
+    pub vek: Option<Vec<u8>>,
+    /// The ASK or ASVK (DER, base64), if supplied.
+    #[serde(default, with = "b64_opt", skip_serializing_if = "Option::is_none")]
+    pub ask: Option<Vec<u8>>,
+    /// The ARK (DER, base64), if supplied.
+    #[serde(default, with = "b64_opt", skip_serializing_if = "Option::is_none")]
+    pub ark: Option<Vec<u8>>,
+    /// SHA-256 of the manifest's canonical JSON, hex.
+    #[serde(with = "hex32")]
+    pub manifest_digest: [u8; 32],
+    /// The vTPM attestation key's public area, if a vTPM is in use.
+    #[serde(default, with = "b64_opt", skip_serializing_if = "Option::is_none")]
+    pub ak_public: Option<Vec<u8>>,
+}
+
+/// Boot evidence that cannot be read from a certificate.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("boot evidence: {0}")]
+pub struct BindingError(pub String);
+
+impl BootEvidence {
+    /// The DER value of the id-pe-cmw extension carrying this evidence.
+    pub fn to_extension_value(&self) -> Result<Vec<u8>, BindingError> {
+        let json = serde_json::to_vec(self).map_err(|e| BindingError(e.to_string()))?;
+        let value = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json);
+        let record = serde_json::json!([BOOT_EVIDENCE_TYPE, value, 4]).to_string();
+        Utf8StringRef::new(&record).and_then(|s| s.to_der()).map_err(|e| BindingError(e.to_string()))
+    }
+
+    /// Reads the evidence from an id-pe-cmw extension value.
+    pub fn from_extension_value(der: &[u8]) -> Result<BootEvidence, BindingError> {
+        let text = Utf8StringRef::from_der(der).map_err(|e| BindingError(format!("not a CMW json UTF8String: {e}")))?;
+        let record: (String, String, u32) = serde_json::from_str(text.as_str())
+            .map_err(|e| BindingError(format!("not a CMW record [type, value, indicator]: {e}")))?;
+        if record.2 != 4 {
+            return Err(BindingError(format!("CMW indicator {}, expected 4 (evidence)", record.2)));
+        }
+        if record.0 != BOOT_EVIDENCE_TYPE {
+            return Err(BindingError(format!("CMW type {:?}, expected {BOOT_EVIDENCE_TYPE:?}", record.0)));
+        }
+        let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(record.1)
+            .map_err(|e| BindingError(format!("CMW value is not base64url: {e}")))?;
+        let ev: BootEvidence = serde_json::from_slice(&json).map_err(|e| BindingError(e.to_string()))?;
+        if ev.version != 1 {
+            return Err(BindingError(format!("version {}, expected 1", ev.version)));
+        }
+        Ok(ev)
+    }
+
+    /// Finds and reads the evidence in a DER certificate.
+    pub fn from_certificate(cert_der: &[u8]) -> Result<(BootEvidence, Vec<u8>), BindingError> {
+        let cert = x509_cert::Certificate::from_der(cert_der).map_err(|e| BindingError(format!("certificate: {e}")))?;
+        let ext = cert
+            .tbs_certificate
+            .extensions
+            .as_deref()
+            .unwrap_or(&[])
+            .iter()
+            .find(|e| e.extn_id == CMW_EXTENSION_OID)
+            .ok_or_else(|| BindingError("the certificate has no id-pe-cmw extension".into()))?;
+        let spki = cert.tbs_certificate.subject_public_key_info.to_der().map_err(|e| BindingError(e.to_string()))?;
+        Ok((BootEvidence::from_extension_value(ext.extn_value.as_bytes())?, spki))
+    }
+}
+
+/// REPORT_DATA of the boot report:
+/// `SHA-512(BOOT_CONTEXT || 0x00 || SHA-256(SPKI) || manifest digest || SHA-256(AK public) or 32 zero bytes)`.
+pub fn boot_report_data(tls_spki_der: &[u8], manifest_digest: &[u8; 32], ak_public: Option<&[u8]>) -> [u8; 64] {
+    let ak: [u8; 32] = ak_public.map_or([0; 32], |ak| Sha256::digest(ak).into());
+    Sha512::new()
+        .chain_update(BOOT_CONTEXT)
+        .chain_update([0u8])
+        .chain_update(Sha256::digest(tls_spki_der))
+        .chain_update(manifest_digest)
+        .chain_update(ak)
+        .finalize()
+        .into()
+}
+
+/// REPORT_DATA of a session report:
+/// `SHA-512(SESSION_CONTEXT || 0x00 || SHA-256(SPKI) || nonce || EKM || event-log digest)`.
+pub fn session_report_data(tls_spki_der: &[u8], nonce: &[u8; 32], ekm: &[u8; 32], event_log: &[u8; 32]) -> [u8; 64] {
+    Sha512::new()
+        .chain_update(SESSION_CONTEXT)
+        .chain_update([0u8])
+        .chain_update(Sha256::digest(tls_spki_der))
+        .chain_update(nonce)
+        .chain_update(ekm)
+        .chain_update(event_log)
+        .finalize()
+        .into()
+}
+
+mod b64 {
+    use base64::Engine as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(v))
+    }
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = String::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD.decode(s).map_err(serde::de::Error::custom)
+    }
+}
+
+mod b64_opt {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(v) => super::b64::serialize(v, s),
+            None => s.serialize_none(),
+        }
+    }
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        #[derive(Deserialize)]
+        struct Wrap(#[serde(with = "super::b64")] Vec<u8>);
+        Ok(Option::<Wrap>::deserialize(d)?.map(|w| w.0))
+    }
+}
+
+mod hex32 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(v: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(v))
+    }
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+        let s = String::deserialize(d)?;
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(&s, &mut out).map_err(serde::de::Error::custom)?;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extension_value_round_trips() {
+        let ev = BootEvidence {
+            version: 1,
+            report: vec![1; 1184],
+            vek: Some(vec![2; 10]),
+            ask: None,
+            ark: None,
+            manifest_digest: [3; 32],
+            ak_public: None,
+        };
+        let der = ev.to_extension_value().unwrap();
+        assert_eq!(BootEvidence::from_extension_value(&der).unwrap(), ev);
+        let mut bad = der.clone();
+        let n = bad.len();
+        bad[n - 2] = b'5';
+        assert!(BootEvidence::from_extension_value(&bad).is_err());
+    }
+
+    #[test]
+    fn bindings_differ_in_every_input() {
+        let base = boot_report_data(b"spki", &[0; 32], None);
+        assert_ne!(base, boot_report_data(b"spkj", &[0; 32], None));
+        assert_ne!(base, boot_report_data(b"spki", &[1; 32], None));
+        assert_ne!(base, boot_report_data(b"spki", &[0; 32], Some(b"ak")));
+        let s = session_report_data(b"spki", &[0; 32], &[0; 32], &[0; 32]);
+        assert_ne!(s, session_report_data(b"spki", &[0; 32], &[1; 32], &[0; 32]));
+        assert_ne!(&s[..], &base[..]);
+    }
+}

@@ -1,0 +1,19 @@
+//! What cvm-agent and its clients say to each other.
+//!
+//! - [`manifest`]: the computation manifest, parsed strictly and hashed in
+//!   its RFC 8785 canonical form; the digest is what clients pin.
+//! - [`api`]: the HTTP API's paths, request and response bodies, and errors.
+//!
+//! The crate never prints, reads the environment or exits.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod api;
+mod digest;
+mod key;
+pub mod manifest;
+
+pub use digest::{Digest, DigestError};
+pub use key::{KeyAlgorithm, KeyError, PublicKey};
+pub use manifest::{Manifest, ManifestError};

@@ -1,0 +1,293 @@
+//! The computation manifest: who brings what, who gets the results, and the limits.
+//!
+//! JSON, parsed strictly (unknown fields are errors), then validated. Its
+//! identity is [`Manifest::digest`]: SHA-256 over the RFC 8785 (JCS)
+//! canonical form, so whitespace and key order do not change it. The agent
+//! binds that digest into its evidence; a client that pins it knows which
+//! roles, keys, inputs and limits the agent enforces.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Digest, PublicKey};
+
+/// Most datasets a manifest may name.
+pub const MAX_DATASETS: usize = 64;
+
+/// A computation's manifest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// A short identifier: 1-64 of `A-Za-z0-9._-`.
+    pub id: String,
+    /// A human-readable name.
+    pub name: String,
+    /// The algorithm and who provides it.
+    pub algorithm: Algorithm,
+    /// The datasets and who provides each.
+    pub datasets: Vec<Dataset>,
+    /// Who may fetch the results.
+    pub result_consumers: Vec<ResultConsumer>,
+    /// Size, time and memory limits.
+    pub limits: Limits,
+    /// What happens to the algorithm's output.
+    #[serde(default)]
+    pub logging: Logging,
+}
+
+/// The algorithm to run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Algorithm {
+    /// SHA-256 of the uploaded algorithm file.
+    pub digest: Digest,
+    /// The only key allowed to upload it.
+    pub provider_key: PublicKey,
+    /// A binary, or a script for `interpreter`.
+    pub kind: AlgorithmKind,
+    /// Absolute path of the interpreter in the guest image; required for scripts, absent for binaries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interpreter: Option<String>,
+    /// Arguments after the program (or the script's path).
+    #[serde(default)]
+    pub args: Vec<String>,
+}
+
+/// How the algorithm is started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlgorithmKind {
+    /// A static executable.
+    Binary,
+    /// A script run by `interpreter`.
+    Script,
+}
+
+/// A dataset input.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dataset {
+    /// Its name: 1-64 of `A-Za-z0-9._-`, unique; the file name the algorithm sees.
+    pub name: String,
+    /// SHA-256 of its bytes.
+    pub digest: Digest,
+    /// The only key allowed to upload it.
+    pub provider_key: PublicKey,
+}
+
+/// A key allowed to fetch the results.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResultConsumer {
+    /// The consumer's key.
+    pub key: PublicKey,
+    /// Seal the results to this key (not supported by this version: must be false).
+    #[serde(default)]
+    pub seal_results: bool,
+}
+
+/// Resource limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Largest accepted upload, algorithm or dataset, in bytes.
+    pub max_upload_bytes: u64,
+    /// Wall-clock limit of the run, in seconds.
+    pub run_timeout_s: u64,
+    /// Memory (address space) limit of the algorithm, in bytes.
+    pub memory_bytes: u64,
+}
+
+/// What happens to the algorithm's stdout and stderr.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Logging {
+    /// `forward` to the operator's log stream, or `drop` (default).
+    #[serde(default)]
+    pub algorithm_output: AlgorithmOutput,
+}
+
+/// Whether the algorithm's output reaches the operator.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlgorithmOutput {
+    /// Forwarded to the host log stream.
+    Forward,
+    /// Discarded.
+    #[default]
+    Drop,
+}
+
+/// A manifest that cannot be accepted; `field` is its path in the document.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("manifest field `{field}`: {message}")]
+pub struct ManifestError {
+    /// Where: e.g. `datasets[1].name`, or `.` for the whole document.
+    pub field: String,
+    /// What is wrong there.
+    pub message: String,
+}
+
+fn err(field: impl Into<String>, message: impl Into<String>) -> ManifestError {
+    ManifestError { field: field.into(), message: message.into() }
+}
+
+fn check_name(field: String, name: &str) -> Result<(), ManifestError> {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if name.is_empty() || name.len() > 64 || !name.chars().all(ok_char) || name.starts_with('.') {
+        return Err(err(field, format!("{name:?} is not 1-64 of A-Za-z0-9._- (not starting with a dot)")));
+    }
+    Ok(())
+}
+
+impl Manifest {
+    /// Parses and validates a manifest; errors name the offending field.
+    pub fn from_json(text: &[u8]) -> Result<Manifest, ManifestError> {
+        let de = &mut serde_json::Deserializer::from_slice(text);
+        let m: Manifest = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            err(path, e.into_inner().to_string())
+        })?;
+        m.validate()?;
+        Ok(m)
+    }
+
+    /// Checks what the types alone cannot.
+    pub fn validate(&self) -> Result<(), ManifestError> {
+        check_name("id".into(), &self.id)?;
+        if self.name.trim().is_empty() || self.name.len() > 256 {
+            return Err(err("name", "must be 1-256 characters"));
+        }
+        let a = &self.algorithm;
+        match (a.kind, &a.interpreter) {
+            (AlgorithmKind::Script, None) => {
+                return Err(err("algorithm.interpreter", "required when kind is \"script\""))
+            }
+            (AlgorithmKind::Binary, Some(_)) => {
+                return Err(err("algorithm.interpreter", "not allowed when kind is \"binary\""))
+            }
+            (AlgorithmKind::Script, Some(i)) if !i.starts_with('/') || i.contains("..") => {
+                return Err(err("algorithm.interpreter", format!("{i:?} is not an absolute path")))
+            }
+            _ => {}
+        }
+        if let Some(i) = a.args.iter().position(|s| s.contains('\0')) {
+            return Err(err(format!("algorithm.args[{i}]"), "contains a NUL byte"));
+        }
+        if self.datasets.len() > MAX_DATASETS {
+            return Err(err("datasets", format!("at most {MAX_DATASETS} datasets, found {}", self.datasets.len())));
+        }
+        let mut names = BTreeSet::new();
+        for (i, d) in self.datasets.iter().enumerate() {
+            check_name(format!("datasets[{i}].name"), &d.name)?;
+            if !names.insert(d.name.as_str()) {
+                return Err(err(format!("datasets[{i}].name"), format!("{:?} is named twice", d.name)));
+            }
+        }
+        if self.result_consumers.is_empty() {
+            return Err(err("result_consumers", "at least one result consumer is needed"));
+        }
+        for (i, c) in self.result_consumers.iter().enumerate() {
+            if c.seal_results {
+                return Err(err(
+                    format!("result_consumers[{i}].seal_results"),
+                    "sealed results are not supported by this version",
+                ));
+            }
+        }
+        let l = &self.limits;
+        for (field, v) in [
+            ("limits.max_upload_bytes", l.max_upload_bytes),
+            ("limits.run_timeout_s", l.run_timeout_s),
+            ("limits.memory_bytes", l.memory_bytes),
+        ] {
+            if v == 0 {
+                return Err(err(field, "must be greater than zero"));
+            }
+        }
+        if l.memory_bytes < 16 << 20 {
+            return Err(err("limits.memory_bytes", "must be at least 16 MiB"));
+        }
+        Ok(())
+    }
+
+    /// The RFC 8785 canonical JSON of the manifest.
+    pub fn canonical_json(&self) -> Vec<u8> {
+        // Serialising plain strings, integers, booleans, arrays and objects
+        // cannot fail; an empty result would hash to a digest nobody pins.
+        serde_jcs::to_vec(self).unwrap_or_default()
+    }
+
+    /// SHA-256 of the canonical JSON: the manifest's identity.
+    pub fn digest(&self) -> Digest {
+        Digest::of(&self.canonical_json())
+    }
+
+    /// The dataset named `name`.
+    pub fn dataset(&self, name: &str) -> Option<&Dataset> {
+        self.datasets.iter().find(|d| d.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Ed25519 SPKI of an arbitrary 32-byte key.
+    const KEY_A: &str = "MCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=";
+    const KEY_B: &str = "MCowBQYDK2VwAyEA3eT9q8fEqjpGkGg5r3ZKrJiUAVpQyk1G+AQlK+HoE9c=";
+
+    fn sample() -> String {
+        format!(
+            r#"{{
+  "id": "stats-1",
+  "name": "Mean age",
+  "algorithm": {{"digest": "sha256:{d}", "provider_key": "{KEY_A}", "kind": "script",
+                 "interpreter": "/usr/bin/python3", "args": ["--column", "age"]}},
+  "datasets": [{{"name": "hospital-a.csv", "digest": "sha256:{d}", "provider_key": "{KEY_B}"}}],
+  "result_consumers": [{{"key": "{KEY_A}"}}],
+  "limits": {{"max_upload_bytes": 1048576, "run_timeout_s": 30, "memory_bytes": 268435456}}
+}}"#,
+            d = "ab".repeat(32)
+        )
+    }
+
+    #[test]
+    fn parses_and_digest_ignores_layout() {
+        let m = Manifest::from_json(sample().as_bytes()).unwrap();
+        assert_eq!(m.logging.algorithm_output, AlgorithmOutput::Drop);
+        let compact: serde_json::Value = serde_json::from_str(&sample()).unwrap();
+        let again = Manifest::from_json(compact.to_string().as_bytes()).unwrap();
+        assert_eq!(m.digest(), again.digest());
+        let canon = String::from_utf8(m.canonical_json()).unwrap();
+        assert!(canon.starts_with(r#"{"algorithm":{"args":["--column","age"],"digest":"#), "{canon}");
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            (sample().replace("\"kind\": \"script\"", "\"kind\": \"wasm\""), "algorithm.kind"),
+            (sample().replace("hospital-a.csv", "../etc/passwd"), "datasets[0].name"),
+            (sample().replace(&format!("sha256:{}\", \"provider_key\": \"{KEY_B}", "ab".repeat(32)), &format!("sha256:12\", \"provider_key\": \"{KEY_B}")), "datasets[0].digest"),
+            (sample().replace("\"run_timeout_s\": 30", "\"run_timeout_s\": 0"), "limits.run_timeout_s"),
+            (sample().replace("\"interpreter\": \"/usr/bin/python3\",", ""), "algorithm.interpreter"),
+            (sample().replace("\"id\": \"stats-1\",", "\"id\": \"stats-1\", \"colour\": 1,"), "colour"),
+            (sample().replace(KEY_B, "AAAA"), "datasets[0].provider_key"),
+        ];
+        for (text, field) in cases {
+            let e = Manifest::from_json(text.as_bytes()).unwrap_err();
+            assert_eq!(e.field, field, "{e}");
+        }
+    }
+
+    #[test]
+    fn duplicate_dataset_names_are_rejected() {
+        let text = sample().replace(
+            r#""datasets": ["#,
+            &format!(r#""datasets": [{{"name": "hospital-a.csv", "digest": "sha256:{}", "provider_key": "{KEY_B}"}}, "#, "cd".repeat(32)),
+        );
+        let e = Manifest::from_json(text.as_bytes()).unwrap_err();
+        assert_eq!(e.field, "datasets[1].name");
+    }
+}
