@@ -8,3 +8,6 @@ pub const REJECTED: i32 = 1;
 /// Bad usage or unreadable input of the user's own: a missing file, a
 /// malformed policy, an invalid time or hex value.
 pub const USAGE: i32 = 2;
+/// The agent refused the request (an HTTP error such as 403, 409 or 422), or
+/// could not be reached after its evidence was accepted.
+pub const AGENT_ERROR: i32 = 3;

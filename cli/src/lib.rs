@@ -9,4 +9,5 @@
 pub mod args;
 pub mod exit_codes;
 pub mod output;
+pub mod owner;
 pub mod report;

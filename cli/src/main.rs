@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use cvmctl::exit_codes;
+use cvmctl::owner;
 use cvmctl::report::ReportCommand;
 
 /// Command line of cvm-agent's computation owners and operators.
@@ -20,12 +21,34 @@ enum Command {
     /// Show, verify and simulate SNP attestation reports.
     #[command(subcommand)]
     Report(ReportCommand),
+    /// Create an owner key pair; prints the public key for the manifest.
+    Keygen(owner::KeygenArgs),
+    /// Check manifests and compute their digests.
+    #[command(subcommand)]
+    Manifest(owner::ManifestCommand),
+    /// Verify an agent's evidence and print the verified claims.
+    Attest(owner::AttestArgs),
+    /// Upload the algorithm to an agent (after verifying it).
+    UploadAlgorithm(owner::UploadAlgorithmArgs),
+    /// Upload a dataset to an agent (after verifying it).
+    UploadDataset(owner::UploadDatasetArgs),
+    /// Show the computation's state (after verifying the agent).
+    Status(owner::StatusArgs),
+    /// Download the results (after verifying the agent).
+    Results(owner::ResultsArgs),
 }
 
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Report(cmd) => cmd.run(),
+        Command::Keygen(a) => owner::keygen(a),
+        Command::Manifest(cmd) => owner::manifest(cmd),
+        Command::Attest(a) => block_on(owner::attest(a)),
+        Command::UploadAlgorithm(a) => block_on(owner::upload_algorithm(a)),
+        Command::UploadDataset(a) => block_on(owner::upload_dataset(a)),
+        Command::Status(a) => block_on(owner::status(a)),
+        Command::Results(a) => block_on(owner::results(a)),
     };
     let code = match result {
         Ok(code) => code,
@@ -39,6 +62,10 @@ fn main() {
         }
     };
     std::process::exit(code);
+}
+
+fn block_on(f: impl std::future::Future<Output = anyhow::Result<i32>>) -> anyhow::Result<i32> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(f)
 }
 
 fn is_broken_pipe(err: &anyhow::Error) -> bool {

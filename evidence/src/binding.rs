@@ -17,6 +17,9 @@ use der::{Decode, Encode};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256, Sha512};
 
+use crate::certs::{parse_certificate, CertChain};
+use crate::{AttestationReport, VerificationReport, Verifier};
+
 /// id-pe-cmw (RFC 9999): the X.509 extension carrying the boot evidence.
 pub const CMW_EXTENSION_OID: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.1.35");
 /// The same OID as arcs, for certificate builders that take them.
@@ -72,7 +75,8 @@ impl BootEvidence {
 
     /// Reads the evidence from an id-pe-cmw extension value.
     pub fn from_extension_value(der: &[u8]) -> Result<BootEvidence, BindingError> {
-        let text = Utf8StringRef::from_der(der).map_err(|e| BindingError(format!("not a CMW json UTF8String: {e}")))?;
+        let text = Utf8StringRef::from_der(der)
+            .map_err(|e| BindingError(format!("not a CMW json UTF8String: {e}")))?;
         let record: (String, String, u32) = serde_json::from_str(text.as_str())
             .map_err(|e| BindingError(format!("not a CMW record [type, value, indicator]: {e}")))?;
         if record.2 != 4 {
@@ -93,7 +97,8 @@ impl BootEvidence {
 
     /// Finds and reads the evidence in a DER certificate.
     pub fn from_certificate(cert_der: &[u8]) -> Result<(BootEvidence, Vec<u8>), BindingError> {
-        let cert = x509_cert::Certificate::from_der(cert_der).map_err(|e| BindingError(format!("certificate: {e}")))?;
+        let cert = x509_cert::Certificate::from_der(cert_der)
+            .map_err(|e| BindingError(format!("certificate: {e}")))?;
         let ext = cert
             .tbs_certificate
             .extensions
@@ -102,14 +107,122 @@ impl BootEvidence {
             .iter()
             .find(|e| e.extn_id == CMW_EXTENSION_OID)
             .ok_or_else(|| BindingError("the certificate has no id-pe-cmw extension".into()))?;
-        let spki = cert.tbs_certificate.subject_public_key_info.to_der().map_err(|e| BindingError(e.to_string()))?;
+        let spki =
+            cert.tbs_certificate.subject_public_key_info.to_der().map_err(|e| BindingError(e.to_string()))?;
         Ok((BootEvidence::from_extension_value(ext.extn_value.as_bytes())?, spki))
     }
 }
 
+/// Verifies the boot evidence in an agent's certificate: the report against
+/// `verifier`, then that the evidence names `expected_manifest` and that
+/// REPORT_DATA binds the certificate's key, that manifest and the AK.
+///
+/// The chain comes from the evidence; `fallback` supplies certificates the
+/// host did not (e.g. a VCEK the user fetched). Returns every check, and the
+/// evidence when it could be parsed.
+pub fn check_boot_certificate(
+    verifier: &Verifier<'_>,
+    cert_der: &[u8],
+    expected_manifest: &[u8; 32],
+    fallback: Option<&CertChain>,
+) -> (VerificationReport, Option<BootEvidence>) {
+    let (ev, spki) = match BootEvidence::from_certificate(cert_der) {
+        Ok(x) => x,
+        Err(e) => {
+            return (
+                VerificationReport::failed(
+                    "boot_evidence",
+                    "id-pe-cmw boot evidence in the certificate",
+                    e.0,
+                ),
+                None,
+            )
+        }
+    };
+    let report = match AttestationReport::from_bytes(&ev.report) {
+        Ok(r) => r,
+        Err(e) => {
+            return (
+                VerificationReport::failed("report_format", "a 1184-byte SNP report", e.to_string()),
+                Some(ev),
+            )
+        }
+    };
+    let chain = match chain_from(&ev, fallback) {
+        Ok(c) => c,
+        Err(e) => return (VerificationReport::failed("certificate_format", "AMD certificates", e), Some(ev)),
+    };
+    let mut result = verifier.check(&report, &chain);
+    result.record(
+        "manifest_digest",
+        &ev.manifest_digest == expected_manifest,
+        format!("sha256:{}", hex::encode(expected_manifest)),
+        format!("sha256:{}", hex::encode(ev.manifest_digest)),
+    );
+    let want = boot_report_data(&spki, &ev.manifest_digest, ev.ak_public.as_deref());
+    result.record(
+        "boot_binding",
+        report.report_data == want,
+        format!("REPORT_DATA binding this TLS key, manifest and AK: {}", hex::encode(want)),
+        hex::encode(report.report_data),
+    );
+    (result, Some(ev))
+}
+
+/// Verifies session evidence: the fresh report against `verifier`, and that
+/// its REPORT_DATA binds the TLS key, the nonce, this session's exporter
+/// value and the event log digest.
+pub fn check_session_report(
+    verifier: &Verifier<'_>,
+    report: &[u8],
+    chain: &CertChain,
+    tls_spki_der: &[u8],
+    nonce: &[u8; 32],
+    ekm: &[u8; 32],
+    event_log: &[u8; 32],
+) -> VerificationReport {
+    let report = match AttestationReport::from_bytes(report) {
+        Ok(r) => r,
+        Err(e) => {
+            return VerificationReport::failed("report_format", "a 1184-byte SNP report", e.to_string())
+        }
+    };
+    let mut result = verifier.check(&report, chain);
+    let want = session_report_data(tls_spki_der, nonce, ekm, event_log);
+    result.record(
+        "session_binding",
+        report.report_data == want,
+        format!("REPORT_DATA binding this TLS session and nonce: {}", hex::encode(want)),
+        hex::encode(report.report_data),
+    );
+    result
+}
+
+/// The chain carried by boot evidence, completed from `fallback`.
+pub fn chain_from(ev: &BootEvidence, fallback: Option<&CertChain>) -> Result<CertChain, String> {
+    let parse = |der: &Option<Vec<u8>>, what: &str| {
+        der.as_deref().map(|d| parse_certificate(d, what).map_err(|e| e.to_string())).transpose()
+    };
+    let vek = match (parse(&ev.vek, "VEK from the evidence")?, fallback) {
+        (Some(v), _) => v,
+        (None, Some(f)) => f.vek.clone(),
+        (None, None) => return Err("the evidence carries no VCEK/VLEK and none was given".into()),
+    };
+    Ok(CertChain {
+        ark: parse(&ev.ark, "ARK from the evidence")?.or_else(|| fallback.and_then(|f| f.ark.clone())),
+        intermediate: parse(&ev.ask, "ASK from the evidence")?
+            .or_else(|| fallback.and_then(|f| f.intermediate.clone())),
+        vek,
+    })
+}
+
 /// REPORT_DATA of the boot report:
 /// `SHA-512(BOOT_CONTEXT || 0x00 || SHA-256(SPKI) || manifest digest || SHA-256(AK public) or 32 zero bytes)`.
-pub fn boot_report_data(tls_spki_der: &[u8], manifest_digest: &[u8; 32], ak_public: Option<&[u8]>) -> [u8; 64] {
+pub fn boot_report_data(
+    tls_spki_der: &[u8],
+    manifest_digest: &[u8; 32],
+    ak_public: Option<&[u8]>,
+) -> [u8; 64] {
     let ak: [u8; 32] = ak_public.map_or([0; 32], |ak| Sha256::digest(ak).into());
     Sha512::new()
         .chain_update(BOOT_CONTEXT)
@@ -123,7 +236,12 @@ pub fn boot_report_data(tls_spki_der: &[u8], manifest_digest: &[u8; 32], ak_publ
 
 /// REPORT_DATA of a session report:
 /// `SHA-512(SESSION_CONTEXT || 0x00 || SHA-256(SPKI) || nonce || EKM || event-log digest)`.
-pub fn session_report_data(tls_spki_der: &[u8], nonce: &[u8; 32], ekm: &[u8; 32], event_log: &[u8; 32]) -> [u8; 64] {
+pub fn session_report_data(
+    tls_spki_der: &[u8],
+    nonce: &[u8; 32],
+    ekm: &[u8; 32],
+    event_log: &[u8; 32],
+) -> [u8; 64] {
     Sha512::new()
         .chain_update(SESSION_CONTEXT)
         .chain_update([0u8])

@@ -100,6 +100,29 @@ impl VerificationReport {
         self.checks.iter().find(|c| c.name == name)
     }
 
+    /// Appends a check made outside the verifier (e.g. a binding check).
+    pub fn record(
+        &mut self,
+        name: &'static str,
+        passed: bool,
+        expected: impl Into<String>,
+        found: impl Into<String>,
+    ) {
+        let outcome = if passed { Outcome::Passed } else { Outcome::Failed };
+        self.checks.push(Check { name, outcome, expected: expected.into(), found: found.into() });
+    }
+
+    /// A report holding one failed check, for evidence that could not even be parsed.
+    pub fn failed(
+        name: &'static str,
+        expected: impl Into<String>,
+        found: impl Into<String>,
+    ) -> VerificationReport {
+        let mut r = VerificationReport { product: None, checks: Vec::new() };
+        r.record(name, false, expected, found);
+        r
+    }
+
     /// `Ok(self)` when accepted, else the failures.
     pub fn into_result(self) -> Result<VerificationReport, Rejected> {
         let failures: Vec<Check> = self.failures().cloned().collect();

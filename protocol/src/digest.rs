@@ -73,7 +73,12 @@ mod tests {
         let d = Digest::of(b"abc");
         assert_eq!(d.to_string(), "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
         assert_eq!(d.to_string().parse::<Digest>().unwrap(), d);
-        for bad in ["ba7816bf", "sha256:BA7816BF8F01CFEA414140DE5DAE2223B00361A396177A9CB410FF61F20015AD", "sha256:12", "sha512:00"] {
+        for bad in [
+            "ba7816bf",
+            "sha256:BA7816BF8F01CFEA414140DE5DAE2223B00361A396177A9CB410FF61F20015AD",
+            "sha256:12",
+            "sha512:00",
+        ] {
             assert!(bad.parse::<Digest>().is_err(), "{bad}");
         }
     }

@@ -39,7 +39,8 @@ pub struct KeyError(pub String);
 impl PublicKey {
     /// Parses DER SubjectPublicKeyInfo; only Ed25519, P-256 and P-384 are accepted.
     pub fn from_spki_der(der: &[u8]) -> Result<PublicKey, KeyError> {
-        let spki = SubjectPublicKeyInfoRef::from_der(der).map_err(|e| KeyError(format!("not DER SubjectPublicKeyInfo: {e}")))?;
+        let spki = SubjectPublicKeyInfoRef::from_der(der)
+            .map_err(|e| KeyError(format!("not DER SubjectPublicKeyInfo: {e}")))?;
         let canonical = spki.to_der().map_err(|e| KeyError(e.to_string()))?;
         if canonical != der {
             return Err(KeyError("SubjectPublicKeyInfo is not canonical DER".into()));

@@ -176,7 +176,10 @@ impl Manifest {
             return Err(err(format!("algorithm.args[{i}]"), "contains a NUL byte"));
         }
         if self.datasets.len() > MAX_DATASETS {
-            return Err(err("datasets", format!("at most {MAX_DATASETS} datasets, found {}", self.datasets.len())));
+            return Err(err(
+                "datasets",
+                format!("at most {MAX_DATASETS} datasets, found {}", self.datasets.len()),
+            ));
         }
         let mut names = BTreeSet::new();
         for (i, d) in self.datasets.iter().enumerate() {
@@ -269,7 +272,13 @@ mod tests {
         let cases = [
             (sample().replace("\"kind\": \"script\"", "\"kind\": \"wasm\""), "algorithm.kind"),
             (sample().replace("hospital-a.csv", "../etc/passwd"), "datasets[0].name"),
-            (sample().replace(&format!("sha256:{}\", \"provider_key\": \"{KEY_B}", "ab".repeat(32)), &format!("sha256:12\", \"provider_key\": \"{KEY_B}")), "datasets[0].digest"),
+            (
+                sample().replace(
+                    &format!("sha256:{}\", \"provider_key\": \"{KEY_B}", "ab".repeat(32)),
+                    &format!("sha256:12\", \"provider_key\": \"{KEY_B}"),
+                ),
+                "datasets[0].digest",
+            ),
             (sample().replace("\"run_timeout_s\": 30", "\"run_timeout_s\": 0"), "limits.run_timeout_s"),
             (sample().replace("\"interpreter\": \"/usr/bin/python3\",", ""), "algorithm.interpreter"),
             (sample().replace("\"id\": \"stats-1\",", "\"id\": \"stats-1\", \"colour\": 1,"), "colour"),

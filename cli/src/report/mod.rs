@@ -9,7 +9,7 @@ use clap::Subcommand;
 
 pub use certs_dir::load_chain;
 pub use show::ShowArgs;
-pub use simulate::{SimulateArgs, CHAIN_FILE};
+pub use simulate::{write_private, SimulateArgs, CHAIN_FILE};
 pub use verify::VerifyArgs;
 
 /// Work with SNP attestation reports.

@@ -260,7 +260,8 @@ fn write_out(dir: &Path, chain: &SimulatedChain, report: &[u8]) -> anyhow::Resul
     Ok(names)
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+/// Writes a secret file, readable only by its owner.
+pub fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     let mut f = fs::OpenOptions::new()

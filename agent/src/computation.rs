@@ -1,0 +1,569 @@
+//! The computation: roles, the state machine, uploads and the run.
+//!
+//! States: AwaitingAlgorithm → AwaitingData → Running → ResultsReady →
+//! Consumed, and Failed(reason) from any of them. An upload is written to a
+//! `.partial` file while it is hashed; only a complete upload whose digest
+//! matches the manifest is renamed into place and changes the state, so a
+//! broken or wrong upload loses nothing and can be retried.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use cvm_protocol::api::{State, Status};
+use cvm_protocol::manifest::AlgorithmKind;
+use cvm_protocol::{Digest, Manifest, PublicKey};
+use sha2::{Digest as _, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use crate::measurements::{Event, EventLog};
+use crate::runner::{self, RunOutcome, RunSpec};
+
+/// A role a key can have.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    /// Uploads the algorithm.
+    AlgorithmProvider,
+    /// Uploads the named dataset.
+    DatasetProvider(String),
+    /// Fetches the results.
+    ResultConsumer,
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Role::AlgorithmProvider => f.write_str("algorithm_provider"),
+            Role::DatasetProvider(n) => write!(f, "dataset_provider:{n}"),
+            Role::ResultConsumer => f.write_str("result_consumer"),
+        }
+    }
+}
+
+/// What an upload is for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// The algorithm.
+    Algorithm,
+    /// The named dataset.
+    Dataset(String),
+}
+
+impl Target {
+    fn name(&self) -> &str {
+        match self {
+            Target::Algorithm => "algorithm",
+            Target::Dataset(n) => n,
+        }
+    }
+}
+
+/// A refused request; maps to an HTTP status in `api`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FlowError {
+    /// No client certificate where one is needed.
+    #[error("this request needs a client certificate over an owner key")]
+    Unauthenticated,
+    /// The key lacks the role.
+    #[error("key {key} is not {role} in the manifest")]
+    Forbidden {
+        /// The caller's key fingerprint.
+        key: String,
+        /// The missing role.
+        role: String,
+    },
+    /// The manifest names no such dataset.
+    #[error("the manifest names no dataset {0:?}")]
+    UnknownDataset(String),
+    /// Not now: wrong state, already received, or in progress.
+    #[error("{0}")]
+    Conflict(String),
+    /// Over the manifest's size limit.
+    #[error("{what} of {found} bytes is over the manifest's limit of {limit} bytes")]
+    TooLarge {
+        /// What was too large.
+        what: String,
+        /// Its size (so far).
+        found: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// The bytes do not have the manifest's digest; they were discarded.
+    #[error("{name}: received {found} but the manifest expects {expected}; the upload was discarded")]
+    DigestMismatch {
+        /// What was uploaded.
+        name: String,
+        /// The manifest's digest.
+        expected: Digest,
+        /// The digest of what arrived.
+        found: Digest,
+    },
+    /// The results are not ready.
+    #[error("no results: the computation is {0}")]
+    NotReady(String),
+    /// Storage failed.
+    #[error("storage: {0}")]
+    Io(String),
+}
+
+struct Inner {
+    state: State,
+    algorithm: Option<Digest>,
+    datasets: BTreeMap<String, Digest>,
+    in_progress: BTreeSet<String>,
+    fetched_by: BTreeSet<Vec<u8>>,
+    log: EventLog,
+}
+
+/// Where the computation keeps its files.
+#[derive(Clone, Debug)]
+pub struct WorkDirs {
+    /// Incoming partial uploads (root only).
+    pub incoming: PathBuf,
+    /// The algorithm file.
+    pub algorithm: PathBuf,
+    /// The datasets, read-only for the algorithm.
+    pub datasets: PathBuf,
+    /// The algorithm's results directory.
+    pub results: PathBuf,
+    /// The packaged results.
+    pub results_tar: PathBuf,
+}
+
+impl WorkDirs {
+    /// Lays out and creates the directories under `root` (mode 0700 where root-only).
+    pub fn create(root: &Path) -> std::io::Result<WorkDirs> {
+        use std::os::unix::fs::PermissionsExt;
+        let d = WorkDirs {
+            incoming: root.join("incoming"),
+            algorithm: root.join("algorithm").join("algorithm"),
+            datasets: root.join("datasets"),
+            results: root.join("results"),
+            results_tar: root.join("results.tar"),
+        };
+        for dir in [root, &d.incoming, d.algorithm.parent().unwrap_or(root), &d.datasets] {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o711))?;
+        std::fs::set_permissions(&d.incoming, std::fs::Permissions::from_mode(0o700))?;
+        if let Some(p) = d.algorithm.parent() {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755))?;
+        }
+        Ok(d)
+    }
+}
+
+/// The one computation this agent runs.
+pub struct Computation {
+    manifest: Manifest,
+    digest: Digest,
+    dirs: WorkDirs,
+    sandbox: (u32, u32),
+    inner: Mutex<Inner>,
+}
+
+impl Computation {
+    /// A computation for `manifest`, awaiting its algorithm.
+    pub fn new(manifest: Manifest, dirs: WorkDirs, sandbox_uid: u32, sandbox_gid: u32) -> Arc<Computation> {
+        let digest = manifest.digest();
+        let mut log = EventLog::default();
+        log.record(Event { kind: "manifest", name: manifest.id.clone(), digest: digest.to_string() });
+        Arc::new(Computation {
+            manifest,
+            digest,
+            dirs,
+            sandbox: (sandbox_uid, sandbox_gid),
+            inner: Mutex::new(Inner {
+                state: State::AwaitingAlgorithm,
+                algorithm: None,
+                datasets: BTreeMap::new(),
+                in_progress: BTreeSet::new(),
+                fetched_by: BTreeSet::new(),
+                log,
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock is a bug; the state it protects is
+        // still consistent (every update is a single assignment), so go on.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The manifest's digest.
+    pub fn manifest_digest(&self) -> Digest {
+        self.digest
+    }
+
+    /// The event log's running digest.
+    pub fn event_log_digest(&self) -> [u8; 32] {
+        self.lock().log.digest()
+    }
+
+    /// The event log.
+    pub fn events(&self) -> Vec<Event> {
+        self.lock().log.events().to_vec()
+    }
+
+    /// The roles `key` has.
+    pub fn roles(&self, key: &PublicKey) -> Vec<Role> {
+        let m = &self.manifest;
+        let mut roles = Vec::new();
+        if &m.algorithm.provider_key == key {
+            roles.push(Role::AlgorithmProvider);
+        }
+        roles.extend(
+            m.datasets
+                .iter()
+                .filter(|d| &d.provider_key == key)
+                .map(|d| Role::DatasetProvider(d.name.clone())),
+        );
+        if m.result_consumers.iter().any(|c| &c.key == key) {
+            roles.push(Role::ResultConsumer);
+        }
+        roles
+    }
+
+    /// The state as the API reports it.
+    pub fn status(&self, key: Option<&PublicKey>) -> Status {
+        let inner = self.lock();
+        let received: Vec<String> = inner.datasets.keys().cloned().collect();
+        let missing = self
+            .manifest
+            .datasets
+            .iter()
+            .filter(|d| !inner.datasets.contains_key(&d.name))
+            .map(|d| d.name.clone())
+            .collect();
+        Status {
+            manifest_digest: self.digest,
+            state: inner.state.clone(),
+            algorithm_received: inner.algorithm.is_some(),
+            datasets_received: received,
+            datasets_missing: missing,
+            your_roles: key
+                .map(|k| self.roles(k).iter().map(ToString::to_string).collect())
+                .unwrap_or_default(),
+        }
+    }
+
+    fn require(&self, key: Option<&PublicKey>, role: &Role) -> Result<(), FlowError> {
+        let key = key.ok_or(FlowError::Unauthenticated)?;
+        if self.roles(key).contains(role) {
+            Ok(())
+        } else {
+            Err(FlowError::Forbidden { key: key.fingerprint(), role: role.to_string() })
+        }
+    }
+
+    /// Checks role, state and declared size, and reserves the target.
+    ///
+    /// Nothing of the body has been read when this runs, so an upload over
+    /// the limit is refused before any byte is accepted.
+    pub fn begin_upload(
+        self: &Arc<Self>,
+        key: Option<&PublicKey>,
+        target: Target,
+        declared_len: Option<u64>,
+    ) -> Result<Upload, FlowError> {
+        let (role, expected) = match &target {
+            Target::Algorithm => (Role::AlgorithmProvider, self.manifest.algorithm.digest),
+            Target::Dataset(name) => {
+                let d = self.manifest.dataset(name).ok_or_else(|| FlowError::UnknownDataset(name.clone()))?;
+                (Role::DatasetProvider(name.clone()), d.digest)
+            }
+        };
+        self.require(key, &role)?;
+        let limit = self.manifest.limits.max_upload_bytes;
+        if let Some(len) = declared_len.filter(|l| *l > limit) {
+            return Err(FlowError::TooLarge {
+                what: format!("{} (declared length)", target.name()),
+                found: len,
+                limit,
+            });
+        }
+        let mut inner = self.lock();
+        let name = target.name().to_owned();
+        let already = match &target {
+            Target::Algorithm => inner.algorithm.is_some(),
+            Target::Dataset(n) => inner.datasets.contains_key(n),
+        };
+        if already {
+            return Err(FlowError::Conflict(format!("{name} was already received")));
+        }
+        match (&target, &inner.state) {
+            (Target::Algorithm, State::AwaitingAlgorithm) | (Target::Dataset(_), State::AwaitingData) => {}
+            (Target::Dataset(_), State::AwaitingAlgorithm) => {
+                return Err(FlowError::Conflict("datasets are accepted only after the algorithm".into()))
+            }
+            (_, state) => {
+                return Err(FlowError::Conflict(format!(
+                    "{name} cannot be uploaded in state {}",
+                    state_name(state)
+                )))
+            }
+        }
+        if !inner.in_progress.insert(name.clone()) {
+            return Err(FlowError::Conflict(format!("an upload of {name} is already in progress")));
+        }
+        drop(inner);
+        let partial = self.dirs.incoming.join(format!(
+            "{}.partial",
+            if matches!(target, Target::Algorithm) { "algorithm.bin" } else { &name }
+        ));
+        Ok(Upload {
+            computation: Arc::clone(self),
+            target,
+            expected,
+            limit,
+            partial,
+            file: None,
+            hasher: Sha256::new(),
+            received: 0,
+            done: false,
+        })
+    }
+
+    fn finish_upload(self: &Arc<Self>, target: &Target, digest: Digest) {
+        let start = {
+            let mut inner = self.lock();
+            inner.in_progress.remove(target.name());
+            match target {
+                Target::Algorithm => {
+                    inner.algorithm = Some(digest);
+                    inner.log.record(Event {
+                        kind: "algorithm",
+                        name: "algorithm".into(),
+                        digest: digest.to_string(),
+                    });
+                    inner.state = State::AwaitingData;
+                }
+                Target::Dataset(n) => {
+                    inner.datasets.insert(n.clone(), digest);
+                    inner.log.record(Event { kind: "dataset", name: n.clone(), digest: digest.to_string() });
+                }
+            }
+            let all_in = inner.algorithm.is_some() && inner.datasets.len() == self.manifest.datasets.len();
+            if all_in {
+                inner.state = State::Running;
+            }
+            all_in
+        };
+        log::info!("received {} ({digest})", target.name());
+        if start {
+            let this = Arc::clone(self);
+            tokio::spawn(async move { this.run().await });
+        }
+    }
+
+    fn abandon_upload(&self, target: &Target) {
+        self.lock().in_progress.remove(target.name());
+    }
+
+    async fn run(self: Arc<Self>) {
+        log::info!("all inputs received: running the algorithm");
+        let outcome = self.run_sandboxed().await;
+        let next = match outcome {
+            Ok(()) => match self.package_results() {
+                Ok(digest) => {
+                    let mut inner = self.lock();
+                    inner.log.record(Event {
+                        kind: "results",
+                        name: "results.tar".into(),
+                        digest: digest.to_string(),
+                    });
+                    State::ResultsReady
+                }
+                Err(e) => State::Failed(format!("packaging the results failed: {e}")),
+            },
+            Err(reason) => State::Failed(reason),
+        };
+        match &next {
+            State::Failed(reason) => log::warn!("computation failed: {reason}"),
+            _ => log::info!("results ready"),
+        }
+        self.lock().state = next;
+    }
+
+    async fn run_sandboxed(&self) -> Result<(), String> {
+        use std::os::unix::fs::PermissionsExt;
+        let a = &self.manifest.algorithm;
+        let algo = self.dirs.algorithm.clone();
+        let mode = if a.kind == AlgorithmKind::Binary { 0o555 } else { 0o444 };
+        std::fs::set_permissions(&algo, std::fs::Permissions::from_mode(mode)).map_err(|e| e.to_string())?;
+        let (program, mut args) = match (&a.kind, &a.interpreter) {
+            (AlgorithmKind::Script, Some(interp)) => {
+                (PathBuf::from(interp), vec![algo.display().to_string()])
+            }
+            _ => (algo.clone(), Vec::new()),
+        };
+        args.extend(a.args.iter().cloned());
+        let mut spec = RunSpec::new(program, self.dirs.datasets.clone(), self.dirs.results.clone());
+        spec.args = args;
+        spec.uid = self.sandbox.0;
+        spec.gid = self.sandbox.1;
+        spec.memory_bytes = self.manifest.limits.memory_bytes;
+        spec.timeout = Duration::from_secs(self.manifest.limits.run_timeout_s);
+        spec.env = vec![
+            ("CVM_DATASETS".into(), self.dirs.datasets.display().to_string()),
+            ("CVM_RESULTS".into(), self.dirs.results.display().to_string()),
+            ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
+            ("LANG".into(), "C.UTF-8".into()),
+        ];
+        let forward =
+            self.manifest.logging.algorithm_output == cvm_protocol::manifest::AlgorithmOutput::Forward;
+        match runner::run(&spec).await {
+            RunOutcome::Succeeded { stdout, stderr, elapsed } => {
+                if forward {
+                    forward_output(&stdout, &stderr);
+                }
+                log::info!("algorithm succeeded in {:.1}s", elapsed.as_secs_f64());
+                Ok(())
+            }
+            RunOutcome::Failed { reason, stdout, stderr, .. } => {
+                if forward {
+                    forward_output(&stdout, &stderr);
+                }
+                Err(format!("the algorithm {reason}"))
+            }
+        }
+    }
+
+    /// Packs the results directory into a tar file; returns its digest.
+    fn package_results(&self) -> std::io::Result<Digest> {
+        let file = std::fs::File::create(&self.dirs.results_tar)?;
+        let mut builder = tar::Builder::new(file);
+        builder.mode(tar::HeaderMode::Deterministic);
+        builder.follow_symlinks(false);
+        builder.append_dir_all("results", &self.dirs.results)?;
+        builder.into_inner()?.sync_all()?;
+        let bytes = std::fs::read(&self.dirs.results_tar)?;
+        Ok(Digest::of(&bytes))
+    }
+
+    /// Checks that `key` may fetch the results now, and returns the package's path.
+    pub fn results(&self, key: Option<&PublicKey>) -> Result<PathBuf, FlowError> {
+        self.require(key, &Role::ResultConsumer)?;
+        let inner = self.lock();
+        match &inner.state {
+            State::ResultsReady | State::Consumed => Ok(self.dirs.results_tar.clone()),
+            other => Err(FlowError::NotReady(state_name(other))),
+        }
+    }
+
+    /// Records that `key` fetched the results; the last consumer moves the state to Consumed.
+    pub fn results_fetched(&self, key: &PublicKey) {
+        let mut inner = self.lock();
+        inner.fetched_by.insert(key.spki_der().to_vec());
+        let all = self.manifest.result_consumers.iter().all(|c| inner.fetched_by.contains(c.key.spki_der()));
+        if all && inner.state == State::ResultsReady {
+            inner.state = State::Consumed;
+            log::info!("every result consumer fetched the results");
+        }
+    }
+}
+
+fn forward_output(stdout: &[u8], stderr: &[u8]) {
+    for line in String::from_utf8_lossy(stdout).lines() {
+        log::info!(target: "algorithm", "stdout: {line}");
+    }
+    for line in String::from_utf8_lossy(stderr).lines() {
+        log::info!(target: "algorithm", "stderr: {line}");
+    }
+}
+
+fn state_name(s: &State) -> String {
+    match s {
+        State::AwaitingAlgorithm => "awaiting_algorithm".into(),
+        State::AwaitingData => "awaiting_data".into(),
+        State::Running => "running".into(),
+        State::ResultsReady => "results_ready".into(),
+        State::Consumed => "consumed".into(),
+        State::Failed(r) => format!("failed ({r})"),
+    }
+}
+
+/// An upload in progress: bytes go to a partial file and into the hash.
+///
+/// Dropped without [`Upload::finish`] (a client that went away, an error),
+/// it deletes the partial file and frees the target for a retry.
+pub struct Upload {
+    computation: Arc<Computation>,
+    target: Target,
+    expected: Digest,
+    limit: u64,
+    partial: PathBuf,
+    file: Option<tokio::fs::File>,
+    hasher: Sha256,
+    received: u64,
+    done: bool,
+}
+
+impl Upload {
+    /// Hashes and stores one chunk; refuses to go over the limit.
+    pub async fn write(&mut self, chunk: &[u8]) -> Result<(), FlowError> {
+        self.received += chunk.len() as u64;
+        if self.received > self.limit {
+            return Err(FlowError::TooLarge {
+                what: self.target.name().to_owned(),
+                found: self.received,
+                limit: self.limit,
+            });
+        }
+        self.hasher.update(chunk);
+        if self.file.is_none() {
+            let f = tokio::fs::File::create(&self.partial).await.map_err(|e| FlowError::Io(e.to_string()))?;
+            self.file = Some(f);
+        }
+        if let Some(f) = self.file.as_mut() {
+            f.write_all(chunk).await.map_err(|e| FlowError::Io(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Checks the digest and moves the artifact into place.
+    pub async fn finish(mut self) -> Result<(Digest, u64), FlowError> {
+        let digest = Digest(std::mem::take(&mut self.hasher).finalize().into());
+        if digest != self.expected {
+            return Err(FlowError::DigestMismatch {
+                name: self.target.name().to_owned(),
+                expected: self.expected,
+                found: digest,
+            });
+        }
+        let file = match self.file.take() {
+            Some(f) => f,
+            None => tokio::fs::File::create(&self.partial).await.map_err(|e| FlowError::Io(e.to_string()))?,
+        };
+        file.sync_all().await.map_err(|e| FlowError::Io(e.to_string()))?;
+        drop(file);
+        let dest = match &self.target {
+            Target::Algorithm => self.computation.dirs.algorithm.clone(),
+            Target::Dataset(n) => self.computation.dirs.datasets.join(n),
+        };
+        tokio::fs::rename(&self.partial, &dest).await.map_err(|e| FlowError::Io(e.to_string()))?;
+        self.done = true;
+        self.computation.finish_upload(&self.target, digest);
+        Ok((digest, self.received))
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = std::fs::remove_file(&self.partial);
+            self.computation.abandon_upload(&self.target);
+            log::warn!(
+                "upload of {} abandoned after {} bytes; nothing was kept",
+                self.target.name(),
+                self.received
+            );
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! The agent's configuration: kernel command line, an optional file, environment.
+//!
+//! Keys (kernel command line `cvm.KEY=VALUE`, file lines `KEY = VALUE`,
+//! environment `CVM_KEY=VALUE` with KEY upper-cased); later sources win:
+//! command line, then file, then environment. An unknown key in any source
+//! is an error that names the source and the key.
+//!
+//! | key | meaning | default |
+//! |---|---|---|
+//! | `listen` | address:port for attested TLS (numeric) | `0.0.0.0:7002` |
+//! | `tee` | `auto`, `sev-guest`, `configfs-tsm` or `simulated` | `auto` |
+//! | `manifest` | path of the manifest file | (required) |
+//! | `work_dir` | where uploads and results live (a tmpfs in the VM) | `/run/cvm-agent` |
+//! | `simulated_chain` | simulated provider: chain bundle from `cvmctl report simulate` | (required for `simulated`) |
+//! | `simulated_measurement` | simulated provider: the launch measurement to report (96 hex digits) | zeros |
+//! | `sandbox_uid`, `sandbox_gid` | the unprivileged identity the algorithm runs as (dedicated) | `61000` |
+//! | `log_level` | `error`, `warn`, `info`, `debug` or `trace` | `info` |
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Which TEE provider produces reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TeeChoice {
+    /// The first real provider that exists; none is an error.
+    Auto,
+    /// /dev/sev-guest.
+    SevGuest,
+    /// /sys/kernel/config/tsm/report.
+    ConfigfsTsm,
+    /// Software SNP; not secure.
+    Simulated,
+}
+
+/// The agent's configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Where attested TLS listens.
+    pub listen: SocketAddr,
+    /// The TEE provider.
+    pub tee: TeeChoice,
+    /// The manifest file.
+    pub manifest: PathBuf,
+    /// Uploads and results.
+    pub work_dir: PathBuf,
+    /// Simulated provider: the chain bundle.
+    pub simulated_chain: Option<PathBuf>,
+    /// Simulated provider: the measurement to report.
+    pub simulated_measurement: [u8; 48],
+    /// The sandbox user.
+    pub sandbox_uid: u32,
+    /// The sandbox group.
+    pub sandbox_gid: u32,
+    /// The log level.
+    pub log_level: log::LevelFilter,
+}
+
+/// A configuration that cannot be used; names the source and key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("configuration {source_name} key `{key}`: {message}")]
+pub struct ConfigError {
+    /// `kernel command line`, the file's path, or `environment`.
+    pub source_name: String,
+    /// The key.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+const KEYS: [&str; 9] = [
+    "listen",
+    "tee",
+    "manifest",
+    "work_dir",
+    "simulated_chain",
+    "simulated_measurement",
+    "sandbox_uid",
+    "sandbox_gid",
+    "log_level",
+];
+
+/// The raw inputs, so that loading is testable without a real /proc/cmdline.
+#[derive(Clone, Debug, Default)]
+pub struct Sources {
+    /// The kernel command line.
+    pub cmdline: String,
+    /// The config file's name and text, if one was given.
+    pub file: Option<(String, String)>,
+    /// The environment.
+    pub env: Vec<(String, String)>,
+}
+
+impl Sources {
+    /// Reads /proc/cmdline, the file if given, and the environment.
+    pub fn read(file: Option<&std::path::Path>) -> Result<Sources, ConfigError> {
+        let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+        let file = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+                    source_name: path.display().to_string(),
+                    key: String::new(),
+                    message: format!("cannot read: {e}"),
+                })?;
+                Some((path.display().to_string(), text))
+            }
+            None => None,
+        };
+        Ok(Sources { cmdline, file, env: std::env::vars().collect() })
+    }
+}
+
+impl Config {
+    /// Merges the sources (environment over file over command line) and checks every value.
+    pub fn load(sources: &Sources) -> Result<Config, ConfigError> {
+        let mut values: BTreeMap<&'static str, (String, String)> = BTreeMap::new();
+        let mut set = |source: &str, key: &str, value: &str| -> Result<(), ConfigError> {
+            let known = KEYS.iter().find(|k| **k == key).ok_or_else(|| ConfigError {
+                source_name: source.to_owned(),
+                key: key.to_owned(),
+                message: format!("unknown key (known: {})", KEYS.join(", ")),
+            })?;
+            values.insert(known, (source.to_owned(), value.to_owned()));
+            Ok(())
+        };
+        for token in sources.cmdline.split_whitespace() {
+            if let Some(kv) = token.strip_prefix("cvm.") {
+                let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                set("kernel command line", k, v)?;
+            }
+        }
+        if let Some((name, text)) = &sources.file {
+            for (n, line) in text.lines().enumerate() {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                let (k, v) = line.split_once('=').ok_or_else(|| ConfigError {
+                    source_name: format!("{name} line {}", n + 1),
+                    key: line.to_owned(),
+                    message: "expected KEY = VALUE".into(),
+                })?;
+                set(&format!("{name} line {}", n + 1), k.trim(), v.trim())?;
+            }
+        }
+        for (k, v) in &sources.env {
+            if let Some(key) = k.strip_prefix("CVM_") {
+                set("environment", &key.to_ascii_lowercase(), v)?;
+            }
+        }
+
+        let get = |key: &str| values.get(key).map(|(s, v)| (s.as_str(), v.as_str()));
+        let bad = |key: &str, message: String| {
+            let source_name = values.get(key).map(|(s, _)| s.clone()).unwrap_or_else(|| "defaults".into());
+            ConfigError { source_name, key: key.to_owned(), message }
+        };
+        let listen = match get("listen") {
+            Some((_, v)) => {
+                v.parse().map_err(|e| bad("listen", format!("{v:?} is not a numeric address:port: {e}")))?
+            }
+            None => SocketAddr::from(([0, 0, 0, 0], 7002)),
+        };
+        let tee = match get("tee").map(|(_, v)| v).unwrap_or("auto") {
+            "auto" => TeeChoice::Auto,
+            "sev-guest" => TeeChoice::SevGuest,
+            "configfs-tsm" => TeeChoice::ConfigfsTsm,
+            "simulated" => TeeChoice::Simulated,
+            other => {
+                return Err(bad(
+                    "tee",
+                    format!("{other:?} is not auto, sev-guest, configfs-tsm or simulated"),
+                ))
+            }
+        };
+        let manifest = get("manifest")
+            .map(|(_, v)| PathBuf::from(v))
+            .ok_or_else(|| bad("manifest", "required: the path of the computation manifest".into()))?;
+        let work_dir =
+            get("work_dir").map_or_else(|| PathBuf::from("/run/cvm-agent"), |(_, v)| PathBuf::from(v));
+        let simulated_chain = get("simulated_chain").map(|(_, v)| PathBuf::from(v));
+        if tee == TeeChoice::Simulated && simulated_chain.is_none() {
+            return Err(bad("simulated_chain", "required when tee = simulated".into()));
+        }
+        let mut simulated_measurement = [0u8; 48];
+        if let Some((_, v)) = get("simulated_measurement") {
+            hex::decode_to_slice(v, &mut simulated_measurement)
+                .map_err(|e| bad("simulated_measurement", format!("expected 96 hex digits: {e}")))?;
+        }
+        let id = |key: &str| -> Result<u32, ConfigError> {
+            match get(key) {
+                Some((_, v)) => match v.parse::<u32>() {
+                    Ok(0) => Err(bad(key, "must not be 0 (root)".into())),
+                    Ok(n) => Ok(n),
+                    Err(e) => Err(bad(key, format!("{v:?}: {e}"))),
+                },
+                None => Ok(61000),
+            }
+        };
+        let sandbox_uid = id("sandbox_uid")?;
+        let sandbox_gid = id("sandbox_gid")?;
+        let log_level = match get("log_level") {
+            Some((_, v)) => v
+                .parse()
+                .map_err(|_| bad("log_level", format!("{v:?} is not error, warn, info, debug or trace")))?,
+            None => log::LevelFilter::Info,
+        };
+        Ok(Config {
+            listen,
+            tee,
+            manifest,
+            work_dir,
+            simulated_chain,
+            simulated_measurement,
+            sandbox_uid,
+            sandbox_gid,
+            log_level,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sources(cmdline: &str, file: Option<&str>, env: &[(&str, &str)]) -> Sources {
+        Sources {
+            cmdline: cmdline.into(),
+            file: file.map(|t| ("agent.conf".to_owned(), t.to_owned())),
+            env: env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+        }
+    }
+
+    #[test]
+    fn environment_wins_over_file_over_cmdline() {
+        let s = sources(
+            "quiet cvm.manifest=/a cvm.listen=127.0.0.1:1",
+            Some("# comment\nlisten = 127.0.0.1:2\n"),
+            &[("CVM_LISTEN", "127.0.0.1:3"), ("PATH", "/bin")],
+        );
+        let c = Config::load(&s).unwrap();
+        assert_eq!(c.listen.port(), 3);
+        assert_eq!(c.manifest, PathBuf::from("/a"));
+        assert_eq!(c.tee, TeeChoice::Auto);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let e = Config::load(&sources("cvm.manifest=/a cvm.colour=red", None, &[])).unwrap_err();
+        assert_eq!((e.source_name.as_str(), e.key.as_str()), ("kernel command line", "colour"));
+        let e = Config::load(&sources("", Some("manifest = /a\ntee = sgx"), &[])).unwrap_err();
+        assert_eq!((e.source_name.as_str(), e.key.as_str()), ("agent.conf line 2", "tee"));
+        let e = Config::load(&sources("", None, &[("CVM_MANIFEST", "/a"), ("CVM_SANDBOX_UID", "0")]))
+            .unwrap_err();
+        assert_eq!(e.key, "sandbox_uid");
+        let e = Config::load(&sources("", None, &[])).unwrap_err();
+        assert_eq!(e.key, "manifest");
+        let e = Config::load(&sources("cvm.manifest=/a cvm.tee=simulated", None, &[])).unwrap_err();
+        assert_eq!(e.key, "simulated_chain");
+    }
+}

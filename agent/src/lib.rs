@@ -1,0 +1,16 @@
+//! cvm-agent: the daemon inside an AMD SEV-SNP confidential VM.
+//!
+//! It generates a TLS key in the guest, binds it to a fresh SNP report
+//! ([`atls`]), serves the computation's HTTP API over that attested TLS
+//! ([`api`], [`server`]), enforces the manifest's roles and state machine
+//! ([`computation`]), and runs the algorithm in a sandbox ([`runner`]).
+
+pub mod api;
+pub mod atls;
+pub mod computation;
+pub mod config;
+pub mod logger;
+pub mod measurements;
+pub mod runner;
+pub mod server;
+pub mod tee;

@@ -1,0 +1,333 @@
+//! Connecting to an agent: attested TLS, then fresh session evidence.
+//!
+//! The TLS handshake itself verifies the boot evidence in the agent's
+//! certificate (a custom rustls verifier): if the report, the chain, the
+//! policy, the manifest digest or the key binding fails, the handshake fails
+//! and nothing is sent. After it, the client asks for session evidence over
+//! a fresh nonce and checks that it is bound to this very TLS session.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context as _;
+use base64::Engine as _;
+use bytes::Bytes;
+use clap::Args;
+use cvm_evidence::binding::{
+    chain_from, check_boot_certificate, check_session_report, BootEvidence, EXPORTER_LABEL,
+};
+use cvm_evidence::certs::{parse_certificate, TrustAnchors};
+use cvm_evidence::{Policy, VerificationReport, Verifier};
+use cvm_protocol::api::{self, ErrorBody, EvidenceRequest, SessionEvidence};
+use cvm_protocol::Digest;
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper::{Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{verify_tls13_signature, CryptoProvider};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use time::OffsetDateTime;
+
+use crate::args::{parse_time, read_file};
+
+/// How to reach and judge an agent; shared by every command that talks to one.
+#[derive(Debug, Clone, Args)]
+pub struct AgentArgs {
+    /// The agent's address (numeric `IP:PORT`).
+    #[arg(long, value_name = "ADDR", env = "CVM_AGENT")]
+    pub agent: std::net::SocketAddr,
+    /// The manifest digest you expect (`sha256:...`, from `cvmctl manifest digest`).
+    /// Nothing is sent to an agent whose evidence names another.
+    #[arg(long, value_name = "DIGEST")]
+    pub manifest_digest: Digest,
+    /// Verification policy (JSON; see `report verify --help`).
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Also trust this ARK (e.g. a simulated platform's `ark.pem`).
+    #[arg(long, value_name = "PEM")]
+    pub trust_ark: Vec<PathBuf>,
+    /// Directory with the VCEK (and ASK/ARK) when the agent's evidence carries none.
+    #[arg(long, value_name = "DIR")]
+    pub certs: Option<PathBuf>,
+    /// Check certificate validity at this time instead of now (RFC 3339).
+    #[arg(long, value_name = "RFC3339-TIME", value_parser = parse_time)]
+    pub at: Option<OffsetDateTime>,
+    /// Your private key (PKCS#8 PEM from `cvmctl keygen`), presented as a client certificate.
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+}
+
+/// Why connecting failed: the evidence (exit 1) or the transport (exit 3).
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The evidence did not verify; nothing was sent.
+    #[error("the agent's evidence was rejected; nothing was sent")]
+    Rejected(VerificationReport),
+    /// Anything else.
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+/// The request body type.
+pub type Body = BoxBody<Bytes, std::io::Error>;
+
+/// A connection to an agent whose boot and session evidence verified.
+pub struct Agent {
+    sender: SendRequest<Body>,
+    /// Every check of the boot evidence in the certificate.
+    pub checks: VerificationReport,
+    /// Every check of the fresh session evidence.
+    pub session: VerificationReport,
+    /// The boot evidence.
+    pub boot: BootEvidence,
+}
+
+/// What the handshake's verifier found: the checks, the evidence, the TLS key.
+type HandshakeOutcome = (VerificationReport, Option<BootEvidence>, Vec<u8>);
+
+struct EvidenceVerifier {
+    anchors: TrustAnchors,
+    policy: Policy,
+    at: OffsetDateTime,
+    expected: [u8; 32],
+    fallback: Option<cvm_evidence::certs::CertChain>,
+    provider: Arc<CryptoProvider>,
+    outcome: Mutex<Option<HandshakeOutcome>>,
+}
+
+impl std::fmt::Debug for EvidenceVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EvidenceVerifier")
+    }
+}
+
+impl ServerCertVerifier for EvidenceVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let verifier = Verifier::new(&self.anchors, &self.policy, self.at);
+        let (report, ev) =
+            check_boot_certificate(&verifier, end_entity, &self.expected, self.fallback.as_ref());
+        let accepted = report.accepted();
+        let summary = report.failures().next().map(ToString::to_string).unwrap_or_default();
+        let spki = spki_of(end_entity).unwrap_or_default();
+        if let Ok(mut slot) = self.outcome.lock() {
+            *slot = Some((report, ev, spki));
+        }
+        if accepted {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(format!("attestation failed: {summary}")))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General("TLS 1.2 is not accepted".into()))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+fn spki_of(cert: &[u8]) -> Option<Vec<u8>> {
+    use cvm_evidence::der::{Decode, Encode};
+    let cert = cvm_evidence::certs::Certificate::from_der(cert).ok()?;
+    cert.tbs_certificate.subject_public_key_info.to_der().ok()
+}
+
+/// The client certificate for an owner key: self-signed over that key.
+fn client_identity(
+    path: &std::path::Path,
+) -> anyhow::Result<(CertificateDer<'static>, PrivateKeyDer<'static>)> {
+    let pem =
+        String::from_utf8(read_file(path)?).with_context(|| format!("{}: not PEM text", path.display()))?;
+    let key = rcgen::KeyPair::from_pem(&pem)
+        .with_context(|| format!("{}: not a PKCS#8 private key", path.display()))?;
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    params.distinguished_name.push(rcgen::DnType::CommonName, "cvm-agent owner");
+    let cert = params.self_signed(&key)?;
+    Ok((cert.der().clone(), PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()))))
+}
+
+impl AgentArgs {
+    fn policy(&self) -> anyhow::Result<Policy> {
+        match &self.policy {
+            Some(path) => {
+                let text = String::from_utf8(read_file(path)?)
+                    .with_context(|| format!("{}: not UTF-8", path.display()))?;
+                Ok(Policy::from_json(&text).with_context(|| format!("invalid policy {}", path.display()))?)
+            }
+            None => Ok(Policy::default()),
+        }
+    }
+
+    fn anchors(&self) -> anyhow::Result<TrustAnchors> {
+        let mut anchors = TrustAnchors::amd();
+        for path in &self.trust_ark {
+            anchors
+                .trust_additional_ark(parse_certificate(&read_file(path)?, &path.display().to_string())?)?;
+        }
+        Ok(anchors)
+    }
+
+    /// Connects, verifies boot evidence in the handshake and fresh session evidence after it.
+    pub async fn connect(&self) -> Result<Agent, ConnectError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let fallback = match &self.certs {
+            Some(dir) => Some(
+                crate::report::load_chain(dir, cvm_evidence::report::SigningKey::Vcek)
+                    .map_err(anyhow::Error::from)?,
+            ),
+            None => None,
+        };
+        let at = self.at.unwrap_or_else(OffsetDateTime::now_utc);
+        let verifier = Arc::new(EvidenceVerifier {
+            anchors: self.anchors()?,
+            policy: self.policy()?,
+            at,
+            expected: self.manifest_digest.0,
+            fallback,
+            provider: Arc::clone(&provider),
+            outcome: Mutex::new(None),
+        });
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(anyhow::Error::from)?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier.clone());
+        let mut config = match &self.key {
+            Some(path) => {
+                let (cert, key) = client_identity(path)?;
+                builder.with_client_auth_cert(vec![cert], key).map_err(anyhow::Error::from)?
+            }
+            None => builder.with_no_client_auth(),
+        };
+        config.resumption = rustls::client::Resumption::disabled();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let tcp = tokio::net::TcpStream::connect(self.agent)
+            .await
+            .with_context(|| format!("cannot connect to {}", self.agent))?;
+        let name = ServerName::try_from("cvm-agent").map_err(anyhow::Error::from)?;
+        let handshake = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await;
+        let outcome = verifier.outcome.lock().ok().and_then(|mut s| s.take());
+        let (tls, checks, boot, spki) = match (handshake, outcome) {
+            (Ok(tls), Some((report, Some(ev), spki))) => (tls, report, ev, spki),
+            (Err(_), Some((report, _, _))) if !report.accepted() => {
+                return Err(ConnectError::Rejected(report))
+            }
+            (Err(e), _) => {
+                return Err(anyhow::anyhow!("TLS handshake with {} failed: {e}", self.agent).into())
+            }
+            (Ok(_), _) => return Err(anyhow::anyhow!("the handshake finished without evidence").into()),
+        };
+
+        // Session evidence: a fresh report bound to this connection's exporter.
+        let mut nonce = [0u8; 32];
+        provider.secure_random.fill(&mut nonce).map_err(|e| anyhow::anyhow!("no randomness: {e:?}"))?;
+        let mut ekm = [0u8; 32];
+        tls.get_ref()
+            .1
+            .export_keying_material(&mut ekm, EXPORTER_LABEL, Some(&nonce))
+            .map_err(anyhow::Error::from)?;
+        let (sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(anyhow::Error::from)?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let mut agent =
+            Agent { sender, checks, session: VerificationReport { product: None, checks: Vec::new() }, boot };
+        let request = serde_json::to_vec(&EvidenceRequest { nonce: hex::encode(nonce) })
+            .map_err(anyhow::Error::from)?;
+        let (status, body) = agent.send(hyper::Method::POST, api::EVIDENCE, Some(request)).await?;
+        if status != StatusCode::OK {
+            return Err(anyhow::anyhow!("session evidence: {}", error_message(status, &body)).into());
+        }
+        let session: SessionEvidence =
+            serde_json::from_slice(&body).context("session evidence: malformed response")?;
+        let report = base64::engine::general_purpose::STANDARD
+            .decode(&session.report)
+            .context("session evidence: report is not base64")?;
+        let chain = chain_from(&agent.boot, verifier.fallback.as_ref()).map_err(|e| anyhow::anyhow!(e))?;
+        let v = Verifier::new(&verifier.anchors, &verifier.policy, verifier.at);
+        let result =
+            check_session_report(&v, &report, &chain, &spki, &nonce, &ekm, &session.event_log_digest.0);
+        if !result.accepted() {
+            return Err(ConnectError::Rejected(result));
+        }
+        agent.session = result;
+        Ok(agent)
+    }
+}
+
+impl Agent {
+    /// Sends a request with an optional in-memory body; returns status and body.
+    pub async fn send(
+        &mut self,
+        method: hyper::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> anyhow::Result<(StatusCode, Bytes)> {
+        let body: Body = Full::new(Bytes::from(body.unwrap_or_default())).map_err(|n| match n {}).boxed();
+        self.send_body(method, path, body, None).await
+    }
+
+    /// Sends a request with a streaming body of `len` bytes.
+    pub async fn send_body(
+        &mut self,
+        method: hyper::Method,
+        path: &str,
+        body: Body,
+        len: Option<u64>,
+    ) -> anyhow::Result<(StatusCode, Bytes)> {
+        let mut req = Request::builder().method(method).uri(path).header(hyper::header::HOST, "cvm-agent");
+        if let Some(len) = len {
+            req = req.header(hyper::header::CONTENT_LENGTH, len);
+        }
+        let resp =
+            self.sender.send_request(req.body(body)?).await.context("the agent closed the connection")?;
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.context("reading the agent's response")?.to_bytes();
+        Ok((status, bytes))
+    }
+
+    /// Sends a GET and returns the streaming response.
+    pub async fn get_stream(&mut self, path: &str) -> anyhow::Result<hyper::Response<hyper::body::Incoming>> {
+        let body: Body = Full::new(Bytes::new()).map_err(|n| match n {}).boxed();
+        let req = Request::builder()
+            .method(hyper::Method::GET)
+            .uri(path)
+            .header(hyper::header::HOST, "cvm-agent")
+            .body(body)?;
+        self.sender.send_request(req).await.context("the agent closed the connection")
+    }
+}
+
+/// Reads an error body into a message.
+pub fn error_message(status: StatusCode, body: &[u8]) -> String {
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(e) => format!("{} ({}): {}", status, e.error.code, e.error.message),
+        Err(_) => format!("{status}: {}", String::from_utf8_lossy(body)),
+    }
+}

@@ -1,0 +1,348 @@
+//! The computation owners' commands: keys, manifests, and talking to an agent.
+
+mod connect;
+
+use std::io::{IsTerminal as _, Write as _};
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand, ValueEnum};
+use cvm_evidence::{Outcome, VerificationReport};
+use cvm_protocol::api::{self, Status, Uploaded};
+use cvm_protocol::{Manifest, PublicKey};
+use futures_util::TryStreamExt as _;
+use http_body_util::{BodyExt as _, StreamBody};
+use hyper::body::Frame;
+use hyper::StatusCode;
+
+pub use connect::{error_message, Agent, AgentArgs, Body, ConnectError};
+
+use crate::args::read_file;
+use crate::exit_codes;
+use crate::output::emit;
+
+/// Key types for `keygen`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum KeyType {
+    /// ECDSA on P-256.
+    P256,
+    /// ECDSA on P-384.
+    P384,
+    /// Ed25519.
+    Ed25519,
+}
+
+/// Arguments of `keygen`.
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Where to write the private key (PKCS#8 PEM, mode 0600).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// The key type.
+    #[arg(long = "type", value_enum, default_value = "p256")]
+    pub key_type: KeyType,
+    /// Print `{"type":"key","data":{"public_key","fingerprint"}}`.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `manifest` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ManifestCommand {
+    /// Check a manifest and print its digest (SHA-256 of its RFC 8785 canonical JSON).
+    Digest {
+        /// The manifest file.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+}
+
+/// Arguments of `attest`.
+#[derive(Debug, Args)]
+pub struct AttestArgs {
+    #[command(flatten)]
+    agent: AgentArgs,
+    /// Print every check as JSON lines.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Arguments of `upload-algorithm`.
+#[derive(Debug, Args)]
+pub struct UploadAlgorithmArgs {
+    #[command(flatten)]
+    agent: AgentArgs,
+    /// The algorithm file.
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+}
+
+/// Arguments of `upload-dataset`.
+#[derive(Debug, Args)]
+pub struct UploadDatasetArgs {
+    #[command(flatten)]
+    agent: AgentArgs,
+    /// The dataset's name in the manifest.
+    #[arg(value_name = "NAME")]
+    name: String,
+    /// The dataset file.
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+}
+
+/// Arguments of `status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    agent: AgentArgs,
+    /// Print `{"type":"status","data":{...}}`.
+    #[arg(long)]
+    json: bool,
+    /// Poll until the computation reaches results_ready, consumed or failed (at most this many seconds).
+    #[arg(long, value_name = "SECONDS")]
+    wait: Option<u64>,
+}
+
+/// Arguments of `results`.
+#[derive(Debug, Args)]
+pub struct ResultsArgs {
+    #[command(flatten)]
+    agent: AgentArgs,
+    /// Where to write the results archive (tar).
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+}
+
+/// Creates a key pair and prints its public key in the manifest's form.
+pub fn keygen(a: KeygenArgs) -> anyhow::Result<i32> {
+    let alg = match a.key_type {
+        KeyType::P256 => &rcgen::PKCS_ECDSA_P256_SHA256,
+        KeyType::P384 => &rcgen::PKCS_ECDSA_P384_SHA384,
+        KeyType::Ed25519 => &rcgen::PKCS_ED25519,
+    };
+    let key = rcgen::KeyPair::generate_for(alg)?;
+    crate::report::write_private(&a.out, key.serialize_pem().as_bytes())?;
+    let public = PublicKey::from_spki_der(&rcgen::PublicKeyData::subject_public_key_info(&key))?;
+    if a.json {
+        emit(
+            "key",
+            serde_json::json!({ "public_key": public.to_base64(), "fingerprint": public.fingerprint() }),
+        )?;
+    } else {
+        writeln!(std::io::stdout().lock(), "{}", public.to_base64())?;
+        eprintln!("wrote the private key to {} (fingerprint {})", a.out.display(), public.fingerprint());
+    }
+    Ok(exit_codes::OK)
+}
+
+/// Prints a manifest's digest.
+pub fn manifest(cmd: ManifestCommand) -> anyhow::Result<i32> {
+    match cmd {
+        ManifestCommand::Digest { file } => {
+            let m = Manifest::from_json(&read_file(&file)?)
+                .with_context(|| format!("invalid manifest {}", file.display()))?;
+            writeln!(std::io::stdout().lock(), "{}", m.digest())?;
+            Ok(exit_codes::OK)
+        }
+    }
+}
+
+fn print_checks(report: &VerificationReport, title: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{title}")?;
+    for c in &report.checks {
+        match &c.outcome {
+            Outcome::Passed => writeln!(out, "  PASS  {:28} {}", c.name, c.found)?,
+            Outcome::Failed => {
+                writeln!(out, "  FAIL  {:28} expected {}, found {}", c.name, c.expected, c.found)?
+            }
+            Outcome::Skipped { reason } => writeln!(out, "  SKIP  {:28} {reason}", c.name)?,
+        }
+    }
+    Ok(())
+}
+
+/// Connects; on rejected evidence prints why and returns the exit code.
+async fn connect(args: &AgentArgs) -> Result<Agent, i32> {
+    match args.connect().await {
+        Ok(agent) => Ok(agent),
+        Err(ConnectError::Rejected(report)) => {
+            let _ = print_checks(&report, "the agent's evidence was REJECTED; nothing was sent:");
+            for f in report.failures() {
+                eprintln!("cvmctl: rejected: {f}");
+            }
+            Err(exit_codes::REJECTED)
+        }
+        Err(ConnectError::Other(e)) => {
+            eprintln!("cvmctl: error: {e:#}");
+            Err(exit_codes::AGENT_ERROR)
+        }
+    }
+}
+
+/// Verifies the agent and prints the verified claims.
+pub async fn attest(a: AttestArgs) -> anyhow::Result<i32> {
+    let agent = match connect(&a.agent).await {
+        Ok(agent) => agent,
+        Err(code) => return Ok(code),
+    };
+    if a.json {
+        for c in agent.checks.checks.iter().chain(&agent.session.checks) {
+            emit("check", c)?;
+        }
+        emit(
+            "verdict",
+            serde_json::json!({ "accepted": true, "manifest_digest": a.agent.manifest_digest.to_string() }),
+        )?;
+    } else {
+        print_checks(&agent.checks, "boot evidence (in the agent's TLS certificate):")?;
+        print_checks(&agent.session, "session evidence (fresh, bound to this TLS session):")?;
+        writeln!(std::io::stdout().lock(), "ACCEPTED: the agent runs manifest {}", a.agent.manifest_digest)?;
+    }
+    Ok(exit_codes::OK)
+}
+
+fn refused(status: StatusCode, body: &[u8]) -> i32 {
+    eprintln!("cvmctl: the agent refused: {}", error_message(status, body));
+    exit_codes::AGENT_ERROR
+}
+
+/// A progress bar on stderr, only when it is a terminal.
+fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{msg} {bar:40} {bytes}/{total_bytes} {bytes_per_sec} {eta}")
+    {
+        bar.set_style(style);
+    }
+    bar.set_message(what.to_owned());
+    bar
+}
+
+async fn upload(
+    agent_args: &AgentArgs,
+    path: &str,
+    file: &std::path::Path,
+    what: &str,
+) -> anyhow::Result<i32> {
+    let f = tokio::fs::File::open(file).await.with_context(|| format!("cannot read {}", file.display()))?;
+    let len = f.metadata().await?.len();
+    let mut agent = match connect(agent_args).await {
+        Ok(agent) => agent,
+        Err(code) => return Ok(code),
+    };
+    let bar = progress(len, what);
+    let counter = bar.clone();
+    let stream = tokio_util::io::ReaderStream::with_capacity(f, 256 * 1024).map_ok(move |chunk| {
+        counter.inc(chunk.len() as u64);
+        Frame::data(chunk)
+    });
+    let body = StreamBody::new(stream).boxed();
+    let (status, body) = agent.send_body(hyper::Method::PUT, path, body, Some(len)).await?;
+    bar.finish_and_clear();
+    if status != StatusCode::CREATED {
+        return Ok(refused(status, &body));
+    }
+    let up: Uploaded = serde_json::from_slice(&body).context("malformed upload response")?;
+    eprintln!("uploaded {} ({} bytes, {}); the agent accepted it", up.name, up.bytes, up.digest);
+    Ok(exit_codes::OK)
+}
+
+/// Uploads the algorithm.
+pub async fn upload_algorithm(a: UploadAlgorithmArgs) -> anyhow::Result<i32> {
+    upload(&a.agent, api::ALGORITHM, &a.file, "algorithm").await
+}
+
+/// Uploads a dataset.
+pub async fn upload_dataset(a: UploadDatasetArgs) -> anyhow::Result<i32> {
+    let path = format!("{}{}", api::DATASETS, a.name);
+    upload(&a.agent, &path, &a.file, &a.name).await
+}
+
+/// Prints the computation's state.
+pub async fn status(a: StatusArgs) -> anyhow::Result<i32> {
+    let mut agent = match connect(&a.agent).await {
+        Ok(agent) => agent,
+        Err(code) => return Ok(code),
+    };
+    let deadline = a.wait.map(|s| std::time::Instant::now() + std::time::Duration::from_secs(s));
+    loop {
+        let (code, body) = agent.send(hyper::Method::GET, api::STATUS, None).await?;
+        if code != StatusCode::OK {
+            return Ok(refused(code, &body));
+        }
+        let status: Status = serde_json::from_slice(&body).context("malformed status")?;
+        let done =
+            matches!(status.state, api::State::ResultsReady | api::State::Consumed | api::State::Failed(_));
+        let waiting = deadline.is_some_and(|d| std::time::Instant::now() < d);
+        if done || !waiting {
+            if a.json {
+                emit("status", &status)?;
+            } else {
+                let mut out = std::io::stdout().lock();
+                let state = match &status.state {
+                    api::State::Failed(reason) => format!("failed: {reason}"),
+                    other => serde_json::to_value(other)
+                        .ok()
+                        .and_then(|v| v["state"].as_str().map(str::to_owned))
+                        .unwrap_or_default(),
+                };
+                writeln!(out, "state:              {state}")?;
+                writeln!(out, "manifest:           {}", status.manifest_digest)?;
+                writeln!(out, "algorithm received: {}", status.algorithm_received)?;
+                writeln!(out, "datasets received:  {}", status.datasets_received.join(", "))?;
+                writeln!(out, "datasets missing:   {}", status.datasets_missing.join(", "))?;
+                writeln!(out, "your roles:         {}", status.your_roles.join(", "))?;
+            }
+            return Ok(if matches!(status.state, api::State::Failed(_)) {
+                exit_codes::AGENT_ERROR
+            } else {
+                exit_codes::OK
+            });
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// Downloads the results archive.
+pub async fn results(a: ResultsArgs) -> anyhow::Result<i32> {
+    let mut agent = match connect(&a.agent).await {
+        Ok(agent) => agent,
+        Err(code) => return Ok(code),
+    };
+    let resp = agent.get_stream(api::RESULTS).await?;
+    let status = resp.status();
+    if status != StatusCode::OK {
+        let body = resp.into_body().collect().await?.to_bytes();
+        return Ok(refused(status, &body));
+    }
+    let len = resp
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let bar = progress(len, "results");
+    let tmp = a.out.with_extension("partial");
+    let mut file =
+        tokio::fs::File::create(&tmp).await.with_context(|| format!("cannot write {}", tmp.display()))?;
+    let mut body = resp.into_body();
+    let mut total = 0u64;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.context("the download broke off")?;
+        if let Some(data) = frame.data_ref() {
+            tokio::io::AsyncWriteExt::write_all(&mut file, data).await?;
+            total += data.len() as u64;
+            bar.inc(data.len() as u64);
+        }
+    }
+    tokio::io::AsyncWriteExt::flush(&mut file).await?;
+    drop(file);
+    tokio::fs::rename(&tmp, &a.out).await?;
+    bar.finish_and_clear();
+    eprintln!("wrote {} bytes of results to {}", total, a.out.display());
+    Ok(exit_codes::OK)
+}
