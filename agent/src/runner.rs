@@ -313,7 +313,10 @@ mod sandbox {
         }
     }
 
-    /// Whether any process of `uid` is alive (reads /proc).
+    /// Whether any live (not zombie) process of `uid` remains (reads /proc).
+    ///
+    /// Killed orphans are zombies until their new parent reaps them; they
+    /// run nothing and hold no memory, so they do not count.
     pub(super) fn uid_has_processes(uid: u32) -> bool {
         let Ok(dir) = std::fs::read_dir("/proc") else { return false };
         dir.flatten().any(|e| {
@@ -321,11 +324,14 @@ mod sandbox {
             let is_pid = name.to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()));
             is_pid
                 && std::fs::read_to_string(e.path().join("status")).is_ok_and(|s| {
-                    s.lines()
-                        .find(|l| l.starts_with("Uid:"))
-                        .and_then(|l| l.split_whitespace().nth(1))
-                        .and_then(|u| u.parse::<u32>().ok())
-                        == Some(uid)
+                    let field = |name: &str| {
+                        s.lines()
+                            .find(|l| l.starts_with(name))
+                            .and_then(|l| l.split_whitespace().nth(1))
+                            .map(str::to_owned)
+                    };
+                    field("Uid:").and_then(|u| u.parse::<u32>().ok()) == Some(uid)
+                        && field("State:").as_deref() != Some("Z")
                 })
         })
     }

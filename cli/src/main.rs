@@ -68,8 +68,12 @@ fn block_on(f: impl std::future::Future<Output = anyhow::Result<i32>>) -> anyhow
     tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(f)
 }
 
+/// Whether the error is standard output's reader going away (exit 0 then).
 fn is_broken_pipe(err: &anyhow::Error) -> bool {
     err.chain().any(|e| {
-        e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        e.is::<cvmctl::output::StdoutClosed>()
+            || e.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .is_some_and(|inner| inner.is::<cvmctl::output::StdoutClosed>())
     })
 }

@@ -33,6 +33,38 @@ pub struct Verdict {
 pub fn emit(kind: &str, data: impl Serialize) -> anyhow::Result<()> {
     use std::io::Write as _;
     let line = serde_json::json!({ "type": kind, "data": data });
-    writeln!(std::io::stdout().lock(), "{line}")?;
+    writeln!(stdout(), "{line}")?;
     Ok(())
+}
+
+/// Standard output, whose closing by the reader (a broken pipe, as with
+/// `cvmctl ... | head`) is reported as [`StdoutClosed`], so that `main` can
+/// exit quietly for it and only for it.
+pub fn stdout() -> Stdout {
+    Stdout(std::io::stdout().lock())
+}
+
+/// Locked standard output; see [`stdout`].
+pub struct Stdout(std::io::StdoutLock<'static>);
+
+/// The reader of standard output went away.
+#[derive(Debug, thiserror::Error)]
+#[error("standard output was closed")]
+pub struct StdoutClosed;
+
+fn map_pipe(e: std::io::Error) -> std::io::Error {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::io::Error::other(StdoutClosed)
+    } else {
+        e
+    }
+}
+
+impl std::io::Write for Stdout {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf).map_err(map_pipe)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush().map_err(map_pipe)
+    }
 }

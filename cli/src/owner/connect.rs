@@ -82,6 +82,8 @@ pub struct Agent {
     pub session: VerificationReport,
     /// The boot evidence.
     pub boot: BootEvidence,
+    spki: Vec<u8>,
+    verifier: Arc<EvidenceVerifier>,
 }
 
 /// What the handshake's verifier found: the checks, the evidence, the TLS key.
@@ -194,6 +196,21 @@ impl AgentArgs {
 
     /// Connects, verifies boot evidence in the handshake and fresh session evidence after it.
     pub async fn connect(&self) -> Result<Agent, ConnectError> {
+        let hs = self.handshake().await?;
+        let nonce = hs.nonce()?;
+        let ekm = hs.exporter(&nonce)?;
+        let mut agent = hs.into_agent().await?;
+        let evidence = agent.session_evidence(&nonce).await?;
+        let result = agent.verify_session(&evidence, &nonce, &ekm)?;
+        if !result.accepted() {
+            return Err(ConnectError::Rejected(result));
+        }
+        agent.session = result;
+        Ok(agent)
+    }
+
+    /// The attested TLS handshake alone: boot evidence verified, no request sent yet.
+    pub async fn handshake(&self) -> Result<Handshake, ConnectError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let fallback = match &self.certs {
             Some(dir) => Some(
@@ -232,56 +249,92 @@ impl AgentArgs {
         let name = ServerName::try_from("cvm-agent").map_err(anyhow::Error::from)?;
         let handshake = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await;
         let outcome = verifier.outcome.lock().ok().and_then(|mut s| s.take());
-        let (tls, checks, boot, spki) = match (handshake, outcome) {
-            (Ok(tls), Some((report, Some(ev), spki))) => (tls, report, ev, spki),
-            (Err(_), Some((report, _, _))) if !report.accepted() => {
-                return Err(ConnectError::Rejected(report))
+        match (handshake, outcome) {
+            (Ok(tls), Some((checks, Some(boot), spki))) => {
+                Ok(Handshake { tls, checks, boot, spki, verifier })
             }
-            (Err(e), _) => {
-                return Err(anyhow::anyhow!("TLS handshake with {} failed: {e}", self.agent).into())
-            }
-            (Ok(_), _) => return Err(anyhow::anyhow!("the handshake finished without evidence").into()),
-        };
+            (Err(_), Some((report, _, _))) if !report.accepted() => Err(ConnectError::Rejected(report)),
+            (Err(e), _) => Err(anyhow::anyhow!("TLS handshake with {} failed: {e}", self.agent).into()),
+            (Ok(_), _) => Err(anyhow::anyhow!("the handshake finished without evidence").into()),
+        }
+    }
+}
 
-        // Session evidence: a fresh report bound to this connection's exporter.
+/// A TLS session whose boot evidence verified.
+pub struct Handshake {
+    tls: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    /// Every check of the boot evidence.
+    pub checks: VerificationReport,
+    /// The boot evidence.
+    pub boot: BootEvidence,
+    spki: Vec<u8>,
+    verifier: Arc<EvidenceVerifier>,
+}
+
+impl Handshake {
+    /// 32 fresh random bytes.
+    pub fn nonce(&self) -> anyhow::Result<[u8; 32]> {
         let mut nonce = [0u8; 32];
-        provider.secure_random.fill(&mut nonce).map_err(|e| anyhow::anyhow!("no randomness: {e:?}"))?;
+        self.verifier
+            .provider
+            .secure_random
+            .fill(&mut nonce)
+            .map_err(|e| anyhow::anyhow!("no randomness: {e:?}"))?;
+        Ok(nonce)
+    }
+
+    /// This session's exporter value for `nonce` (label `EXPORTER-cvm-agent-attest-v1`).
+    pub fn exporter(&self, nonce: &[u8; 32]) -> anyhow::Result<[u8; 32]> {
         let mut ekm = [0u8; 32];
-        tls.get_ref()
-            .1
-            .export_keying_material(&mut ekm, EXPORTER_LABEL, Some(&nonce))
-            .map_err(anyhow::Error::from)?;
-        let (sender, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(anyhow::Error::from)?;
+        self.tls.get_ref().1.export_keying_material(&mut ekm, EXPORTER_LABEL, Some(nonce))?;
+        Ok(ekm)
+    }
+
+    /// Starts HTTP on the session; the session evidence is not checked yet.
+    pub async fn into_agent(self) -> anyhow::Result<Agent> {
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(self.tls)).await?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
-        let mut agent =
-            Agent { sender, checks, session: VerificationReport { product: None, checks: Vec::new() }, boot };
-        let request = serde_json::to_vec(&EvidenceRequest { nonce: hex::encode(nonce) })
-            .map_err(anyhow::Error::from)?;
-        let (status, body) = agent.send(hyper::Method::POST, api::EVIDENCE, Some(request)).await?;
-        if status != StatusCode::OK {
-            return Err(anyhow::anyhow!("session evidence: {}", error_message(status, &body)).into());
-        }
-        let session: SessionEvidence =
-            serde_json::from_slice(&body).context("session evidence: malformed response")?;
-        let report = base64::engine::general_purpose::STANDARD
-            .decode(&session.report)
-            .context("session evidence: report is not base64")?;
-        let chain = chain_from(&agent.boot, verifier.fallback.as_ref()).map_err(|e| anyhow::anyhow!(e))?;
-        let v = Verifier::new(&verifier.anchors, &verifier.policy, verifier.at);
-        let result =
-            check_session_report(&v, &report, &chain, &spki, &nonce, &ekm, &session.event_log_digest.0);
-        if !result.accepted() {
-            return Err(ConnectError::Rejected(result));
-        }
-        agent.session = result;
-        Ok(agent)
+        Ok(Agent {
+            sender,
+            checks: self.checks,
+            session: VerificationReport { product: None, checks: Vec::new() },
+            boot: self.boot,
+            spki: self.spki,
+            verifier: self.verifier,
+        })
     }
 }
 
 impl Agent {
+    /// Asks for a fresh report over `nonce`.
+    pub async fn session_evidence(&mut self, nonce: &[u8; 32]) -> anyhow::Result<SessionEvidence> {
+        let request = serde_json::to_vec(&EvidenceRequest { nonce: hex::encode(nonce) })?;
+        let (status, body) = self.send(hyper::Method::POST, api::EVIDENCE, Some(request)).await?;
+        if status != StatusCode::OK {
+            anyhow::bail!("session evidence: {}", error_message(status, &body));
+        }
+        serde_json::from_slice(&body).context("session evidence: malformed response")
+    }
+
+    /// Checks session evidence against the boot evidence's chain, the policy,
+    /// and the binding to `nonce` and the exporter value `ekm`.
+    pub fn verify_session(
+        &self,
+        evidence: &SessionEvidence,
+        nonce: &[u8; 32],
+        ekm: &[u8; 32],
+    ) -> anyhow::Result<VerificationReport> {
+        let report = base64::engine::general_purpose::STANDARD
+            .decode(&evidence.report)
+            .context("session evidence: report is not base64")?;
+        let chain =
+            chain_from(&self.boot, self.verifier.fallback.as_ref()).map_err(|e| anyhow::anyhow!(e))?;
+        let v = Verifier::new(&self.verifier.anchors, &self.verifier.policy, self.verifier.at);
+        Ok(check_session_report(&v, &report, &chain, &self.spki, nonce, ekm, &evidence.event_log_digest.0))
+    }
+
     /// Sends a request with an optional in-memory body; returns status and body.
     pub async fn send(
         &mut self,

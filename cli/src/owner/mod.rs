@@ -129,7 +129,7 @@ pub fn keygen(a: KeygenArgs) -> anyhow::Result<i32> {
             serde_json::json!({ "public_key": public.to_base64(), "fingerprint": public.fingerprint() }),
         )?;
     } else {
-        writeln!(std::io::stdout().lock(), "{}", public.to_base64())?;
+        writeln!(crate::output::stdout(), "{}", public.to_base64())?;
         eprintln!("wrote the private key to {} (fingerprint {})", a.out.display(), public.fingerprint());
     }
     Ok(exit_codes::OK)
@@ -141,14 +141,14 @@ pub fn manifest(cmd: ManifestCommand) -> anyhow::Result<i32> {
         ManifestCommand::Digest { file } => {
             let m = Manifest::from_json(&read_file(&file)?)
                 .with_context(|| format!("invalid manifest {}", file.display()))?;
-            writeln!(std::io::stdout().lock(), "{}", m.digest())?;
+            writeln!(crate::output::stdout(), "{}", m.digest())?;
             Ok(exit_codes::OK)
         }
     }
 }
 
 fn print_checks(report: &VerificationReport, title: &str) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::output::stdout();
     writeln!(out, "{title}")?;
     for c in &report.checks {
         match &c.outcome {
@@ -197,7 +197,7 @@ pub async fn attest(a: AttestArgs) -> anyhow::Result<i32> {
     } else {
         print_checks(&agent.checks, "boot evidence (in the agent's TLS certificate):")?;
         print_checks(&agent.session, "session evidence (fresh, bound to this TLS session):")?;
-        writeln!(std::io::stdout().lock(), "ACCEPTED: the agent runs manifest {}", a.agent.manifest_digest)?;
+        writeln!(crate::output::stdout(), "ACCEPTED: the agent runs manifest {}", a.agent.manifest_digest)?;
     }
     Ok(exit_codes::OK)
 }
@@ -234,6 +234,27 @@ async fn upload(
         Ok(agent) => agent,
         Err(code) => return Ok(code),
     };
+    // The manifest the agent enforces; its digest was verified in the evidence.
+    let (code, body) = agent.send(hyper::Method::GET, api::MANIFEST, None).await?;
+    if code != StatusCode::OK {
+        return Ok(refused(code, &body));
+    }
+    let manifest = Manifest::from_json(&body).context("the agent's manifest")?;
+    if manifest.digest() != agent_args.manifest_digest {
+        anyhow::bail!(
+            "the agent serves manifest {} but its evidence names {}",
+            manifest.digest(),
+            agent_args.manifest_digest
+        );
+    }
+    let limit = manifest.limits.max_upload_bytes;
+    if len > limit {
+        eprintln!(
+            "cvmctl: {} is {len} bytes, over the manifest's max_upload_bytes of {limit}; nothing was sent",
+            file.display()
+        );
+        return Ok(exit_codes::USAGE);
+    }
     let bar = progress(len, what);
     let counter = bar.clone();
     let stream = tokio_util::io::ReaderStream::with_capacity(f, 256 * 1024).map_ok(move |chunk| {
@@ -282,7 +303,7 @@ pub async fn status(a: StatusArgs) -> anyhow::Result<i32> {
             if a.json {
                 emit("status", &status)?;
             } else {
-                let mut out = std::io::stdout().lock();
+                let mut out = crate::output::stdout();
                 let state = match &status.state {
                     api::State::Failed(reason) => format!("failed: {reason}"),
                     other => serde_json::to_value(other)

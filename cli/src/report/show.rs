@@ -32,7 +32,7 @@ impl ShowArgs {
         if self.json {
             emit("report", report.to_json())?;
         } else {
-            let mut out = std::io::stdout().lock();
+            let mut out = crate::output::stdout();
             let fields = report.fields();
             let width = fields.iter().map(|f| f.name.len()).max().unwrap_or(0);
             for f in fields {

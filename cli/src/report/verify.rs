@@ -115,7 +115,7 @@ impl VerifyArgs {
             }
             emit("verdict", &verdict)?;
         } else {
-            let mut out = std::io::stdout().lock();
+            let mut out = crate::output::stdout();
             let width = result.checks.iter().map(|c| c.name.len()).max().unwrap_or(0);
             for c in &result.checks {
                 match &c.outcome {

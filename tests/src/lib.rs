@@ -1,0 +1,326 @@
+//! Fixtures for end-to-end tests: the real `cvm-agent` and `cvmctl`
+//! binaries, a simulated SNP platform, owner keys, a manifest, and an agent
+//! process on a loopback port.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test fixtures panic on setup failures")]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use cvm_evidence::simulator::{ChainParams, SimulatedChain};
+use cvm_evidence::Product;
+use sha2::{Digest as _, Sha256};
+
+/// The workspace's target directory for this build.
+fn bin_dir() -> PathBuf {
+    // Test binaries live in target/<profile>/deps.
+    let exe = std::env::current_exe().expect("test binary path");
+    exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
+}
+
+/// Path of a workspace binary, built once if missing.
+pub fn bin(name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "-p", "cvm-agent", "-p", "cvmctl", "--bins"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("cargo build");
+        assert!(status.success(), "building the binaries failed");
+    });
+    bin_dir().join(name)
+}
+
+/// Runs cvmctl.
+pub fn cvmctl(args: &[&str]) -> Output {
+    Command::new(bin("cvmctl")).args(args).stdin(Stdio::null()).output().expect("run cvmctl")
+}
+
+/// A simulated SNP platform: its chain bundle and ARK on disk.
+///
+/// Generating one costs two RSA-4096 keys (tens of seconds unoptimised), so
+/// it is kept in the target directory and shared by every test binary; a
+/// `cargo clean` makes a new one.
+pub fn platform() -> &'static (PathBuf, PathBuf, PathBuf) {
+    static P: OnceLock<(PathBuf, PathBuf, PathBuf)> = OnceLock::new();
+    P.get_or_init(|| {
+        let dir = bin_dir().join("cvm-test-platform");
+        let bundle = dir.join("simulated-chain.key");
+        let ark = dir.join("ark.pem");
+        let usable = std::fs::read_to_string(&bundle)
+            .ok()
+            .and_then(|t| SimulatedChain::from_pem_bundle(&t).ok())
+            .is_some_and(|c| {
+                c.params().vek_not_after > time::OffsetDateTime::now_utc() + time::Duration::days(30)
+            });
+        if !usable || !ark.exists() {
+            std::fs::create_dir_all(&dir).unwrap();
+            let chain =
+                SimulatedChain::generate(ChainParams::new(Product::Milan, time::OffsetDateTime::now_utc()))
+                    .unwrap();
+            let tmp = dir.join(format!("chain.{}.tmp", std::process::id()));
+            std::fs::write(&tmp, chain.to_pem_bundle().unwrap()).unwrap();
+            let tmp_ark = dir.join(format!("ark.{}.tmp", std::process::id()));
+            std::fs::write(&tmp_ark, der::EncodePem::to_pem(chain.ark(), der::pem::LineEnding::LF).unwrap())
+                .unwrap();
+            std::fs::rename(&tmp_ark, &ark).unwrap();
+            std::fs::rename(&tmp, &bundle).unwrap();
+        }
+        (dir, bundle, ark)
+    })
+}
+
+/// An owner's key: the private key file and the public key in manifest form.
+pub struct Owner {
+    /// PKCS#8 PEM file.
+    pub key: PathBuf,
+    /// Base64 SPKI.
+    pub public: String,
+}
+
+/// The measurement the simulated platform reports.
+pub const MEASUREMENT: &str =
+    "5a6e1d2f8e0c9b7a5a6e1d2f8e0c9b7a5a6e1d2f8e0c9b7a5a6e1d2f8e0c9b7a5a6e1d2f8e0c9b7a5a6e1d2f8e0c9b7a";
+
+/// Three owners, the statistics example, a manifest, and a running agent.
+pub struct Scenario {
+    /// The scenario's directory.
+    pub dir: tempfile::TempDir,
+    /// Algorithm provider.
+    pub alg: Owner,
+    /// Provider of hospital-a.csv.
+    pub a: Owner,
+    /// Provider of hospital-b.csv.
+    pub b: Owner,
+    /// Result consumer.
+    pub consumer: Owner,
+    /// The manifest's digest.
+    pub digest: String,
+    /// The agent's address.
+    pub addr: SocketAddr,
+    /// The agent's work directory.
+    pub work: PathBuf,
+    agent: Child,
+    log: Arc<Mutex<String>>,
+}
+
+/// Options of a scenario.
+pub struct Options {
+    /// The algorithm script's text.
+    pub algorithm: String,
+    /// `limits.max_upload_bytes`.
+    pub max_upload_bytes: u64,
+    /// `limits.run_timeout_s`.
+    pub run_timeout_s: u64,
+    /// `limits.memory_bytes`.
+    pub memory_bytes: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            algorithm: std::fs::read_to_string(example("stats.py")).unwrap(),
+            max_upload_bytes: 1 << 20,
+            run_timeout_s: 30,
+            memory_bytes: 512 << 20,
+        }
+    }
+}
+
+/// A file of the statistics example.
+pub fn example(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/stats").join(name)
+}
+
+fn sha256_file(path: &Path) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(std::fs::read(path).unwrap())))
+}
+
+fn owner(dir: &Path, name: &str, kind: &str) -> Owner {
+    let key = dir.join(format!("{name}.key"));
+    let o = cvmctl(&["keygen", "--out", key.to_str().unwrap(), "--type", kind]);
+    assert!(o.status.success(), "keygen: {}", String::from_utf8_lossy(&o.stderr));
+    Owner { key, public: String::from_utf8(o.stdout).unwrap().trim().to_owned() }
+}
+
+/// A sandbox uid no other test of this machine uses at the same time.
+fn sandbox_uid() -> u32 {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    62000 + (std::process::id() % 500) * 16 + NEXT.fetch_add(1, Ordering::Relaxed) % 16
+}
+
+impl Scenario {
+    /// Writes everything and starts the agent; waits until it serves.
+    pub fn start(opts: Options) -> Scenario {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let alg = owner(d, "alg", "p256");
+        let a = owner(d, "a", "ed25519");
+        let b = owner(d, "b", "p384");
+        let consumer = owner(d, "consumer", "p256");
+        std::fs::write(d.join("stats.py"), &opts.algorithm).unwrap();
+        for f in ["hospital-a.csv", "hospital-b.csv"] {
+            std::fs::copy(example(f), d.join(f)).unwrap();
+        }
+        let manifest = serde_json::json!({
+            "id": "mean-age",
+            "name": "Mean age over two hospitals",
+            "algorithm": {
+                "digest": sha256_file(&d.join("stats.py")), "provider_key": alg.public, "kind": "script",
+                "interpreter": "/usr/bin/python3", "args": ["--column", "age"]
+            },
+            "datasets": [
+                {"name": "hospital-a.csv", "digest": sha256_file(&d.join("hospital-a.csv")), "provider_key": a.public},
+                {"name": "hospital-b.csv", "digest": sha256_file(&d.join("hospital-b.csv")), "provider_key": b.public}
+            ],
+            "result_consumers": [{"key": consumer.public}],
+            "limits": {"max_upload_bytes": opts.max_upload_bytes, "run_timeout_s": opts.run_timeout_s, "memory_bytes": opts.memory_bytes}
+        });
+        std::fs::write(d.join("manifest.json"), serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
+        let o = cvmctl(&["manifest", "digest", d.join("manifest.json").to_str().unwrap()]);
+        assert!(o.status.success(), "manifest digest: {}", String::from_utf8_lossy(&o.stderr));
+        let digest = String::from_utf8(o.stdout).unwrap().trim().to_owned();
+        let work = d.join("work");
+        let (agent, log, addr) =
+            start_agent(d, &d.join("manifest.json"), &work).unwrap_or_else(|e| panic!("{e}"));
+        Scenario { dir, alg, a, b, consumer, digest, addr, work, agent, log }
+    }
+
+    /// The arguments every agent command needs, with `key` if given.
+    pub fn agent_args(&self, key: Option<&Owner>) -> Vec<String> {
+        let mut v = vec![
+            "--agent".to_owned(),
+            self.addr.to_string(),
+            "--manifest-digest".to_owned(),
+            self.digest.clone(),
+            "--trust-ark".to_owned(),
+            platform().2.display().to_string(),
+        ];
+        if let Some(k) = key {
+            v.push("--key".into());
+            v.push(k.key.display().to_string());
+        }
+        v
+    }
+
+    /// Runs `cvmctl COMMAND [agent args] EXTRA...`.
+    pub fn run(&self, command: &str, key: Option<&Owner>, extra: &[&str]) -> Output {
+        let mut args: Vec<String> = vec![command.to_owned()];
+        args.extend(self.agent_args(key));
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        cvmctl(&refs)
+    }
+
+    /// A file in the scenario's directory.
+    pub fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    /// The agent's log so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// The state reported by `cvmctl status --json`.
+    pub fn status(&self) -> serde_json::Value {
+        let o = self.run("status", Some(&self.consumer), &["--json"]);
+        let line = String::from_utf8_lossy(&o.stdout);
+        let v: serde_json::Value = serde_json::from_str(line.trim())
+            .unwrap_or_else(|e| panic!("{e}: {line} {}", String::from_utf8_lossy(&o.stderr)));
+        v["data"].clone()
+    }
+
+    /// Waits until the state is final; returns the status.
+    pub fn wait_final(&self, within: Duration) -> serde_json::Value {
+        let end = Instant::now() + within;
+        loop {
+            let s = self.status();
+            let state = s["state"].as_str().unwrap_or_default().to_owned();
+            if ["results_ready", "consumed", "failed"].contains(&state.as_str()) || Instant::now() > end {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Files left in the agent's incoming directory.
+    pub fn incoming(&self) -> Vec<String> {
+        std::fs::read_dir(self.work.join("incoming"))
+            .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Whether the agent process is still alive.
+    pub fn agent_alive(&mut self) -> bool {
+        self.agent.try_wait().ok().flatten().is_none()
+    }
+}
+
+impl Drop for Scenario {
+    fn drop(&mut self) {
+        let _ = self.agent.kill();
+        let _ = self.agent.wait();
+    }
+}
+
+/// Starts an agent with the simulated platform on a free loopback port.
+///
+/// Returns the process, its log, and its address, or the log if it exits.
+pub fn start_agent(
+    dir: &Path,
+    manifest: &Path,
+    work: &Path,
+) -> Result<(Child, Arc<Mutex<String>>, SocketAddr), String> {
+    let (_, bundle, _) = platform();
+    let uid = sandbox_uid().to_string();
+    let mut child = Command::new(bin("cvm-agent"))
+        .arg("run")
+        .current_dir(dir)
+        .env("CVM_TEE", "simulated")
+        .env("CVM_SIMULATED_CHAIN", bundle)
+        .env("CVM_SIMULATED_MEASUREMENT", MEASUREMENT)
+        .env("CVM_MANIFEST", manifest)
+        .env("CVM_LISTEN", "127.0.0.1:0")
+        .env("CVM_WORK_DIR", work)
+        .env("CVM_SANDBOX_UID", &uid)
+        .env("CVM_SANDBOX_GID", &uid)
+        .env("CVM_LOG_LEVEL", "debug")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let log = Arc::new(Mutex::new(String::new()));
+    let stderr = child.stderr.take().ok_or("no stderr")?;
+    let sink = Arc::clone(&log);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let mut l = sink.lock().unwrap();
+            l.push_str(&line);
+            l.push('\n');
+        }
+    });
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = log.lock().unwrap().clone();
+        if let Some(addr) = text.lines().find_map(|l| l.split("serving attested TLS on ").nth(1)) {
+            return Ok((child, log, addr.trim().parse().map_err(|e| format!("{e}: {addr}"))?));
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            std::thread::sleep(Duration::from_millis(100));
+            return Err(format!("the agent exited ({status}):\n{}", log.lock().unwrap()));
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            return Err(format!("the agent did not start:\n{text}"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
