@@ -72,6 +72,7 @@ fn run(config_file: Option<&std::path::Path>) -> anyhow::Result<()> {
         });
         log::info!("manifest {digest}; serving attested TLS on {addr}");
         server::serve(listener, tls, state, rx).await;
+        log::info!("stopped");
         anyhow::Ok(())
     })
 }

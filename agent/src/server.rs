@@ -122,7 +122,8 @@ pub async fn serve(
         });
         while tasks.try_join_next().is_some() {}
     }
-    log::info!("shutting down: waiting for {} connections", tasks.len());
+    while tasks.try_join_next().is_some() {}
+    log::info!("shutting down: waiting for {} open connections", tasks.len());
     let _ =
         tokio::time::timeout(Duration::from_secs(10), async { while tasks.join_next().await.is_some() {} })
             .await;

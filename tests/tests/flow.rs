@@ -41,6 +41,8 @@ fn full_flow_with_three_owners_gives_the_right_result() {
     let s = Scenario::start(Options::default());
     let o = s.run("attest", None, &[]);
     assert_exit(&o, exit_codes::OK);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("bound to this TLS session"));
+    let o = s.run("attest", None, &["--verbose"]);
     assert!(String::from_utf8_lossy(&o.stdout).contains("PASS  session_binding"));
     upload_inputs(&s);
     let status = s.wait_final(Duration::from_secs(30));

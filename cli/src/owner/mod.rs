@@ -65,6 +65,47 @@ pub struct AttestArgs {
     /// Print every check as JSON lines.
     #[arg(long)]
     json: bool,
+    /// Also print every check of the boot and session evidence.
+    #[arg(long, short)]
+    verbose: bool,
+}
+
+/// The verified claims, for people.
+fn print_claims(agent: &Agent, args: &AgentArgs) -> anyhow::Result<()> {
+    let report = cvm_evidence::AttestationReport::from_bytes(&agent.boot.report)?;
+    let product = agent.checks.product.map_or_else(|| "unknown".to_owned(), |p| p.to_string());
+    let tcb = report.reported_tcb.parts(report.tcb_layout());
+    let count = |r: &VerificationReport| {
+        let skipped = r.checks.iter().filter(|c| matches!(c.outcome, Outcome::Skipped { .. })).count();
+        (r.checks.len() - skipped, skipped)
+    };
+    let (boot_ok, boot_skip) = count(&agent.checks);
+    let (sess_ok, sess_skip) = count(&agent.session);
+    let mut out = crate::output::stdout();
+    writeln!(out, "verified claims of the agent at {}:", args.agent)?;
+    writeln!(out, "  platform        AMD {product}, signed by {}", report.key_info.signing_key())?;
+    writeln!(out, "  measurement     {}", hex::encode(report.measurement))?;
+    writeln!(out, "  reported TCB    {tcb}")?;
+    writeln!(
+        out,
+        "  guest policy    debug {}, migration agent {}, VMPL {}",
+        if report.policy.debug() { "ALLOWED" } else { "off" },
+        if report.policy.migrate_ma() { "allowed" } else { "off" },
+        report.vmpl
+    )?;
+    writeln!(out, "  manifest        {}", args.manifest_digest)?;
+    writeln!(
+        out,
+        "  vTPM            {}",
+        if agent.boot.ak_public.is_some() { "attestation key bound" } else { "none bound" }
+    )?;
+    writeln!(out, "  boot evidence   {boot_ok} checks passed, {boot_skip} not required by the policy")?;
+    writeln!(
+        out,
+        "  session         {sess_ok} checks passed, {sess_skip} not required; bound to this TLS session"
+    )?;
+    writeln!(out, "ACCEPTED: the agent runs manifest {}", args.manifest_digest)?;
+    Ok(())
 }
 
 /// Arguments of `upload-algorithm`.
@@ -195,9 +236,11 @@ pub async fn attest(a: AttestArgs) -> anyhow::Result<i32> {
             serde_json::json!({ "accepted": true, "manifest_digest": a.agent.manifest_digest.to_string() }),
         )?;
     } else {
-        print_checks(&agent.checks, "boot evidence (in the agent's TLS certificate):")?;
-        print_checks(&agent.session, "session evidence (fresh, bound to this TLS session):")?;
-        writeln!(crate::output::stdout(), "ACCEPTED: the agent runs manifest {}", a.agent.manifest_digest)?;
+        if a.verbose {
+            print_checks(&agent.checks, "boot evidence (in the agent's TLS certificate):")?;
+            print_checks(&agent.session, "session evidence (fresh, bound to this TLS session):")?;
+        }
+        print_claims(&agent, &a.agent)?;
     }
     Ok(exit_codes::OK)
 }
