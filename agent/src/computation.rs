@@ -133,8 +133,19 @@ pub struct WorkDirs {
 
 impl WorkDirs {
     /// Lays out and creates the directories under `root` (mode 0700 where root-only).
+    ///
+    /// `root` must be absent or empty: files left by an earlier computation
+    /// would otherwise be taken for this one's inputs or results.
     pub fn create(root: &Path) -> std::io::Result<WorkDirs> {
         use std::os::unix::fs::PermissionsExt;
+        if let Ok(mut entries) = std::fs::read_dir(root) {
+            if entries.next().is_some() {
+                return Err(std::io::Error::other(format!(
+                    "{} is not empty: the work directory must start empty (a fresh tmpfs in the VM)",
+                    root.display()
+                )));
+            }
+        }
         let d = WorkDirs {
             incoming: root.join("incoming"),
             algorithm: root.join("algorithm").join("algorithm"),
@@ -370,7 +381,13 @@ impl Computation {
         log::info!("all inputs received: running the algorithm");
         let outcome = self.run_sandboxed().await;
         let next = match outcome {
-            Ok(()) => match self.package_results() {
+            Ok(()) => match tokio::task::spawn_blocking({
+                let this = Arc::clone(&self);
+                move || this.package_results()
+            })
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
+            {
                 Ok(digest) => {
                     let mut inner = self.lock();
                     inner.log.record(Event {
@@ -443,8 +460,10 @@ impl Computation {
         builder.follow_symlinks(false);
         builder.append_dir_all("results", &self.dirs.results)?;
         builder.into_inner()?.sync_all()?;
-        let bytes = std::fs::read(&self.dirs.results_tar)?;
-        Ok(Digest::of(&bytes))
+        let mut file = std::fs::File::open(&self.dirs.results_tar)?;
+        let mut hasher = Sha256::new();
+        std::io::copy(&mut file, &mut hasher)?;
+        Ok(Digest(hasher.finalize().into()))
     }
 
     /// Checks that `key` may fetch the results now, and returns the package's path.

@@ -18,17 +18,26 @@ use sha2::{Digest as _, Sha256};
 
 /// The workspace's target directory for this build.
 fn bin_dir() -> PathBuf {
-    // Test binaries live in target/<profile>/deps.
+    // Test binaries live in target/<profile>/deps, other binaries in target/<profile>.
     let exe = std::env::current_exe().expect("test binary path");
-    exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
+    let dir = exe.parent().expect("target dir");
+    if dir.ends_with("deps") {
+        dir.parent().expect("target dir").to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 /// Path of a workspace binary, built once if missing.
 pub fn bin(name: &str) -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
+        let mut args = vec!["build", "--quiet", "-p", "cvm-agent", "-p", "cvmctl", "--bins"];
+        if bin_dir().ends_with("release") {
+            args.push("--release");
+        }
         let status = Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "-p", "cvm-agent", "-p", "cvmctl", "--bins"])
+            .args(&args)
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .status()
             .expect("cargo build");
@@ -142,7 +151,8 @@ fn sha256_file(path: &Path) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(std::fs::read(path).unwrap())))
 }
 
-fn owner(dir: &Path, name: &str, kind: &str) -> Owner {
+/// Creates an owner key with `cvmctl keygen`.
+pub fn owner(dir: &Path, name: &str, kind: &str) -> Owner {
     let key = dir.join(format!("{name}.key"));
     let o = cvmctl(&["keygen", "--out", key.to_str().unwrap(), "--type", kind]);
     assert!(o.status.success(), "keygen: {}", String::from_utf8_lossy(&o.stderr));

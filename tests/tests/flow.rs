@@ -416,3 +416,18 @@ fn a_client_that_disconnects_mid_upload_leaves_nothing_and_can_retry() {
     );
     assert_eq!(s.status()["datasets_received"], serde_json::json!(["hospital-a.csv"]));
 }
+
+#[test]
+fn the_agent_refuses_a_work_directory_that_is_not_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("manifest.json");
+    std::fs::copy(Scenario::start(Options::default()).dir.path().join("manifest.json"), &manifest).unwrap();
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(work.join("datasets")).unwrap();
+    std::fs::write(work.join("datasets/left-over.csv"), "x").unwrap();
+    let err = match cvm_tests::start_agent(dir.path(), &manifest, &work) {
+        Ok(_) => panic!("the agent started on a used work directory"),
+        Err(e) => e,
+    };
+    assert!(err.contains("is not empty"), "{err}");
+}

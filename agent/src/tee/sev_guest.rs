@@ -2,7 +2,7 @@
 
 use sev::firmware::guest::Firmware;
 
-use super::{parse_cert_table, TeeError, TeeEvidence, TeeProvider};
+use super::{TeeError, TeeEvidence, TeeProvider};
 
 /// The SNP guest device.
 pub(super) const DEVICE: &str = "/dev/sev-guest";
@@ -23,7 +23,7 @@ impl TeeProvider for SevGuest {
         let mut fw = Firmware::open().map_err(|e| err(format!("cannot open {DEVICE}: {e}")))?;
         match fw.get_ext_report(None, Some(*report_data), Some(0)) {
             Ok((report, Some(certs))) if !certs.is_empty() => {
-                let mut table = Vec::new();
+                // The sev crate has already split the host's certificate table.
                 let mut ev = TeeEvidence { report, ..TeeEvidence::default() };
                 for c in certs {
                     use sev::firmware::host::CertType;
@@ -31,10 +31,9 @@ impl TeeProvider for SevGuest {
                         CertType::VCEK | CertType::VLEK => ev.vek = Some(c.data),
                         CertType::ASK => ev.ask = Some(c.data),
                         CertType::ARK => ev.ark = Some(c.data),
-                        _ => table.push(c.data),
+                        _ => {}
                     }
                 }
-                let _ = parse_cert_table; // the sev crate already parsed the table.
                 Ok(ev)
             }
             Ok((report, _)) => Ok(TeeEvidence { report, ..TeeEvidence::default() }),

@@ -250,9 +250,9 @@ fn refused(status: StatusCode, body: &[u8]) -> i32 {
     exit_codes::AGENT_ERROR
 }
 
-/// A progress bar on stderr, only when it is a terminal.
+/// A progress bar on stderr, only when a person watches (stdout and stderr are terminals).
 fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
-    if !std::io::stderr().is_terminal() {
+    if !std::io::stdout().is_terminal() || !std::io::stderr().is_terminal() {
         return indicatif::ProgressBar::hidden();
     }
     let bar = indicatif::ProgressBar::new(len);
