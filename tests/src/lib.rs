@@ -129,6 +129,8 @@ pub struct Options {
     pub run_timeout_s: u64,
     /// `limits.memory_bytes`.
     pub memory_bytes: u64,
+    /// The interpreter of a script; `None` makes the algorithm a binary.
+    pub interpreter: Option<String>,
 }
 
 impl Default for Options {
@@ -138,6 +140,7 @@ impl Default for Options {
             max_upload_bytes: 1 << 20,
             run_timeout_s: 30,
             memory_bytes: 512 << 20,
+            interpreter: Some("/usr/bin/python3".into()),
         }
     }
 }
@@ -178,13 +181,20 @@ impl Scenario {
         for f in ["hospital-a.csv", "hospital-b.csv"] {
             std::fs::copy(example(f), d.join(f)).unwrap();
         }
+        let algorithm = match &opts.interpreter {
+            Some(i) => serde_json::json!({
+                "digest": sha256_file(&d.join("stats.py")), "provider_key": alg.public, "kind": "script",
+                "interpreter": i, "args": ["--column", "age"]
+            }),
+            None => serde_json::json!({
+                "digest": sha256_file(&d.join("stats.py")), "provider_key": alg.public, "kind": "binary",
+                "args": ["--column", "age"]
+            }),
+        };
         let manifest = serde_json::json!({
             "id": "mean-age",
             "name": "Mean age over two hospitals",
-            "algorithm": {
-                "digest": sha256_file(&d.join("stats.py")), "provider_key": alg.public, "kind": "script",
-                "interpreter": "/usr/bin/python3", "args": ["--column", "age"]
-            },
+            "algorithm": algorithm,
             "datasets": [
                 {"name": "hospital-a.csv", "digest": sha256_file(&d.join("hospital-a.csv")), "provider_key": a.public},
                 {"name": "hospital-b.csv", "digest": sha256_file(&d.join("hospital-b.csv")), "provider_key": b.public}

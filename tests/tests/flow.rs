@@ -431,3 +431,18 @@ fn the_agent_refuses_a_work_directory_that_is_not_empty() {
     };
     assert!(err.contains("is not empty"), "{err}");
 }
+
+#[test]
+fn a_binary_algorithm_runs_with_its_arguments() {
+    // An executable file (here with a #! line) is a binary to the agent: it is
+    // made executable and run directly, with the manifest's arguments.
+    let program = "#!/bin/sh\necho \"$# args: $*\" > \"$CVM_RESULTS/args.txt\"\ncat \"$CVM_DATASETS\"/*.csv | wc -l >> \"$CVM_RESULTS/args.txt\"\n";
+    let s =
+        Scenario::start(Options { algorithm: program.to_owned(), interpreter: None, ..Options::default() });
+    let status = run_to_the_end(&s);
+    assert_eq!(status["state"], "results_ready", "{status}\n{}", s.log());
+    let out = s.path("results.tar");
+    assert_exit(&s.run("results", Some(&s.consumer), &["--out", &out]), exit_codes::OK);
+    let o = std::process::Command::new("tar").args(["-xOf", &out, "results/args.txt"]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "2 args: --column age\n9\n");
+}
