@@ -92,6 +92,9 @@ pub async fn serve(
             },
             _ = shutdown.changed() => break,
         };
+        // Small TLS records (requests, evidence) must not wait for Nagle's
+        // algorithm and the peer's delayed ACK (40 ms a round trip).
+        let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let state = Arc::clone(&state);
         let mut conn_shutdown = shutdown.clone();

@@ -13,6 +13,7 @@ pub mod api;
 mod digest;
 mod key;
 pub mod manifest;
+pub mod sealed;
 
 pub use digest::{Digest, DigestError};
 pub use key::{KeyAlgorithm, KeyError, PublicKey};

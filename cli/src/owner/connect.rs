@@ -246,6 +246,7 @@ impl AgentArgs {
         let tcp = tokio::net::TcpStream::connect(self.agent)
             .await
             .with_context(|| format!("cannot connect to {}", self.agent))?;
+        let _ = tcp.set_nodelay(true);
         let name = ServerName::try_from("cvm-agent").map_err(anyhow::Error::from)?;
         let handshake = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await;
         let outcome = verifier.outcome.lock().ok().and_then(|mut s| s.take());

@@ -245,9 +245,12 @@ fn baseline(path: &Path) -> f64 {
         }
         tls.write_all(&buf[..n]).unwrap();
     }
+    tls.flush().unwrap();
     tls.conn.send_close_notify();
-    let _ = tls.flush();
-    drop(tls);
+    while tls.conn.wants_write() {
+        tls.conn.write_tls(&mut tls.sock).unwrap();
+    }
+    let _ = tls.sock.shutdown(std::net::Shutdown::Write);
     let (_, n) = receiver.join().unwrap();
     assert_eq!(n, SIZE);
     t.elapsed().as_secs_f64()

@@ -1,0 +1,433 @@
+//! The sealed stream format: large artifacts encrypted in chunks.
+//!
+//! AES-256-GCM in the STREAM construction (Hoang, Reyhanitabar, Rogaway,
+//! Vizár, "Online Authenticated-Encryption and its Nonce-Reuse
+//! Misuse-Resistance", 2015): the plaintext is cut into chunks of
+//! `chunk_size` bytes, each sealed under its own nonce `prefix || counter`,
+//! with the whole header, the chunk's index and a last-chunk flag as
+//! associated data. Every chunk's tag therefore authenticates its position,
+//! its stream and whether it ends the stream: truncation, reordering,
+//! duplication and chunks from other streams all fail, and encryption and
+//! decryption run in constant memory, one chunk at a time.
+//!
+//! The byte layout is documented in `docs/sealed-stream.md`; in short:
+//!
+//! ```text
+//! header (64 bytes)
+//!   0..8    magic "cvm-seal"
+//!   8       version (1)
+//!   9..12   zero
+//!   12..16  chunk size, bytes of plaintext per chunk (u32 big-endian, 4 KiB ..= 16 MiB)
+//!   16..32  key id
+//!   32..48  stream id (random per stream)
+//!   48..56  plaintext length (u64 big-endian)
+//!   56..60  nonce prefix (random per stream)
+//!   60..64  zero
+//! chunks: max(1, ceil(length / chunk size)) of them, each
+//!   ciphertext (chunk size bytes, the last one shorter) || 16-byte tag
+//! ```
+//!
+//! The stream key is `HKDF-SHA256(key, salt = stream id, info =
+//! "cvm-seal/v1/stream-key")`, so nonces never repeat across streams even if
+//! two streams drew the same prefix.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use hkdf::Hkdf;
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+/// The header's magic bytes.
+pub const MAGIC: &[u8; 8] = b"cvm-seal";
+/// The only version.
+pub const VERSION: u8 = 1;
+/// Header length.
+pub const HEADER_LEN: usize = 64;
+/// Tag length per chunk.
+pub const TAG_LEN: usize = 16;
+/// Smallest allowed chunk size.
+pub const MIN_CHUNK: u32 = 4 << 10;
+/// Largest allowed chunk size.
+pub const MAX_CHUNK: u32 = 16 << 20;
+/// Default chunk size: 1 MiB.
+pub const DEFAULT_CHUNK: u32 = 1 << 20;
+
+/// A 256-bit sealing key with its 16-byte id. No `Debug`; zeroed on drop.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct SealingKey {
+    id: [u8; 16],
+    key: [u8; 32],
+}
+
+/// What identifies a sealed stream: the manifest pins these three values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamIdentity {
+    /// The key id, hex.
+    #[serde(with = "hex16")]
+    pub key_id: [u8; 16],
+    /// The random stream id, hex.
+    #[serde(with = "hex16")]
+    pub stream_id: [u8; 16],
+    /// The plaintext length.
+    pub size: u64,
+}
+
+/// A sealed stream that cannot be opened; nothing of it may be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SealError {
+    /// The header is not a sealed stream header.
+    #[error("sealed stream header: {0}")]
+    Header(String),
+    /// The stream was sealed to another key.
+    #[error("sealed to key {found}, not to the given key {expected}")]
+    WrongKey {
+        /// The given key's id.
+        expected: String,
+        /// The header's key id.
+        found: String,
+    },
+    /// A chunk failed authentication: modified, reordered, from another
+    /// stream, or not the last chunk where the stream claims one.
+    #[error("chunk {index} failed authentication (modified, reordered, from another stream, or the stream was cut)")]
+    Chunk {
+        /// The chunk's index.
+        index: u64,
+    },
+    /// The stream ends before its header's length.
+    #[error("truncated: the stream ends in chunk {index} of {chunks}")]
+    Truncated {
+        /// Where it ended.
+        index: u64,
+        /// How many chunks there should be.
+        chunks: u64,
+    },
+    /// Bytes follow the last chunk.
+    #[error("trailing data after the last chunk")]
+    Trailing,
+    /// The identity differs from the expected one.
+    #[error("stream identity {found} differs from the expected {expected}")]
+    Identity {
+        /// Expected.
+        expected: String,
+        /// Found.
+        found: String,
+    },
+    /// Reading or writing failed.
+    #[error("i/o: {0}")]
+    Io(#[from] io::Error),
+    /// A key file is malformed.
+    #[error("sealing key: {0}")]
+    Key(String),
+}
+
+impl fmt::Display for StreamIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "key {} stream {} size {}",
+            hex::encode(self.key_id),
+            hex::encode(self.stream_id),
+            self.size
+        )
+    }
+}
+
+impl SealingKey {
+    /// A new random key with a random id.
+    pub fn generate() -> Result<SealingKey, SealError> {
+        let mut k = SealingKey { id: [0; 16], key: [0; 32] };
+        getrandom::getrandom(&mut k.id).map_err(|e| SealError::Key(e.to_string()))?;
+        getrandom::getrandom(&mut k.key).map_err(|e| SealError::Key(e.to_string()))?;
+        Ok(k)
+    }
+
+    /// The key's id.
+    pub fn id(&self) -> [u8; 16] {
+        self.id
+    }
+
+    /// The key file's text: `cvm-sealing-key v1 <id hex> <key hex>`.
+    pub fn to_text(&self) -> Zeroizing<String> {
+        Zeroizing::new(format!("cvm-sealing-key v1 {} {}\n", hex::encode(self.id), hex::encode(self.key)))
+    }
+
+    /// Parses a key file's text.
+    pub fn from_text(text: &str) -> Result<SealingKey, SealError> {
+        let parts: Vec<&str> = text.split_whitespace().collect();
+        let bad = || SealError::Key("expected `cvm-sealing-key v1 <32 hex digits> <64 hex digits>`".into());
+        let [tag, v, id, key] = parts.as_slice() else { return Err(bad()) };
+        if *tag != "cvm-sealing-key" || *v != "v1" {
+            return Err(bad());
+        }
+        let mut k = SealingKey { id: [0; 16], key: [0; 32] };
+        hex::decode_to_slice(id, &mut k.id).map_err(|_| bad())?;
+        hex::decode_to_slice(key, &mut k.key).map_err(|_| bad())?;
+        Ok(k)
+    }
+
+    fn stream_cipher(&self, stream_id: &[u8; 16]) -> Aes256Gcm {
+        let mut okm = Zeroizing::new([0u8; 32]);
+        // HKDF-SHA256 expands to 32 bytes, far below its 255 * 32 limit.
+        let _ = Hkdf::<Sha256>::new(Some(stream_id), &self.key).expand(b"cvm-seal/v1/stream-key", &mut *okm);
+        Aes256Gcm::new((&*okm).into())
+    }
+}
+
+/// A parsed header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// Bytes of plaintext per chunk.
+    pub chunk_size: u32,
+    /// Who can open it, what it is, how long.
+    pub identity: StreamIdentity,
+    /// The random nonce prefix.
+    pub nonce_prefix: [u8; 4],
+}
+
+impl Header {
+    fn encode(&self) -> [u8; HEADER_LEN] {
+        let mut h = [0u8; HEADER_LEN];
+        h[0..8].copy_from_slice(MAGIC);
+        h[8] = VERSION;
+        h[12..16].copy_from_slice(&self.chunk_size.to_be_bytes());
+        h[16..32].copy_from_slice(&self.identity.key_id);
+        h[32..48].copy_from_slice(&self.identity.stream_id);
+        h[48..56].copy_from_slice(&self.identity.size.to_be_bytes());
+        h[56..60].copy_from_slice(&self.nonce_prefix);
+        h
+    }
+
+    /// Parses and checks a header.
+    pub fn decode(h: &[u8; HEADER_LEN]) -> Result<Header, SealError> {
+        if &h[0..8] != MAGIC {
+            return Err(SealError::Header("not a sealed stream (bad magic)".into()));
+        }
+        if h[8] != VERSION {
+            return Err(SealError::Header(format!("version {}, expected {VERSION}", h[8])));
+        }
+        if h[9..12] != [0; 3] || h[60..64] != [0; 4] {
+            return Err(SealError::Header("reserved bytes are not zero".into()));
+        }
+        let chunk_size = u32::from_be_bytes([h[12], h[13], h[14], h[15]]);
+        if !(MIN_CHUNK..=MAX_CHUNK).contains(&chunk_size) {
+            return Err(SealError::Header(format!(
+                "chunk size {chunk_size} outside {MIN_CHUNK}..={MAX_CHUNK}"
+            )));
+        }
+        let mut identity = StreamIdentity { key_id: [0; 16], stream_id: [0; 16], size: 0 };
+        identity.key_id.copy_from_slice(&h[16..32]);
+        identity.stream_id.copy_from_slice(&h[32..48]);
+        let mut size = [0u8; 8];
+        size.copy_from_slice(&h[48..56]);
+        identity.size = u64::from_be_bytes(size);
+        let mut nonce_prefix = [0u8; 4];
+        nonce_prefix.copy_from_slice(&h[56..60]);
+        Ok(Header { chunk_size, identity, nonce_prefix })
+    }
+
+    /// How many chunks the stream has.
+    pub fn chunks(&self) -> u64 {
+        self.identity.size.div_ceil(u64::from(self.chunk_size)).max(1)
+    }
+
+    /// Plaintext length of chunk `index`.
+    fn chunk_len(&self, index: u64) -> usize {
+        let start = index * u64::from(self.chunk_size);
+        // At most chunk_size (<= 16 MiB), so it fits in usize.
+        (self.identity.size - start).min(u64::from(self.chunk_size)) as usize
+    }
+}
+
+fn nonce(prefix: &[u8; 4], index: u64) -> [u8; 12] {
+    let mut n = [0u8; 12];
+    n[..4].copy_from_slice(prefix);
+    n[4..].copy_from_slice(&index.to_be_bytes());
+    n
+}
+
+fn aad(header: &[u8; HEADER_LEN], index: u64, last: bool) -> [u8; HEADER_LEN + 9] {
+    let mut a = [0u8; HEADER_LEN + 9];
+    a[..HEADER_LEN].copy_from_slice(header);
+    a[HEADER_LEN..HEADER_LEN + 8].copy_from_slice(&index.to_be_bytes());
+    a[HEADER_LEN + 8] = u8::from(last);
+    a
+}
+
+/// Reads until `buf` is full or the input ends; returns how much was read.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Seals `size` bytes from `input` to `output`; returns the stream's identity.
+pub fn seal(
+    key: &SealingKey,
+    input: &mut impl Read,
+    size: u64,
+    output: &mut impl Write,
+    chunk_size: u32,
+) -> Result<StreamIdentity, SealError> {
+    if !(MIN_CHUNK..=MAX_CHUNK).contains(&chunk_size) {
+        return Err(SealError::Header(format!("chunk size {chunk_size} outside {MIN_CHUNK}..={MAX_CHUNK}")));
+    }
+    let mut stream_id = [0u8; 16];
+    let mut nonce_prefix = [0u8; 4];
+    getrandom::getrandom(&mut stream_id).map_err(|e| SealError::Key(e.to_string()))?;
+    getrandom::getrandom(&mut nonce_prefix).map_err(|e| SealError::Key(e.to_string()))?;
+    let header =
+        Header { chunk_size, identity: StreamIdentity { key_id: key.id, stream_id, size }, nonce_prefix };
+    let encoded = header.encode();
+    output.write_all(&encoded)?;
+    let cipher = key.stream_cipher(&stream_id);
+    let chunks = header.chunks();
+    let mut buf = Zeroizing::new(vec![0u8; chunk_size as usize]);
+    for index in 0..chunks {
+        let len = header.chunk_len(index);
+        let got = read_full(input, &mut buf[..len])?;
+        if got < len {
+            return Err(SealError::Io(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "the input ended after {} of {size} bytes",
+                    index * u64::from(chunk_size) + got as u64
+                ),
+            )));
+        }
+        let last = index + 1 == chunks;
+        let ct = cipher
+            .encrypt(
+                &Nonce::from(nonce(&nonce_prefix, index)),
+                Payload { msg: &buf[..len], aad: &aad(&encoded, index, last) },
+            )
+            .map_err(|_| SealError::Key("encryption failed".into()))?;
+        output.write_all(&ct)?;
+    }
+    let mut extra = [0u8; 1];
+    if read_full(input, &mut extra)? != 0 {
+        return Err(SealError::Io(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("the input is longer than {size} bytes"),
+        )));
+    }
+    output.flush()?;
+    Ok(header.identity)
+}
+
+/// Opens a sealed stream chunk by chunk.
+///
+/// Each chunk's plaintext is handed on only after its tag verified; the
+/// stream as a whole is authentic only when [`Opener::finish`] succeeds, so a
+/// consumer must not use what it received before then.
+pub struct Opener<R: Read> {
+    input: R,
+    header: Header,
+    encoded: [u8; HEADER_LEN],
+    cipher: Aes256Gcm,
+    index: u64,
+    buf: Vec<u8>,
+}
+
+impl<R: Read> Opener<R> {
+    /// Reads the header and checks the key.
+    pub fn new(key: &SealingKey, mut input: R) -> Result<Opener<R>, SealError> {
+        let mut encoded = [0u8; HEADER_LEN];
+        if read_full(&mut input, &mut encoded)? < HEADER_LEN {
+            return Err(SealError::Header(format!("shorter than the {HEADER_LEN}-byte header")));
+        }
+        let header = Header::decode(&encoded)?;
+        if header.identity.key_id != key.id {
+            return Err(SealError::WrongKey {
+                expected: hex::encode(key.id),
+                found: hex::encode(header.identity.key_id),
+            });
+        }
+        let cipher = key.stream_cipher(&header.identity.stream_id);
+        let buf = vec![0u8; header.chunk_size as usize + TAG_LEN];
+        Ok(Opener { input, header, encoded, cipher, index: 0, buf })
+    }
+
+    /// The stream's header.
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// The next chunk's plaintext, or `None` after the last one.
+    pub fn next_chunk(&mut self) -> Result<Option<Zeroizing<Vec<u8>>>, SealError> {
+        let chunks = self.header.chunks();
+        if self.index >= chunks {
+            return Ok(None);
+        }
+        let len = self.header.chunk_len(self.index) + TAG_LEN;
+        let got = read_full(&mut self.input, &mut self.buf[..len])?;
+        if got < len {
+            return Err(SealError::Truncated { index: self.index, chunks });
+        }
+        let last = self.index + 1 == chunks;
+        let pt = self
+            .cipher
+            .decrypt(
+                &Nonce::from(nonce(&self.header.nonce_prefix, self.index)),
+                Payload { msg: &self.buf[..len], aad: &aad(&self.encoded, self.index, last) },
+            )
+            .map_err(|_| SealError::Chunk { index: self.index })?;
+        self.index += 1;
+        Ok(Some(Zeroizing::new(pt)))
+    }
+
+    /// Checks that nothing follows the last chunk; the stream is then authentic.
+    pub fn finish(mut self) -> Result<StreamIdentity, SealError> {
+        if self.index < self.header.chunks() {
+            return Err(SealError::Truncated { index: self.index, chunks: self.header.chunks() });
+        }
+        let mut extra = [0u8; 1];
+        if read_full(&mut self.input, &mut extra)? != 0 {
+            return Err(SealError::Trailing);
+        }
+        Ok(self.header.identity)
+    }
+}
+
+/// Opens a whole stream into `output`; returns its identity.
+///
+/// On error, part of the plaintext may already be in `output`: write to a
+/// place you discard on error (cvmctl writes a temporary file and renames it
+/// only on success).
+pub fn unseal(
+    key: &SealingKey,
+    input: impl Read,
+    output: &mut impl Write,
+) -> Result<StreamIdentity, SealError> {
+    let mut opener = Opener::new(key, input)?;
+    while let Some(chunk) = opener.next_chunk()? {
+        output.write_all(&chunk)?;
+    }
+    output.flush()?;
+    opener.finish()
+}
+
+mod hex16 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(v: &[u8; 16], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(v))
+    }
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 16], D::Error> {
+        let s = String::deserialize(d)?;
+        let mut out = [0u8; 16];
+        hex::decode_to_slice(&s, &mut out).map_err(serde::de::Error::custom)?;
+        Ok(out)
+    }
+}
