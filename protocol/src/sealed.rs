@@ -10,7 +10,8 @@
 //! duplication and chunks from other streams all fail, and encryption and
 //! decryption run in constant memory, one chunk at a time.
 //!
-//! The byte layout is documented in `docs/sealed-stream.md`; in short:
+//! The byte layout, and why a stream identity pins the content, are in
+//! `docs/sealed-stream.md` at the repository root; in short:
 //!
 //! ```text
 //! header (64 bytes)
