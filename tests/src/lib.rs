@@ -344,3 +344,53 @@ pub fn start_agent(
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Parses cvmctl's agent arguments (`--agent ... --manifest-digest ...`) into the library type.
+pub fn parse_agent_args(args: Vec<String>) -> cvmctl::owner::AgentArgs {
+    use clap::Parser;
+    #[derive(clap::Parser)]
+    struct P {
+        #[command(flatten)]
+        a: cvmctl::owner::AgentArgs,
+    }
+    let mut argv = vec!["cvmctl".to_owned()];
+    argv.extend(args);
+    P::parse_from(argv).a
+}
+
+/// A TLS client verifier that accepts any server: for tests and benchmarks
+/// that need a certificate off the wire, or a baseline without attestation.
+#[derive(Debug)]
+pub struct AcceptAnyServer;
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAnyServer {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        rustls::crypto::ring::default_provider().signature_verification_algorithms.supported_schemes()
+    }
+}

@@ -165,15 +165,7 @@ fn an_upload_over_the_limit_is_refused_before_its_body_is_read() {
 
 /// The library form of `Scenario::agent_args`.
 fn agent_args(s: &Scenario, key: Option<&cvm_tests::Owner>) -> cvmctl::owner::AgentArgs {
-    use clap::Parser;
-    #[derive(clap::Parser)]
-    struct P {
-        #[command(flatten)]
-        a: cvmctl::owner::AgentArgs,
-    }
-    let mut argv = vec!["x".to_owned()];
-    argv.extend(s.agent_args(key));
-    P::parse_from(argv).a
+    cvm_tests::parse_agent_args(s.agent_args(key))
 }
 
 #[test]
@@ -300,7 +292,7 @@ fn a_server_with_another_key_cannot_present_the_agents_certificate() {
                 .with_protocol_versions(&[&rustls::version::TLS13])
                 .unwrap()
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AcceptAnything))
+                .with_custom_certificate_verifier(Arc::new(cvm_tests::AcceptAnyServer))
                 .with_no_client_auth();
         let name = rustls::pki_types::ServerName::try_from("cvm-agent").unwrap();
         let tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.unwrap();
@@ -333,41 +325,6 @@ fn a_server_with_another_key_cannot_present_the_agents_certificate() {
         };
         assert!(err.contains("TLS handshake") && err.contains("failed"), "{err}");
     });
-}
-
-#[derive(Debug)]
-struct AcceptAnything;
-
-impl rustls::client::danger::ServerCertVerifier for AcceptAnything {
-    fn verify_server_cert(
-        &self,
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &[rustls::pki_types::CertificateDer<'_>],
-        _: &rustls::pki_types::ServerName<'_>,
-        _: &[u8],
-        _: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        _: &[u8],
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-    }
-    fn verify_tls13_signature(
-        &self,
-        _: &[u8],
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        rustls::crypto::ring::default_provider().signature_verification_algorithms.supported_schemes()
-    }
 }
 
 #[derive(Debug)]

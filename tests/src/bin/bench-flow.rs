@@ -93,17 +93,7 @@ fn main() {
     };
 
     // 1. Attested connections.
-    let args = {
-        use clap::Parser;
-        #[derive(clap::Parser)]
-        struct P {
-            #[command(flatten)]
-            a: cvmctl::owner::AgentArgs,
-        }
-        let mut argv = vec!["x".to_owned()];
-        argv.extend(common(&alg));
-        P::parse_from(argv).a
-    };
+    let args = cvm_tests::parse_agent_args(common(&alg));
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let (mut handshakes, mut full) = (Vec::new(), Vec::new());
     rt.block_on(async {
@@ -230,7 +220,7 @@ fn baseline(path: &Path) -> f64 {
         .with_protocol_versions(&[&rustls::version::TLS13])
         .unwrap()
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(NoVerify))
+        .with_custom_certificate_verifier(Arc::new(cvm_tests::AcceptAnyServer))
         .with_no_client_auth();
     let t = Instant::now();
     let tcp = std::net::TcpStream::connect(addr).unwrap();
@@ -254,39 +244,4 @@ fn baseline(path: &Path) -> f64 {
     let (_, n) = receiver.join().unwrap();
     assert_eq!(n, SIZE);
     t.elapsed().as_secs_f64()
-}
-
-#[derive(Debug)]
-struct NoVerify;
-
-impl rustls::client::danger::ServerCertVerifier for NoVerify {
-    fn verify_server_cert(
-        &self,
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &[rustls::pki_types::CertificateDer<'_>],
-        _: &rustls::pki_types::ServerName<'_>,
-        _: &[u8],
-        _: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        _: &[u8],
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-    }
-    fn verify_tls13_signature(
-        &self,
-        _: &[u8],
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        rustls::crypto::ring::default_provider().signature_verification_algorithms.supported_schemes()
-    }
 }
