@@ -244,6 +244,13 @@ mod buildroot {
         let out = Command::new(copy.join("check")).arg(&copy).env("BUILDROOT", &buildroot).output().unwrap();
         let err = assert_fails(&out);
         assert_names(&err, "kconfig dropped 'BR2_PACKAGE_CVM_AGENT=y'");
+
+        // Without the package's own guard, its `select` of tpm2-tss overrides
+        // tpm2-tss's dependency: kconfig only warns, and the check fails on it.
+        edit(&copy.join("package/cvm-agent/Config.in"), "\tdepends on !BR2_STATIC_LIBS # tpm2-tss\n", "");
+        let out = Command::new(copy.join("check")).arg(&copy).env("BUILDROOT", &buildroot).output().unwrap();
+        let err = assert_fails(&out);
+        assert_names(&err, "kconfig: WARNING: unmet direct dependencies detected for BR2_PACKAGE_TPM2_TSS");
     }
 }
 
