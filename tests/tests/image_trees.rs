@@ -254,6 +254,41 @@ mod buildroot {
     }
 }
 
+/// The pinned release tarball: `scripts/release-tarball` rebuilds, twice, the
+/// very file whose hash `cvm-agent.hash` pins. Opt-in: it vendors every crate
+/// of Cargo.lock (network on a fresh machine, about a minute), and the bytes
+/// depend on `cargo vendor`'s output, so on the cargo version.
+#[test]
+#[ignore = "vendors every crate: cargo test -p cvm-tests --test image_trees -- --ignored release_tarball"]
+fn release_tarball_is_reproducible_and_is_the_pinned_one() {
+    let hash_file =
+        fs::read_to_string(repo().join("buildroot-external/package/cvm-agent/cvm-agent.hash")).unwrap();
+    let commit = hash_file
+        .split_whitespace()
+        .find(|w| w.len() == 41 && w.ends_with('`'))
+        .map(|w| w.trim_end_matches('`'))
+        .expect("cvm-agent.hash names the commit");
+    let pinned = hash_file.lines().find(|l| l.starts_with("sha256 ")).expect("a sha256 line");
+    let name = pinned.split_whitespace().last().unwrap();
+    let mut digests = Vec::new();
+    for _ in 0..2 {
+        let out = tempfile::tempdir().unwrap();
+        let o = Command::new(repo().join("scripts/release-tarball"))
+            .arg(commit)
+            .arg(out.path())
+            .output()
+            .unwrap();
+        let path = assert_ok(&o);
+        let bytes = fs::read(path.trim()).unwrap();
+        assert!(path.trim().ends_with(&format!("/{name}")), "{path} is not {name}");
+        let line = format!("sha256  {}  {name}", hex::encode(Sha256::digest(&bytes)));
+        assert!(text(&o).1.contains(&line), "release-tarball printed another line than {line:?}");
+        digests.push(line);
+    }
+    assert_eq!(digests[0], digests[1], "two builds differ");
+    assert_eq!(digests[0], pinned, "the tarball is not the pinned one");
+}
+
 mod board_scripts {
     use super::*;
 
