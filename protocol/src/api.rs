@@ -20,6 +20,44 @@ pub const ALGORITHM: &str = "/v1/algorithm";
 pub const DATASETS: &str = "/v1/datasets/";
 /// `GET` the results as a tar archive.
 pub const RESULTS: &str = "/v1/results";
+/// `PUT` a sealed artifact's ciphertext at `/v1/artifacts/{name}` (raw bytes).
+pub const ARTIFACTS: &str = "/v1/artifacts/";
+/// `PUT` a [`KeyRelease`] at `/v1/keys/algorithm`, `/v1/keys/datasets/{name}`
+/// or `/v1/keys/artifacts/{name}`: the sealing key of that sealed input.
+pub const KEYS: &str = "/v1/keys/";
+
+/// Body of a key release. The key travels only inside attested TLS.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyRelease {
+    /// The key file's text (`cvm-sealing-key v1 <id> <key>`).
+    pub key: String,
+}
+
+impl std::fmt::Debug for KeyRelease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyRelease { key: <redacted> }")
+    }
+}
+
+impl Drop for KeyRelease {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.key);
+    }
+}
+
+/// Response to a key release.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyReleased {
+    /// The input: `algorithm`, `datasets/NAME` or `artifacts/NAME`.
+    pub input: String,
+    /// Whether the input is now decrypted in the agent's memory (a host-path
+    /// artifact is read and verified during the release); `false` means the
+    /// key waits for the ciphertext's upload.
+    pub loaded: bool,
+    /// Plaintext bytes now in memory (0 when not loaded).
+    pub bytes: u64,
+}
 
 /// The computation's state (DESIGN.md, "Computation lifecycle").
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,6 +91,12 @@ pub struct Status {
     pub datasets_received: Vec<String>,
     /// Names of the datasets still missing.
     pub datasets_missing: Vec<String>,
+    /// Names of the artifacts decrypted in memory so far.
+    #[serde(default)]
+    pub artifacts_received: Vec<String>,
+    /// Names of the artifacts still missing.
+    #[serde(default)]
+    pub artifacts_missing: Vec<String>,
     /// The roles the calling key has.
     pub your_roles: Vec<String>,
 }
@@ -77,11 +121,15 @@ pub struct SessionEvidence {
 /// Response to an upload.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Uploaded {
-    /// What was stored: `algorithm` or the dataset's name.
+    /// What was stored: `algorithm`, or the dataset's or artifact's name.
     pub name: String,
-    /// SHA-256 of the bytes received.
-    pub digest: Digest,
-    /// How many bytes.
+    /// SHA-256 of the bytes received (a plain input).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<Digest>,
+    /// The verified stream identity (a sealed input, decrypted in memory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<crate::sealed::StreamIdentity>,
+    /// How many bytes were received.
     pub bytes: u64,
 }
 

@@ -3,6 +3,8 @@
 //! - [`manifest`]: the computation manifest, parsed strictly and hashed in
 //!   its RFC 8785 canonical form; the digest is what clients pin.
 //! - [`api`]: the HTTP API's paths, request and response bodies, and errors.
+//! - [`sealed`]: the sealed stream format (chunked AES-256-GCM, STREAM
+//!   construction) of encrypted algorithms, datasets and artifacts.
 //!
 //! The crate never prints, reads the environment or exits.
 

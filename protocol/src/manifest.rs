@@ -10,10 +10,13 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
+use crate::sealed::StreamIdentity;
 use crate::{Digest, PublicKey};
 
 /// Most datasets a manifest may name.
 pub const MAX_DATASETS: usize = 64;
+/// Most artifacts a manifest may name.
+pub const MAX_ARTIFACTS: usize = 64;
 
 /// A computation's manifest.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,6 +30,9 @@ pub struct Manifest {
     pub algorithm: Algorithm,
     /// The datasets and who provides each.
     pub datasets: Vec<Dataset>,
+    /// Sealed artifacts (e.g. model weights), uploaded or read from host storage.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub artifacts: Vec<Artifact>,
     /// Who may fetch the results.
     pub result_consumers: Vec<ResultConsumer>,
     /// Size, time and memory limits.
@@ -40,8 +46,12 @@ pub struct Manifest {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Algorithm {
-    /// SHA-256 of the uploaded algorithm file.
-    pub digest: Digest,
+    /// SHA-256 of the uploaded algorithm file (a plain algorithm).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<Digest>,
+    /// The sealed stream's identity (a sealed algorithm); exactly one of `digest` and `sealed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<StreamIdentity>,
     /// The only key allowed to upload it.
     pub provider_key: PublicKey,
     /// A binary, or a script for `interpreter`.
@@ -70,10 +80,72 @@ pub enum AlgorithmKind {
 pub struct Dataset {
     /// Its name: 1-64 of `A-Za-z0-9._-`, unique; the file name the algorithm sees.
     pub name: String,
-    /// SHA-256 of its bytes.
-    pub digest: Digest,
-    /// The only key allowed to upload it.
+    /// SHA-256 of its bytes (a plain dataset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<Digest>,
+    /// The sealed stream's identity (a sealed dataset); exactly one of `digest` and `sealed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<StreamIdentity>,
+    /// The only key allowed to upload it (and, if sealed, to release its key).
     pub provider_key: PublicKey,
+}
+
+/// A sealed artifact, such as model weights: always sealed, pinned by its stream identity.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Artifact {
+    /// Its name: 1-64 of `A-Za-z0-9._-`, unique among artifacts; the file name the algorithm sees.
+    pub name: String,
+    /// The sealed stream's identity.
+    pub sealed: StreamIdentity,
+    /// Where its ciphertext comes from.
+    pub source: ArtifactSource,
+    /// The only key allowed to release its key (and to upload it, for `upload`).
+    pub provider_key: PublicKey,
+}
+
+/// Where an artifact's ciphertext comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ArtifactSource {
+    /// Uploaded by its provider over attested TLS.
+    Upload,
+    /// Read by the agent from untrusted host storage (a file or block device
+    /// the operator names in the agent's `host_artifacts` configuration).
+    HostPath,
+}
+
+/// How the manifest pins an input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pin {
+    /// SHA-256 of the plain bytes.
+    Digest(Digest),
+    /// The identity of a sealed stream.
+    Sealed(StreamIdentity),
+}
+
+fn pin(digest: Option<Digest>, sealed: Option<StreamIdentity>) -> Pin {
+    match (digest, sealed) {
+        (Some(d), _) => Pin::Digest(d),
+        (None, Some(s)) => Pin::Sealed(s),
+        // Validation rules this out; a digest of zeros matches nothing, so
+        // an unvalidated manifest still fails closed.
+        (None, None) => Pin::Digest(Digest([0; 32])),
+    }
+}
+
+impl Algorithm {
+    /// How the algorithm is pinned.
+    pub fn pin(&self) -> Pin {
+        pin(self.digest, self.sealed)
+    }
+}
+
+impl Dataset {
+    /// How the dataset is pinned.
+    pub fn pin(&self) -> Pin {
+        pin(self.digest, self.sealed)
+    }
 }
 
 /// A key allowed to fetch the results.
@@ -141,6 +213,14 @@ fn check_name(field: String, name: &str) -> Result<(), ManifestError> {
     Ok(())
 }
 
+fn check_pin(field: &str, digest: bool, sealed: bool) -> Result<(), ManifestError> {
+    match (digest, sealed) {
+        (true, false) | (false, true) => Ok(()),
+        (true, true) => Err(err(field, "give either `digest` (plain) or `sealed`, not both")),
+        (false, false) => Err(err(field, "needs `digest` (plain) or `sealed` (a sealed stream's identity)")),
+    }
+}
+
 impl Manifest {
     /// Parses and validates a manifest; errors name the offending field.
     pub fn from_json(text: &[u8]) -> Result<Manifest, ManifestError> {
@@ -172,6 +252,7 @@ impl Manifest {
             }
             _ => {}
         }
+        check_pin("algorithm", a.digest.is_some(), a.sealed.is_some())?;
         if let Some(i) = a.args.iter().position(|s| s.contains('\0')) {
             return Err(err(format!("algorithm.args[{i}]"), "contains a NUL byte"));
         }
@@ -186,6 +267,20 @@ impl Manifest {
             check_name(format!("datasets[{i}].name"), &d.name)?;
             if !names.insert(d.name.as_str()) {
                 return Err(err(format!("datasets[{i}].name"), format!("{:?} is named twice", d.name)));
+            }
+            check_pin(&format!("datasets[{i}]"), d.digest.is_some(), d.sealed.is_some())?;
+        }
+        if self.artifacts.len() > MAX_ARTIFACTS {
+            return Err(err(
+                "artifacts",
+                format!("at most {MAX_ARTIFACTS} artifacts, found {}", self.artifacts.len()),
+            ));
+        }
+        let mut names = BTreeSet::new();
+        for (i, a) in self.artifacts.iter().enumerate() {
+            check_name(format!("artifacts[{i}].name"), &a.name)?;
+            if !names.insert(a.name.as_str()) {
+                return Err(err(format!("artifacts[{i}].name"), format!("{:?} is named twice", a.name)));
             }
         }
         if self.result_consumers.is_empty() {
@@ -230,6 +325,11 @@ impl Manifest {
     /// The dataset named `name`.
     pub fn dataset(&self, name: &str) -> Option<&Dataset> {
         self.datasets.iter().find(|d| d.name == name)
+    }
+
+    /// The artifact named `name`.
+    pub fn artifact(&self, name: &str) -> Option<&Artifact> {
+        self.artifacts.iter().find(|a| a.name == name)
     }
 }
 
@@ -288,6 +388,42 @@ mod tests {
             let e = Manifest::from_json(text.as_bytes()).unwrap_err();
             assert_eq!(e.field, field, "{e}");
         }
+    }
+
+    #[test]
+    fn sealed_inputs_and_artifacts_parse_and_plain_digests_are_unchanged() {
+        let plain = Manifest::from_json(sample().as_bytes()).unwrap();
+        let canon = String::from_utf8(plain.canonical_json()).unwrap();
+        assert!(!canon.contains("sealed") && !canon.contains("artifacts"), "{canon}");
+        let sealed = format!(
+            r#"{{"key_id": "{k}", "stream_id": "{s}", "size": 42}}"#,
+            k = "11".repeat(16),
+            s = "22".repeat(16)
+        );
+        let text = sample()
+            .replace(&format!(r#""digest": "sha256:{}", "provider_key": "{KEY_B}""#, "ab".repeat(32)),
+                &format!(r#""sealed": {sealed}, "provider_key": "{KEY_B}""#))
+            .replace(
+                r#""result_consumers""#,
+                &format!(r#""artifacts": [{{"name": "weights.bin", "sealed": {sealed}, "source": "host-path", "provider_key": "{KEY_B}"}}], "result_consumers""#),
+            );
+        let m = Manifest::from_json(text.as_bytes()).unwrap();
+        let Pin::Sealed(id) = m.datasets[0].pin() else { panic!("not sealed") };
+        assert_eq!((id.key_id, id.size), ([0x11; 16], 42));
+        assert_eq!(m.artifact("weights.bin").unwrap().source, ArtifactSource::HostPath);
+        assert!(matches!(m.algorithm.pin(), Pin::Digest(_)));
+        let both = text.replacen(
+            r#""sealed": {"#,
+            &format!(r#""digest": "sha256:{}", "sealed": {{"#, "cd".repeat(32)),
+            1,
+        );
+        assert_eq!(Manifest::from_json(both.as_bytes()).unwrap_err().field, "datasets[0]");
+        let neither = text.replacen(&format!(r#""digest": "sha256:{}", "#, "ab".repeat(32)), "", 1);
+        assert_eq!(Manifest::from_json(neither.as_bytes()).unwrap_err().field, "algorithm");
+        let bad_source = text.replace("host-path", "nfs");
+        assert_eq!(Manifest::from_json(bad_source.as_bytes()).unwrap_err().field, "artifacts[0].source");
+        let short_id = text.replacen(&"11".repeat(16), "11", 1);
+        assert_eq!(Manifest::from_json(short_id.as_bytes()).unwrap_err().field, "datasets[0].sealed.key_id");
     }
 
     #[test]

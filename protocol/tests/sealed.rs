@@ -3,10 +3,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests panic on broken fixtures")]
 
-use std::io::{Read, Write};
+use std::io::Read;
 
-use cvm_protocol::sealed::{seal, unseal, Opener, SealError, SealingKey, HEADER_LEN, MIN_CHUNK, TAG_LEN};
-use sha2::{Digest, Sha256};
+use cvm_protocol::sealed::{
+    seal, sealed_len, unseal, Header, Opener, SealError, SealingKey, StreamIdentity, HEADER_LEN, MIN_CHUNK,
+    TAG_LEN,
+};
 
 const CHUNK: u32 = MIN_CHUNK;
 
@@ -61,31 +63,46 @@ fn identity_is_in_the_header_and_random_per_stream() {
 
 #[test]
 fn several_gib_round_trip_in_constant_memory() {
-    // Seal into a pipe and open from it concurrently: no buffer holds more than a chunk.
+    // Seal into a pipe and open from it concurrently: no buffer holds more
+    // than a chunk. Both ends generate and check the same deterministic
+    // pattern (a block whose first bytes count blocks), which is cheaper
+    // than hashing and catches any lost, repeated or moved chunk.
     const SIZE: u64 = 3 << 30;
+    const BLOCK: usize = 1 << 20;
     let key = SealingKey::generate().unwrap();
     let (reader, mut writer) = std::io::pipe().unwrap();
     let k = key.clone();
     let sealer = std::thread::spawn(move || {
-        let mut input = Pattern { left: SIZE, block: data(1 << 20), n: 0, hash: Sha256::new() };
-        seal(&k, &mut input, SIZE, &mut writer, 1 << 20).unwrap();
-        input.hash.finalize()
+        let mut input = Pattern::new(SIZE, BLOCK);
+        seal(&k, &mut input, SIZE, &mut writer, 1 << 20).unwrap()
     });
-    let mut sink = HashSink(Sha256::new(), 0);
-    let identity = unseal(&key, reader, &mut sink).unwrap();
-    let sent = sealer.join().unwrap();
-    assert_eq!(identity.size, SIZE);
-    assert_eq!(sink.1, SIZE);
-    assert_eq!(sink.0.finalize(), sent);
+    let mut opener = Opener::new(&key, reader).unwrap();
+    let mut expected = Pattern::new(SIZE, BLOCK);
+    let mut want = vec![0u8; BLOCK];
+    let mut seen = 0u64;
+    while let Some(chunk) = opener.next_chunk().unwrap() {
+        // Chunks and pattern blocks are both 1 MiB.
+        let n = expected.read(&mut want).unwrap();
+        assert_eq!(n, chunk.len());
+        assert!(chunk == &want[..n], "chunk at {seen} differs");
+        seen += n as u64;
+    }
+    let identity = opener.finish().unwrap();
+    assert_eq!(sealer.join().unwrap(), identity);
+    assert_eq!((identity.size, seen), (SIZE, SIZE));
 }
 
-/// A reader of `left` bytes: a fixed block whose first bytes count reads,
-/// hashed as it goes (cheap even in unoptimised test builds).
+/// A reader of `left` bytes: a fixed block whose first bytes count blocks.
 struct Pattern {
     left: u64,
     block: Vec<u8>,
     n: u64,
-    hash: Sha256,
+}
+
+impl Pattern {
+    fn new(left: u64, block: usize) -> Pattern {
+        Pattern { left, block: data(block), n: 0 }
+    }
 }
 
 impl Read for Pattern {
@@ -94,22 +111,8 @@ impl Read for Pattern {
         self.n += 1;
         self.block[..8].copy_from_slice(&self.n.to_le_bytes());
         buf[..n].copy_from_slice(&self.block[..n]);
-        self.hash.update(&buf[..n]);
         self.left -= n as u64;
         Ok(n)
-    }
-}
-
-struct HashSink(Sha256, u64);
-
-impl Write for HashSink {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.update(buf);
-        self.1 += buf.len() as u64;
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }
 
@@ -118,12 +121,16 @@ fn the_wrong_key_is_refused_before_any_plaintext() {
     let ct = sealed(&SealingKey::generate().unwrap(), &data(100));
     let err = open(&SealingKey::generate().unwrap(), &ct).unwrap_err();
     assert!(matches!(err, SealError::WrongKey { .. }), "{err}");
-    // Same id, other key bytes: the first chunk fails.
+    // The id commits to the key: a key file with another key under the
+    // stream's id is refused as damaged, and the key it holds has another id.
     let key = SealingKey::generate().unwrap();
     let text = key.to_text();
     let forged = format!("{} {}", &text[..text.len() - 65], "00".repeat(32));
-    let err = open(&SealingKey::from_text(&forged).unwrap(), &sealed(&key, &data(100))).unwrap_err();
-    assert!(matches!(err, SealError::Chunk { index: 0 }), "{err}");
+    let err = SealingKey::from_text(&forged).err().unwrap();
+    assert!(err.to_string().contains("damaged"), "{err}");
+    let other = SealingKey::from_bytes(&[0; 32]);
+    let err = open(&other, &sealed(&key, &data(100))).unwrap_err();
+    assert!(matches!(err, SealError::WrongKey { .. }), "{err}");
 }
 
 #[test]
@@ -194,4 +201,84 @@ fn key_files_round_trip_and_reject_garbage() {
     for bad in ["", "cvm-sealing-key v2 00 00", "cvm-sealing-key v1 zz 00"] {
         assert!(SealingKey::from_text(bad).is_err(), "{bad}");
     }
+}
+
+#[test]
+fn an_independent_aes_gcm_opens_the_documented_layout() {
+    // docs/sealed-stream.md, implemented with RustCrypto's aes-gcm instead of
+    // ring: header fields at their offsets, HKDF stream key, nonce prefix ||
+    // counter, aad header || counter || last flag.
+    use aes_gcm::aead::{Aead, KeyInit, Payload};
+    let key_bytes = [7u8; 32];
+    let key = SealingKey::from_bytes(&key_bytes);
+    let len = 2 * CHUNK as usize + 9;
+    let plain = data(len);
+    let ct = sealed(&key, &plain);
+    let h: [u8; HEADER_LEN] = ct[..HEADER_LEN].try_into().unwrap();
+    assert_eq!(&h[..8], b"cvm-seal");
+    assert_eq!(h[8], 1);
+    assert_eq!(u32::from_be_bytes(h[12..16].try_into().unwrap()), CHUNK);
+    let mut id = [0u8; 16];
+    hkdf::Hkdf::<sha2::Sha256>::new(None, &key_bytes).expand(b"cvm-seal/v1/key-id", &mut id).unwrap();
+    assert_eq!(h[16..32], id);
+    assert_eq!(u64::from_be_bytes(h[48..56].try_into().unwrap()), len as u64);
+    let mut stream_key = [0u8; 32];
+    hkdf::Hkdf::<sha2::Sha256>::new(Some(&h[32..48]), &key_bytes)
+        .expand(b"cvm-seal/v1/stream-key", &mut stream_key)
+        .unwrap();
+    let cipher = aes_gcm::Aes256Gcm::new((&stream_key).into());
+    let mut opened = Vec::new();
+    for i in 0..3u64 {
+        let r = chunk_range(i as usize, len);
+        let mut nonce = [0u8; 12];
+        nonce[..4].copy_from_slice(&h[56..60]);
+        nonce[4..].copy_from_slice(&i.to_be_bytes());
+        let mut aad = h.to_vec();
+        aad.extend_from_slice(&i.to_be_bytes());
+        aad.push(u8::from(i == 2));
+        let pt = cipher.decrypt((&nonce).into(), Payload { msg: &ct[r], aad: &aad }).unwrap();
+        opened.extend_from_slice(&pt);
+    }
+    assert_eq!(opened, plain);
+    assert_eq!(ct.len() as u64, sealed_len(len as u64, CHUNK));
+}
+
+#[test]
+fn an_expected_identity_is_checked_before_any_chunk() {
+    let key = SealingKey::generate().unwrap();
+    let ct = sealed(&key, &data(100));
+    let header = Header::read_from(&mut &ct[..]).unwrap();
+    assert!(Opener::expecting(&key, &ct[..], &header.identity).is_ok());
+    for other in [
+        StreamIdentity { size: 99, ..header.identity },
+        StreamIdentity { stream_id: [0; 16], ..header.identity },
+    ] {
+        let err = Opener::expecting(&key, &ct[..], &other).err().unwrap();
+        assert!(matches!(err, SealError::Identity { .. }), "{err}");
+    }
+}
+
+#[test]
+fn a_failed_chunk_leaves_no_plaintext_in_the_callers_buffer() {
+    let key = SealingKey::generate().unwrap();
+    let len = 2 * CHUNK as usize;
+    let mut ct = sealed(&key, &data(len));
+    let last = ct.len() - 1;
+    ct[last] ^= 1; // the second chunk's tag
+    let mut opener = Opener::new(&key, &ct[..]).unwrap();
+    let mut dest = vec![0xAA; len];
+    assert_eq!(opener.next_chunk_into(&mut dest).unwrap(), Some(CHUNK as usize));
+    assert_eq!(&dest[..CHUNK as usize], &data(len)[..CHUNK as usize]);
+    let err = opener.next_chunk_into(&mut dest[CHUNK as usize..]).unwrap_err();
+    assert!(matches!(err, SealError::Chunk { index: 1 }), "{err}");
+    assert!(dest[CHUNK as usize..].iter().all(|b| *b == 0), "the failed chunk's bytes were not zeroed");
+    // A stream on a device larger than the stream: what follows is ignored
+    // by finish_at_length, refused by finish.
+    let good = [sealed(&key, b"abc"), vec![0; 512]].concat();
+    let mut opener = Opener::new(&key, &good[..]).unwrap();
+    assert_eq!(opener.next_chunk().unwrap(), Some(&b"abc"[..]));
+    assert_eq!(opener.finish_at_length().unwrap().size, 3);
+    let mut opener = Opener::new(&key, &good[..]).unwrap();
+    opener.next_chunk().unwrap();
+    assert!(matches!(opener.finish().unwrap_err(), SealError::Trailing));
 }
