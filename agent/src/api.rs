@@ -16,6 +16,7 @@ use hyper::body::{Frame, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 
 use crate::computation::{Computation, FlowError, Target};
+use crate::sealed_inputs::{InputRef, SealedInputError};
 use crate::tee::TeeProvider;
 
 /// The response body type.
@@ -69,6 +70,15 @@ pub fn error_response(e: &FlowError) -> Response<Body> {
         FlowError::DigestMismatch { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "digest_mismatch"),
         FlowError::NotReady(_) => (StatusCode::CONFLICT, "not_ready"),
         FlowError::Io(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage"),
+        FlowError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+        FlowError::Sealed(s) => match s {
+            SealedInputError::Unknown(_) => (StatusCode::NOT_FOUND, "unknown_input"),
+            SealedInputError::NotSealed(_) => (StatusCode::CONFLICT, "not_sealed"),
+            SealedInputError::KeyMismatch { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "key_mismatch"),
+            SealedInputError::Stream { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "sealed_stream_invalid"),
+            SealedInputError::HostStorage { .. } => (StatusCode::BAD_GATEWAY, "host_storage"),
+            SealedInputError::Memory { .. } => (StatusCode::INSUFFICIENT_STORAGE, "memory"),
+        },
     };
     error(status, code, e.to_string())
 }
@@ -101,6 +111,18 @@ pub async fn handle(
             let name = p[api::DATASETS.len()..].to_owned();
             upload(c, key, Target::Dataset(name), req).await
         }
+        (&Method::PUT, p) if p.starts_with(api::ARTIFACTS) => {
+            let name = p[api::ARTIFACTS.len()..].to_owned();
+            upload(c, key, Target::Artifact(name), req).await
+        }
+        (&Method::PUT, p) if p.starts_with(api::KEYS) => match InputRef::parse(&p[api::KEYS.len()..]) {
+            Some(input) => release_key(c, key, input, req).await,
+            None => error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no such key path: {path} (keys/algorithm, keys/datasets/NAME, keys/artifacts/NAME)"),
+            ),
+        },
         (&Method::GET, api::RESULTS) => results(c, key).await,
         (_, api::STATUS | api::MANIFEST | api::EVIDENCE | api::ALGORITHM | api::RESULTS) => error(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -161,7 +183,7 @@ async fn upload(
         .and_then(|v| v.parse::<u64>().ok());
     let name = match &target {
         Target::Algorithm => "algorithm".to_owned(),
-        Target::Dataset(n) => n.clone(),
+        Target::Dataset(n) | Target::Artifact(n) => n.clone(),
     };
     let mut up = match c.begin_upload(key, target, declared) {
         Ok(u) => u,
@@ -188,7 +210,32 @@ async fn upload(
         }
     }
     match up.finish().await {
-        Ok((digest, bytes)) => json(StatusCode::CREATED, &Uploaded { name, digest, bytes }),
+        Ok((digest, sealed, bytes)) => json(StatusCode::CREATED, &Uploaded { name, digest, sealed, bytes }),
+        Err(e) => error_response(&e),
+    }
+}
+
+async fn release_key(
+    c: &Arc<Computation>,
+    key: Option<&PublicKey>,
+    input: InputRef,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    // The body is the key itself: read with a small cap, parsed, and zeroed.
+    let body = match Limited::read(req.into_body(), 4096).await {
+        Ok(b) => zeroize::Zeroizing::new(b),
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e),
+    };
+    let sealing_key = match serde_json::from_slice::<api::KeyRelease>(&body)
+        .map_err(|_| "expected {\"key\": \"cvm-sealing-key v1 ...\"}".to_owned())
+        .and_then(|r| cvm_protocol::sealed::SealingKey::from_text(&r.key).map_err(|e| e.to_string()))
+    {
+        Ok(k) => k,
+        Err(e) => return error_response(&FlowError::BadRequest(format!("key release: {e}"))),
+    };
+    drop(body);
+    match c.release_key(key, input, sealing_key).await {
+        Ok(released) => json(StatusCode::CREATED, &released),
         Err(e) => error_response(&e),
     }
 }

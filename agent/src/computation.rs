@@ -4,21 +4,24 @@
 //! Consumed, and Failed(reason) from any of them. An upload is written to a
 //! `.partial` file while it is hashed; only a complete upload whose digest
 //! matches the manifest is renamed into place and changes the state, so a
-//! broken or wrong upload loses nothing and can be retried.
+//! broken or wrong upload loses nothing and can be retried. Sealed inputs
+//! never touch a file: see [`crate::sealed_inputs`] and [`crate::vault`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use cvm_protocol::api::{State, Status};
-use cvm_protocol::manifest::AlgorithmKind;
+use cvm_protocol::api::{KeyReleased, State, Status};
+use cvm_protocol::manifest::{AlgorithmKind, ArtifactSource, Pin};
+use cvm_protocol::sealed::{SealingKey, StreamIdentity};
 use cvm_protocol::{Digest, Manifest, PublicKey};
 use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use crate::measurements::{Event, EventLog};
 use crate::runner::{self, RunOutcome, RunSpec};
+use crate::sealed_inputs::{self, InputRef, SealedInputError, SealedInputs, SealedUpload};
 
 /// A role a key can have.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -27,6 +30,8 @@ pub enum Role {
     AlgorithmProvider,
     /// Uploads the named dataset.
     DatasetProvider(String),
+    /// Provides the named sealed artifact (uploads it or releases its key).
+    ArtifactProvider(String),
     /// Fetches the results.
     ResultConsumer,
 }
@@ -36,6 +41,7 @@ impl std::fmt::Display for Role {
         match self {
             Role::AlgorithmProvider => f.write_str("algorithm_provider"),
             Role::DatasetProvider(n) => write!(f, "dataset_provider:{n}"),
+            Role::ArtifactProvider(n) => write!(f, "artifact_provider:{n}"),
             Role::ResultConsumer => f.write_str("result_consumer"),
         }
     }
@@ -48,13 +54,23 @@ pub enum Target {
     Algorithm,
     /// The named dataset.
     Dataset(String),
+    /// The named (sealed) artifact.
+    Artifact(String),
 }
 
 impl Target {
     fn name(&self) -> &str {
         match self {
             Target::Algorithm => "algorithm",
-            Target::Dataset(n) => n,
+            Target::Dataset(n) | Target::Artifact(n) => n,
+        }
+    }
+
+    fn input(&self) -> InputRef {
+        match self {
+            Target::Algorithm => InputRef::Algorithm,
+            Target::Dataset(n) => InputRef::Dataset(n.clone()),
+            Target::Artifact(n) => InputRef::Artifact(n.clone()),
         }
     }
 }
@@ -105,12 +121,20 @@ pub enum FlowError {
     /// Storage failed.
     #[error("storage: {0}")]
     Io(String),
+    /// A sealed input or its key was refused.
+    #[error(transparent)]
+    Sealed(#[from] SealedInputError),
+    /// A malformed request.
+    #[error("{0}")]
+    BadRequest(String),
 }
 
 struct Inner {
     state: State,
-    algorithm: Option<Digest>,
-    datasets: BTreeMap<String, Digest>,
+    /// What was measured for each input received (digest or stream identity).
+    algorithm: Option<String>,
+    datasets: BTreeMap<String, String>,
+    artifacts: BTreeMap<String, String>,
     in_progress: BTreeSet<String>,
     fetched_by: BTreeSet<Vec<u8>>,
     log: EventLog,
@@ -125,6 +149,8 @@ pub struct WorkDirs {
     pub algorithm: PathBuf,
     /// The datasets, read-only for the algorithm.
     pub datasets: PathBuf,
+    /// Links to the sealed artifacts in memory (`/proc/self/fd/N`).
+    pub artifacts: PathBuf,
     /// The algorithm's results directory.
     pub results: PathBuf,
     /// The packaged results.
@@ -150,10 +176,11 @@ impl WorkDirs {
             incoming: root.join("incoming"),
             algorithm: root.join("algorithm").join("algorithm"),
             datasets: root.join("datasets"),
+            artifacts: root.join("artifacts"),
             results: root.join("results"),
             results_tar: root.join("results.tar"),
         };
-        for dir in [root, &d.incoming, d.algorithm.parent().unwrap_or(root), &d.datasets] {
+        for dir in [root, &d.incoming, d.algorithm.parent().unwrap_or(root), &d.datasets, &d.artifacts] {
             std::fs::create_dir_all(dir)?;
         }
         std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o711))?;
@@ -172,6 +199,7 @@ pub struct Computation {
     dirs: WorkDirs,
     sandbox: (u32, u32),
     inner: Mutex<Inner>,
+    sealed: SealedInputs,
 }
 
 impl Computation {
@@ -189,11 +217,18 @@ impl Computation {
                 state: State::AwaitingAlgorithm,
                 algorithm: None,
                 datasets: BTreeMap::new(),
+                artifacts: BTreeMap::new(),
                 in_progress: BTreeSet::new(),
                 fetched_by: BTreeSet::new(),
                 log,
             }),
+            sealed: SealedInputs::default(),
         })
+    }
+
+    /// The sealed inputs' keys and plaintexts.
+    pub fn sealed(&self) -> &SealedInputs {
+        &self.sealed
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -235,6 +270,12 @@ impl Computation {
                 .filter(|d| &d.provider_key == key)
                 .map(|d| Role::DatasetProvider(d.name.clone())),
         );
+        roles.extend(
+            m.artifacts
+                .iter()
+                .filter(|a| &a.provider_key == key)
+                .map(|a| Role::ArtifactProvider(a.name.clone())),
+        );
         if m.result_consumers.iter().any(|c| &c.key == key) {
             roles.push(Role::ResultConsumer);
         }
@@ -258,6 +299,14 @@ impl Computation {
             algorithm_received: inner.algorithm.is_some(),
             datasets_received: received,
             datasets_missing: missing,
+            artifacts_received: inner.artifacts.keys().cloned().collect(),
+            artifacts_missing: self
+                .manifest
+                .artifacts
+                .iter()
+                .filter(|a| !inner.artifacts.contains_key(&a.name))
+                .map(|a| a.name.clone())
+                .collect(),
             your_roles: key
                 .map(|k| self.roles(k).iter().map(ToString::to_string).collect())
                 .unwrap_or_default(),
@@ -284,10 +333,21 @@ impl Computation {
         declared_len: Option<u64>,
     ) -> Result<Upload, FlowError> {
         let (role, expected) = match &target {
-            Target::Algorithm => (Role::AlgorithmProvider, self.manifest.algorithm.digest),
+            Target::Algorithm => (Role::AlgorithmProvider, self.manifest.algorithm.pin()),
             Target::Dataset(name) => {
                 let d = self.manifest.dataset(name).ok_or_else(|| FlowError::UnknownDataset(name.clone()))?;
-                (Role::DatasetProvider(name.clone()), d.digest)
+                (Role::DatasetProvider(name.clone()), d.pin())
+            }
+            Target::Artifact(name) => {
+                let a = self.manifest.artifact(name).ok_or_else(|| {
+                    FlowError::Sealed(SealedInputError::Unknown(format!("artifact {name:?}")))
+                })?;
+                if a.source == ArtifactSource::HostPath {
+                    return Err(FlowError::Conflict(format!(
+                        "artifact {name} is read from host storage, not uploaded: release its key instead"
+                    )));
+                }
+                (Role::ArtifactProvider(name.clone()), Pin::Sealed(a.sealed))
             }
         };
         self.require(key, &role)?;
@@ -304,12 +364,15 @@ impl Computation {
         let already = match &target {
             Target::Algorithm => inner.algorithm.is_some(),
             Target::Dataset(n) => inner.datasets.contains_key(n),
+            Target::Artifact(n) => inner.artifacts.contains_key(n),
         };
         if already {
             return Err(FlowError::Conflict(format!("{name} was already received")));
         }
         match (&target, &inner.state) {
-            (Target::Algorithm, State::AwaitingAlgorithm) | (Target::Dataset(_), State::AwaitingData) => {}
+            (Target::Algorithm, State::AwaitingAlgorithm)
+            | (Target::Dataset(_), State::AwaitingData)
+            | (Target::Artifact(_), State::AwaitingAlgorithm | State::AwaitingData) => {}
             (Target::Dataset(_), State::AwaitingAlgorithm) => {
                 return Err(FlowError::Conflict("datasets are accepted only after the algorithm".into()))
             }
@@ -320,53 +383,135 @@ impl Computation {
                 )))
             }
         }
-        if !inner.in_progress.insert(name.clone()) {
+        let input = target.input();
+        let sink = match expected {
+            Pin::Digest(digest) => {
+                let partial = self.dirs.incoming.join(format!(
+                    "{}.partial",
+                    if matches!(target, Target::Algorithm) { "algorithm.bin" } else { &name }
+                ));
+                Sink::Plain { expected: digest, partial, file: None, hasher: Sha256::new() }
+            }
+            Pin::Sealed(_) => {
+                let spec = sealed_inputs::spec(&self.manifest, &input)?;
+                let key = self.sealed.key(&input).ok_or_else(|| {
+                    FlowError::Conflict(format!(
+                        "{input} is sealed and its key has not been released: run `cvmctl release-key` first"
+                    ))
+                })?;
+                Sink::Sealed(SealedUpload::start(key, input.clone(), spec))
+            }
+        };
+        if !inner.in_progress.insert(input.to_string()) {
             return Err(FlowError::Conflict(format!("an upload of {name} is already in progress")));
         }
         drop(inner);
-        let partial = self.dirs.incoming.join(format!(
-            "{}.partial",
-            if matches!(target, Target::Algorithm) { "algorithm.bin" } else { &name }
-        ));
-        Ok(Upload {
-            computation: Arc::clone(self),
-            target,
-            expected,
-            limit,
-            partial,
-            file: None,
-            hasher: Sha256::new(),
-            received: 0,
-            done: false,
-        })
+        Ok(Upload { computation: Arc::clone(self), target, limit, sink, received: 0, done: false })
     }
 
-    fn finish_upload(self: &Arc<Self>, target: &Target, digest: Digest) {
+    /// Takes a sealed input's key, released by its owner over attested TLS.
+    ///
+    /// The key must be the one the manifest's `key_id` names. A host-path
+    /// artifact is read and decrypted now, and the answer says whether it
+    /// verified; other inputs keep the key until their ciphertext arrives.
+    pub async fn release_key(
+        self: &Arc<Self>,
+        key: Option<&PublicKey>,
+        input: InputRef,
+        sealing_key: SealingKey,
+    ) -> Result<KeyReleased, FlowError> {
+        let spec = sealed_inputs::spec(&self.manifest, &input)?;
+        let role = match &input {
+            InputRef::Algorithm => Role::AlgorithmProvider,
+            InputRef::Dataset(n) => Role::DatasetProvider(n.clone()),
+            InputRef::Artifact(n) => Role::ArtifactProvider(n.clone()),
+        };
+        self.require(key, &role)?;
+        if sealing_key.id() != spec.identity.key_id {
+            return Err(SealedInputError::KeyMismatch {
+                input: input.to_string(),
+                expected: hex::encode(spec.identity.key_id),
+                found: hex::encode(sealing_key.id()),
+            }
+            .into());
+        }
+        {
+            let mut inner = self.lock();
+            if !matches!(inner.state, State::AwaitingAlgorithm | State::AwaitingData) {
+                return Err(FlowError::Conflict(format!(
+                    "keys are accepted only before the run; the computation is {}",
+                    state_name(&inner.state)
+                )));
+            }
+            if self.sealed.is_loaded(&input) || self.sealed.has_key(&input) {
+                return Err(FlowError::Conflict(format!("the key of {input} was already released")));
+            }
+            if !spec.host_path {
+                self.sealed.keep_key(input.clone(), sealing_key);
+                log::info!("key of {input} released by its owner; waiting for the ciphertext");
+                return Ok(KeyReleased { input: input.to_string(), loaded: false, bytes: 0 });
+            }
+            if !inner.in_progress.insert(input.to_string()) {
+                return Err(FlowError::Conflict(format!("{input} is being loaded already")));
+            }
+        }
+        let InputRef::Artifact(name) = &input else {
+            return Err(FlowError::Conflict(format!("{input} cannot come from host storage")));
+        };
+        let loaded = match self.sealed.host_path(name) {
+            Some(path) => {
+                log::info!("key of {input} released by its owner; reading {}", path.display());
+                let (i, s) = (input.clone(), spec.clone());
+                tokio::task::spawn_blocking(move || {
+                    sealed_inputs::open_host_artifact(&sealing_key, &path, &i, &s)
+                })
+                .await
+                .unwrap_or_else(|e| {
+                    Err(SealedInputError::Memory { input: input.to_string(), reason: e.to_string() })
+                })
+            }
+            None => Err(SealedInputError::HostStorage {
+                input: input.to_string(),
+                path: String::new(),
+                reason: "not configured (host_artifacts)".into(),
+            }),
+        };
+        self.lock().in_progress.remove(&input.to_string());
+        let plaintext = loaded.inspect_err(|e| log::warn!("{e}"))?;
+        let bytes = plaintext.len();
+        self.sealed.store(input.clone(), plaintext);
+        self.finish_input(&Target::Artifact(name.clone()), input.event_kind(), spec.identity.measurement());
+        Ok(KeyReleased { input: input.to_string(), loaded: true, bytes })
+    }
+
+    /// Records an input that is in (measured as `value`, an event of `kind`)
+    /// and starts the run when it was the last one.
+    fn finish_input(self: &Arc<Self>, target: &Target, kind: &'static str, value: String) {
         let start = {
             let mut inner = self.lock();
-            inner.in_progress.remove(target.name());
+            inner.in_progress.remove(&target.input().to_string());
+            inner.log.record(Event { kind, name: target.name().to_owned(), digest: value.clone() });
             match target {
                 Target::Algorithm => {
-                    inner.algorithm = Some(digest);
-                    inner.log.record(Event {
-                        kind: "algorithm",
-                        name: "algorithm".into(),
-                        digest: digest.to_string(),
-                    });
+                    inner.algorithm = Some(value.clone());
                     inner.state = State::AwaitingData;
                 }
                 Target::Dataset(n) => {
-                    inner.datasets.insert(n.clone(), digest);
-                    inner.log.record(Event { kind: "dataset", name: n.clone(), digest: digest.to_string() });
+                    inner.datasets.insert(n.clone(), value.clone());
+                }
+                Target::Artifact(n) => {
+                    inner.artifacts.insert(n.clone(), value.clone());
                 }
             }
-            let all_in = inner.algorithm.is_some() && inner.datasets.len() == self.manifest.datasets.len();
+            let all_in = inner.algorithm.is_some()
+                && inner.datasets.len() == self.manifest.datasets.len()
+                && inner.artifacts.len() == self.manifest.artifacts.len();
             if all_in {
                 inner.state = State::Running;
             }
             all_in
         };
-        log::info!("received {} ({digest})", target.name());
+        log::info!("received {} ({value})", target.name());
         if start {
             let this = Arc::clone(self);
             tokio::spawn(async move { this.run().await });
@@ -374,12 +519,14 @@ impl Computation {
     }
 
     fn abandon_upload(&self, target: &Target) {
-        self.lock().in_progress.remove(target.name());
+        self.lock().in_progress.remove(&target.input().to_string());
     }
 
     async fn run(self: Arc<Self>) {
         log::info!("all inputs received: running the algorithm");
         let outcome = self.run_sandboxed().await;
+        // The run is over, for better or worse: no plaintext of a sealed input outlives it.
+        self.sealed.wipe();
         let next = match outcome {
             Ok(()) => match tokio::task::spawn_blocking({
                 let this = Arc::clone(&self);
@@ -411,9 +558,19 @@ impl Computation {
     async fn run_sandboxed(&self) -> Result<(), String> {
         use std::os::unix::fs::PermissionsExt;
         let a = &self.manifest.algorithm;
-        let algo = self.dirs.algorithm.clone();
-        let mode = if a.kind == AlgorithmKind::Binary { 0o555 } else { 0o444 };
-        std::fs::set_permissions(&algo, std::fs::Permissions::from_mode(mode)).map_err(|e| e.to_string())?;
+        // Sealed inputs reach the sandbox as inherited read-only descriptors
+        // of their memfds, named by links to /proc/self/fd/N (see the README).
+        let (fds, sealed_algorithm) = self.link_sealed_inputs().map_err(|e| format!("sealed inputs: {e}"))?;
+        let algo = match sealed_algorithm {
+            Some(path) => path,
+            None => {
+                let algo = self.dirs.algorithm.clone();
+                let mode = if a.kind == AlgorithmKind::Binary { 0o555 } else { 0o444 };
+                std::fs::set_permissions(&algo, std::fs::Permissions::from_mode(mode))
+                    .map_err(|e| e.to_string())?;
+                algo
+            }
+        };
         let (program, mut args) = match (&a.kind, &a.interpreter) {
             (AlgorithmKind::Script, Some(interp)) => {
                 (PathBuf::from(interp), vec![algo.display().to_string()])
@@ -427,8 +584,10 @@ impl Computation {
         spec.gid = self.sandbox.1;
         spec.memory_bytes = self.manifest.limits.memory_bytes;
         spec.timeout = Duration::from_secs(self.manifest.limits.run_timeout_s);
+        spec.inherit_fds = fds;
         spec.env = vec![
             ("CVM_DATASETS".into(), self.dirs.datasets.display().to_string()),
+            ("CVM_ARTIFACTS".into(), self.dirs.artifacts.display().to_string()),
             ("CVM_RESULTS".into(), self.dirs.results.display().to_string()),
             ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
             ("LANG".into(), "C.UTF-8".into()),
@@ -450,6 +609,34 @@ impl Computation {
                 Err(format!("the algorithm {reason}"))
             }
         }
+    }
+
+    /// Links each sealed dataset and artifact to `/proc/self/fd/N` in the
+    /// datasets or artifacts directory; returns the descriptors the sandbox
+    /// inherits and, for a sealed algorithm, the path to run.
+    fn link_sealed_inputs(&self) -> std::io::Result<(Vec<i32>, Option<PathBuf>)> {
+        self.sealed.with_plaintexts(|plaintexts| {
+            let mut fds = Vec::new();
+            let mut algorithm = None;
+            for (input, plaintext) in plaintexts {
+                let fd = plaintext.fd();
+                let target = PathBuf::from(format!("/proc/self/fd/{fd}"));
+                match input {
+                    InputRef::Algorithm => algorithm = Some(target),
+                    InputRef::Dataset(n) => std::os::unix::fs::symlink(&target, self.dirs.datasets.join(n))?,
+                    InputRef::Artifact(n) => {
+                        std::os::unix::fs::symlink(&target, self.dirs.artifacts.join(n))?
+                    }
+                }
+                fds.push(fd);
+            }
+            Ok((fds, algorithm))
+        })
+    }
+
+    /// Wipes every sealed input's plaintext and key (at shutdown).
+    pub fn wipe_sealed(&self) {
+        self.sealed.wipe();
     }
 
     /// Packs the results directory into a tar file; returns its digest.
@@ -508,24 +695,29 @@ fn state_name(s: &State) -> String {
     }
 }
 
-/// An upload in progress: bytes go to a partial file and into the hash.
+/// An upload in progress: plain bytes go to a partial file and into the
+/// hash; sealed bytes go to the decrypting thread and from there, verified,
+/// into locked memory.
 ///
 /// Dropped without [`Upload::finish`] (a client that went away, an error),
-/// it deletes the partial file and frees the target for a retry.
+/// it deletes the partial file (or wipes the partial plaintext) and frees
+/// the target for a retry.
 pub struct Upload {
     computation: Arc<Computation>,
     target: Target,
-    expected: Digest,
     limit: u64,
-    partial: PathBuf,
-    file: Option<tokio::fs::File>,
-    hasher: Sha256,
+    sink: Sink,
     received: u64,
     done: bool,
 }
 
+enum Sink {
+    Plain { expected: Digest, partial: PathBuf, file: Option<tokio::fs::File>, hasher: Sha256 },
+    Sealed(SealedUpload),
+}
+
 impl Upload {
-    /// Hashes and stores one chunk; refuses to go over the limit.
+    /// Hashes and stores (or decrypts) one chunk; refuses to go over the limit.
     pub async fn write(&mut self, chunk: &[u8]) -> Result<(), FlowError> {
         self.received += chunk.len() as u64;
         if self.received > self.limit {
@@ -535,48 +727,90 @@ impl Upload {
                 limit: self.limit,
             });
         }
-        self.hasher.update(chunk);
-        if self.file.is_none() {
-            let f = tokio::fs::File::create(&self.partial).await.map_err(|e| FlowError::Io(e.to_string()))?;
-            self.file = Some(f);
-        }
-        if let Some(f) = self.file.as_mut() {
-            f.write_all(chunk).await.map_err(|e| FlowError::Io(e.to_string()))?;
+        match &mut self.sink {
+            Sink::Plain { partial, file, hasher, .. } => {
+                hasher.update(chunk);
+                if file.is_none() {
+                    let f =
+                        tokio::fs::File::create(&*partial).await.map_err(|e| FlowError::Io(e.to_string()))?;
+                    *file = Some(f);
+                }
+                if let Some(f) = file.as_mut() {
+                    f.write_all(chunk).await.map_err(|e| FlowError::Io(e.to_string()))?;
+                }
+            }
+            Sink::Sealed(up) => up.write(chunk).await?,
         }
         Ok(())
     }
 
-    /// Checks the digest and moves the artifact into place.
-    pub async fn finish(mut self) -> Result<(Digest, u64), FlowError> {
-        let digest = Digest(std::mem::take(&mut self.hasher).finalize().into());
-        if digest != self.expected {
-            return Err(FlowError::DigestMismatch {
-                name: self.target.name().to_owned(),
-                expected: self.expected,
-                found: digest,
-            });
+    /// Checks the digest (or the sealed stream) and moves the artifact into place.
+    pub async fn finish(mut self) -> Result<(Option<Digest>, Option<StreamIdentity>, u64), FlowError> {
+        let sink = std::mem::replace(
+            &mut self.sink,
+            Sink::Plain {
+                expected: Digest([0; 32]),
+                partial: PathBuf::new(),
+                file: None,
+                hasher: Sha256::new(),
+            },
+        );
+        match sink {
+            Sink::Plain { expected, partial, file, hasher } => {
+                // Put the partial path back so that a failure below still deletes it.
+                self.sink =
+                    Sink::Plain { expected, partial: partial.clone(), file: None, hasher: Sha256::new() };
+                let digest = Digest(hasher.finalize().into());
+                if digest != expected {
+                    return Err(FlowError::DigestMismatch {
+                        name: self.target.name().to_owned(),
+                        expected,
+                        found: digest,
+                    });
+                }
+                let file = match file {
+                    Some(f) => f,
+                    None => {
+                        tokio::fs::File::create(&partial).await.map_err(|e| FlowError::Io(e.to_string()))?
+                    }
+                };
+                file.sync_all().await.map_err(|e| FlowError::Io(e.to_string()))?;
+                drop(file);
+                let dest = match &self.target {
+                    Target::Algorithm => self.computation.dirs.algorithm.clone(),
+                    Target::Dataset(n) => self.computation.dirs.datasets.join(n),
+                    Target::Artifact(n) => {
+                        return Err(FlowError::Conflict(format!("artifact {n} must be sealed")))
+                    }
+                };
+                tokio::fs::rename(&partial, &dest).await.map_err(|e| FlowError::Io(e.to_string()))?;
+                self.done = true;
+                let kind = match self.target {
+                    Target::Algorithm => "algorithm",
+                    _ => "dataset",
+                };
+                self.computation.finish_input(&self.target, kind, digest.to_string());
+                Ok((Some(digest), None, self.received))
+            }
+            Sink::Sealed(mut up) => {
+                let plaintext = up.finish().await?;
+                let input = self.target.input();
+                let identity = sealed_inputs::spec(&self.computation.manifest, &input)?.identity;
+                self.done = true;
+                self.computation.sealed.store(input.clone(), plaintext);
+                self.computation.finish_input(&self.target, input.event_kind(), identity.measurement());
+                Ok((None, Some(identity), self.received))
+            }
         }
-        let file = match self.file.take() {
-            Some(f) => f,
-            None => tokio::fs::File::create(&self.partial).await.map_err(|e| FlowError::Io(e.to_string()))?,
-        };
-        file.sync_all().await.map_err(|e| FlowError::Io(e.to_string()))?;
-        drop(file);
-        let dest = match &self.target {
-            Target::Algorithm => self.computation.dirs.algorithm.clone(),
-            Target::Dataset(n) => self.computation.dirs.datasets.join(n),
-        };
-        tokio::fs::rename(&self.partial, &dest).await.map_err(|e| FlowError::Io(e.to_string()))?;
-        self.done = true;
-        self.computation.finish_upload(&self.target, digest);
-        Ok((digest, self.received))
     }
 }
 
 impl Drop for Upload {
     fn drop(&mut self) {
         if !self.done {
-            let _ = std::fs::remove_file(&self.partial);
+            if let Sink::Plain { partial, .. } = &self.sink {
+                let _ = std::fs::remove_file(partial);
+            }
             self.computation.abandon_upload(&self.target);
             log::warn!(
                 "upload of {} abandoned after {} bytes; nothing was kept",

@@ -15,6 +15,7 @@
 //! | `simulated_measurement` | simulated provider: the launch measurement to report (96 hex digits) | zeros |
 //! | `sandbox_uid`, `sandbox_gid` | the unprivileged identity the algorithm runs as (dedicated) | `61000` |
 //! | `log_level` | `error`, `warn`, `info`, `debug` or `trace` | `info` |
+//! | `host_artifacts` | `NAME=PATH[,NAME=PATH...]`: where each `host-path` artifact's ciphertext is (a file or block device) | none |
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -54,6 +55,8 @@ pub struct Config {
     pub sandbox_gid: u32,
     /// The log level.
     pub log_level: log::LevelFilter,
+    /// Host storage (file or block device) of each `host-path` artifact, by name.
+    pub host_artifacts: BTreeMap<String, PathBuf>,
 }
 
 /// A configuration that cannot be used; names the source and key.
@@ -68,7 +71,7 @@ pub struct ConfigError {
     pub message: String,
 }
 
-const KEYS: [&str; 9] = [
+const KEYS: [&str; 10] = [
     "listen",
     "tee",
     "manifest",
@@ -78,6 +81,7 @@ const KEYS: [&str; 9] = [
     "sandbox_uid",
     "sandbox_gid",
     "log_level",
+    "host_artifacts",
 ];
 
 /// The raw inputs, so that loading is testable without a real /proc/cmdline.
@@ -204,7 +208,12 @@ impl Config {
                 .map_err(|_| bad("log_level", format!("{v:?} is not error, warn, info, debug or trace")))?,
             None => log::LevelFilter::Info,
         };
+        let host_artifacts = match get("host_artifacts") {
+            Some((_, v)) => parse_host_artifacts(v).map_err(|m| bad("host_artifacts", m))?,
+            None => BTreeMap::new(),
+        };
         Ok(Config {
+            host_artifacts,
             listen,
             tee,
             manifest,
@@ -216,6 +225,23 @@ impl Config {
             log_level,
         })
     }
+}
+
+/// Parses `NAME=PATH[,NAME=PATH...]` (absolute paths, each name once).
+fn parse_host_artifacts(v: &str) -> Result<BTreeMap<String, PathBuf>, String> {
+    let mut map = BTreeMap::new();
+    for item in v.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (name, path) = item
+            .split_once('=')
+            .ok_or_else(|| format!("{item:?} is not NAME=PATH (e.g. weights=/dev/vdb)"))?;
+        if !path.starts_with('/') {
+            return Err(format!("{item:?}: the path must be absolute"));
+        }
+        if map.insert(name.to_owned(), PathBuf::from(path)).is_some() {
+            return Err(format!("{name:?} is named twice"));
+        }
+    }
+    Ok(map)
 }
 
 #[cfg(test)]
@@ -256,5 +282,20 @@ mod tests {
         assert_eq!(e.key, "manifest");
         let e = Config::load(&sources("cvm.manifest=/a cvm.tee=simulated", None, &[])).unwrap_err();
         assert_eq!(e.key, "simulated_chain");
+        let e =
+            Config::load(&sources("cvm.manifest=/a cvm.host_artifacts=w=dev/vdb", None, &[])).unwrap_err();
+        assert_eq!(e.key, "host_artifacts");
+    }
+
+    #[test]
+    fn host_artifacts_come_from_the_command_line() {
+        let c = Config::load(&sources(
+            "cvm.manifest=/a cvm.host_artifacts=weights=/dev/vdb,lora=/dev/vdc",
+            None,
+            &[],
+        ))
+        .unwrap();
+        assert_eq!(c.host_artifacts.get("weights"), Some(&PathBuf::from("/dev/vdb")));
+        assert_eq!(c.host_artifacts.len(), 2);
     }
 }

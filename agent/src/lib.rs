@@ -4,6 +4,8 @@
 //! ([`atls`]), serves the computation's HTTP API over that attested TLS
 //! ([`api`], [`server`]), enforces the manifest's roles and state machine
 //! ([`computation`]), and runs the algorithm in a sandbox ([`runner`]).
+//! Sealed inputs are opened with keys their owners release over attested
+//! TLS ([`sealed_inputs`]) into locked memory only ([`vault`]).
 
 pub mod api;
 pub mod atls;
@@ -12,5 +14,7 @@ pub mod config;
 pub mod logger;
 pub mod measurements;
 pub mod runner;
+pub mod sealed_inputs;
 pub mod server;
 pub mod tee;
+pub mod vault;

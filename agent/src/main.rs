@@ -41,6 +41,9 @@ fn main() -> ExitCode {
 fn run(config_file: Option<&std::path::Path>) -> anyhow::Result<()> {
     let config = Config::load(&Sources::read(config_file)?)?;
     logger::init(config.log_level);
+    // Plaintext of sealed inputs and keys live in this process: no core
+    // dumps of it, no ptrace or /proc/PID/mem by its uid's other processes.
+    cvm_agent::vault::make_undumpable().context("cannot make the agent non-dumpable")?;
     if config.tee == TeeChoice::Simulated {
         log::warn!("the SIMULATED SNP provider is in use: its evidence proves nothing about this machine");
     }
@@ -48,6 +51,8 @@ fn run(config_file: Option<&std::path::Path>) -> anyhow::Result<()> {
         .with_context(|| format!("cannot read the manifest {}", config.manifest.display()))?;
     let manifest = Manifest::from_json(&text)
         .with_context(|| format!("refusing to start: invalid manifest {}", config.manifest.display()))?;
+    cvm_agent::sealed_inputs::check_host_artifacts(&manifest, &config.host_artifacts)
+        .map_err(|e| anyhow::anyhow!("refusing to start: {e}"))?;
     let digest = manifest.digest();
     let tee = tee::from_config(&config)?;
     log::info!("TEE provider: {}", tee.name());
@@ -56,6 +61,7 @@ fn run(config_file: Option<&std::path::Path>) -> anyhow::Result<()> {
     let dirs = WorkDirs::create(&config.work_dir)
         .with_context(|| format!("cannot prepare {}", config.work_dir.display()))?;
     let computation = Computation::new(manifest, dirs, config.sandbox_uid, config.sandbox_gid);
+    computation.sealed().set_host_paths(config.host_artifacts.clone());
     let state = Arc::new(AppState { computation, tee, tls_spki: identity.spki().to_vec() });
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -71,7 +77,8 @@ fn run(config_file: Option<&std::path::Path>) -> anyhow::Result<()> {
             let _ = tx.send(true);
         });
         log::info!("manifest {digest}; serving attested TLS on {addr}");
-        server::serve(listener, tls, state, rx).await;
+        server::serve(listener, tls, Arc::clone(&state), rx).await;
+        state.computation.wipe_sealed();
         log::info!("stopped");
         anyhow::Ok(())
     })

@@ -47,6 +47,9 @@ pub struct RunSpec {
     pub timeout: Duration,
     /// Bytes of stdout and of stderr kept; the rest is dropped.
     pub output_limit: usize,
+    /// Descriptors the algorithm inherits at their numbers (read-only
+    /// memfds of sealed inputs); every other descriptor is closed on exec.
+    pub inherit_fds: Vec<i32>,
 }
 
 impl RunSpec {
@@ -65,6 +68,7 @@ impl RunSpec {
             max_file_bytes: 1 << 30,
             timeout: Duration::from_secs(60),
             output_limit: 64 << 10,
+            inherit_fds: Vec::new(),
         }
     }
 }
@@ -133,6 +137,11 @@ fn prepare(spec: &RunSpec) -> std::io::Result<()> {
 
 fn lock_down(path: &Path) -> std::io::Result<()> {
     let meta = std::fs::symlink_metadata(path)?;
+    if meta.file_type().is_symlink() {
+        // A sealed input's link to /proc/self/fd/N: following it here would
+        // reach the agent's own descriptor N. Links have no mode of their own.
+        return std::os::unix::fs::lchown(path, Some(0), Some(0));
+    }
     chown(path, Some(0), Some(0))?;
     if meta.is_dir() {
         for entry in std::fs::read_dir(path)? {
@@ -182,6 +191,7 @@ pub async fn run(spec: &RunSpec) -> RunOutcome {
         processes: spec.max_processes,
         file: spec.max_file_bytes,
     };
+    sandbox::inherit(&mut cmd, spec.inherit_fds.clone());
     sandbox::apply_on_exec(&mut cmd, limits);
     let start = Instant::now();
     let mut child = match cmd.spawn() {
@@ -292,6 +302,24 @@ mod sandbox {
                 // Fail closed if root could be regained.
                 if libc::setuid(0) == 0 {
                     return Err(std::io::Error::other("setuid(0) succeeded after dropping privileges"));
+                }
+                Ok(())
+            });
+        }
+    }
+
+    /// Keeps `fds` open across exec in the child (clears their close-on-exec flag).
+    pub(super) fn inherit(cmd: &mut tokio::process::Command, fds: Vec<i32>) {
+        if fds.is_empty() {
+            return;
+        }
+        // SAFETY: the closure runs in the forked child before exec and only
+        // calls fcntl (async-signal-safe) on descriptors the parent keeps
+        // open for the whole spawn; it allocates nothing (the Vec is moved in).
+        unsafe {
+            cmd.pre_exec(move || {
+                for fd in &fds {
+                    check(libc::fcntl(*fd, libc::F_SETFD, 0))?;
                 }
                 Ok(())
             });

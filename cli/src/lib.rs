@@ -11,3 +11,4 @@ pub mod exit_codes;
 pub mod output;
 pub mod owner;
 pub mod report;
+pub mod sealed;

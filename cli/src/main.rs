@@ -36,6 +36,14 @@ enum Command {
     Status(owner::StatusArgs),
     /// Download the results (after verifying the agent).
     Results(owner::ResultsArgs),
+    /// Encrypt a file into a sealed stream; prints its identity for the manifest.
+    Seal(cvmctl::sealed::SealArgs),
+    /// Decrypt a sealed stream; the plaintext appears only if all of it verified.
+    Unseal(cvmctl::sealed::UnsealArgs),
+    /// Release a sealing key to an agent (after verifying it), for an input you own.
+    ReleaseKey(owner::ReleaseKeyArgs),
+    /// Upload a sealed artifact to an agent (after verifying it).
+    UploadArtifact(owner::UploadArtifactArgs),
 }
 
 fn main() {
@@ -49,6 +57,10 @@ fn main() {
         Command::UploadDataset(a) => block_on(owner::upload_dataset(a)),
         Command::Status(a) => block_on(owner::status(a)),
         Command::Results(a) => block_on(owner::results(a)),
+        Command::Seal(a) => cvmctl::sealed::seal_file(a),
+        Command::Unseal(a) => cvmctl::sealed::unseal_file(a),
+        Command::ReleaseKey(a) => block_on(owner::release_key(a)),
+        Command::UploadArtifact(a) => block_on(owner::upload_artifact(a)),
     };
     let code = match result {
         Ok(code) => code,

@@ -534,7 +534,7 @@ impl<R: Read> Opener<R> {
 
     /// Checks that every chunk was read and nothing follows the last one;
     /// the stream is then authentic.
-    pub fn finish(mut self) -> Result<StreamIdentity, SealError> {
+    pub fn finish(&mut self) -> Result<StreamIdentity, SealError> {
         self.check_complete()?;
         let mut extra = [0u8; 1];
         if read_full(&mut self.input, &mut extra)? != 0 {
@@ -545,7 +545,7 @@ impl<R: Read> Opener<R> {
 
     /// Checks that every chunk was read, and ignores what follows: for a
     /// stream on a block device, which is larger than the stream it holds.
-    pub fn finish_at_length(self) -> Result<StreamIdentity, SealError> {
+    pub fn finish_at_length(&self) -> Result<StreamIdentity, SealError> {
         self.check_complete()?;
         Ok(self.header.identity)
     }

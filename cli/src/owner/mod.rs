@@ -41,6 +41,9 @@ pub struct KeygenArgs {
     /// The key type.
     #[arg(long = "type", value_enum, default_value = "p256")]
     pub key_type: KeyType,
+    /// Make a sealing key instead (AES-256, for `seal`, `unseal` and `release-key`); prints its key id.
+    #[arg(long, conflicts_with = "key_type")]
+    pub sealing: bool,
     /// Print `{"type":"key","data":{"public_key","fingerprint"}}`.
     #[arg(long)]
     pub json: bool,
@@ -156,6 +159,9 @@ pub struct ResultsArgs {
 
 /// Creates a key pair and prints its public key in the manifest's form.
 pub fn keygen(a: KeygenArgs) -> anyhow::Result<i32> {
+    if a.sealing {
+        return crate::sealed::keygen(&a.out, a.json);
+    }
     let alg = match a.key_type {
         KeyType::P256 => &rcgen::PKCS_ECDSA_P256_SHA256,
         KeyType::P384 => &rcgen::PKCS_ECDSA_P384_SHA384,
@@ -311,7 +317,125 @@ async fn upload(
         return Ok(refused(status, &body));
     }
     let up: Uploaded = serde_json::from_slice(&body).context("malformed upload response")?;
-    eprintln!("uploaded {} ({} bytes, {}); the agent accepted it", up.name, up.bytes, up.digest);
+    match (&up.digest, &up.sealed) {
+        (Some(d), _) => eprintln!("uploaded {} ({} bytes, {d}); the agent accepted it", up.name, up.bytes),
+        (None, Some(id)) => eprintln!(
+            "uploaded {} ({} bytes sealed, {id}); the agent verified it and holds the plaintext in memory",
+            up.name, up.bytes
+        ),
+        (None, None) => eprintln!("uploaded {} ({} bytes); the agent accepted it", up.name, up.bytes),
+    }
+    Ok(exit_codes::OK)
+}
+
+/// Arguments of `upload-artifact`.
+#[derive(Debug, Args)]
+pub struct UploadArtifactArgs {
+    #[command(flatten)]
+    agent: AgentArgs,
+    /// The artifact's name in the manifest.
+    #[arg(value_name = "NAME")]
+    name: String,
+    /// The sealed artifact file (from `cvmctl seal`).
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+}
+
+/// Uploads a sealed artifact (its key must have been released).
+pub async fn upload_artifact(a: UploadArtifactArgs) -> anyhow::Result<i32> {
+    let path = format!("{}{}", api::ARTIFACTS, a.name);
+    upload(&a.agent, &path, &a.file, &a.name).await
+}
+
+/// Arguments of `release-key`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["artifact", "dataset", "algorithm"])))]
+pub struct ReleaseKeyArgs {
+    #[command(flatten)]
+    agent: AgentArgs,
+    /// The sealed artifact whose key this is.
+    #[arg(long, value_name = "NAME")]
+    artifact: Option<String>,
+    /// The sealed dataset whose key this is.
+    #[arg(long, value_name = "NAME")]
+    dataset: Option<String>,
+    /// The key is the sealed algorithm's.
+    #[arg(long)]
+    algorithm: bool,
+    /// The sealing key (from `cvmctl keygen --sealing`).
+    #[arg(long, value_name = "FILE")]
+    key_file: PathBuf,
+}
+
+/// Sends a sealing key to a verified agent, after checking that the
+/// verified manifest names this input as sealed with this key.
+pub async fn release_key(a: ReleaseKeyArgs) -> anyhow::Result<i32> {
+    use cvm_protocol::manifest::Pin;
+    let sealing_key = crate::sealed::read_key(&a.key_file)?;
+    let (path, what) = match (&a.artifact, &a.dataset) {
+        (Some(n), _) => (format!("artifacts/{n}"), format!("artifact {n:?}")),
+        (None, Some(n)) => (format!("datasets/{n}"), format!("dataset {n:?}")),
+        (None, None) => ("algorithm".to_owned(), "the algorithm".to_owned()),
+    };
+    let mut agent = match connect(&a.agent).await {
+        Ok(agent) => agent,
+        Err(code) => return Ok(code),
+    };
+    let (code, body) = agent.send(hyper::Method::GET, api::MANIFEST, None).await?;
+    if code != StatusCode::OK {
+        return Ok(refused(code, &body));
+    }
+    let manifest = Manifest::from_json(&body).context("the agent's manifest")?;
+    if manifest.digest() != a.agent.manifest_digest {
+        anyhow::bail!(
+            "the agent serves manifest {} but its evidence names {}",
+            manifest.digest(),
+            a.agent.manifest_digest
+        );
+    }
+    let pinned = match (&a.artifact, &a.dataset) {
+        (Some(n), _) => manifest.artifact(n).map(|x| Pin::Sealed(x.sealed)),
+        (None, Some(n)) => manifest.dataset(n).map(|d| d.pin()),
+        (None, None) => Some(manifest.algorithm.pin()),
+    };
+    let identity = match pinned {
+        Some(Pin::Sealed(id)) => id,
+        Some(Pin::Digest(_)) => {
+            eprintln!("cvmctl: the manifest does not seal {what}; the key was not sent");
+            return Ok(exit_codes::USAGE);
+        }
+        None => {
+            eprintln!("cvmctl: the manifest names no {what}; the key was not sent");
+            return Ok(exit_codes::USAGE);
+        }
+    };
+    if identity.key_id != sealing_key.id() {
+        eprintln!(
+            "cvmctl: {} has key id {} but the manifest seals {what} to key id {}; the key was not sent",
+            a.key_file.display(),
+            hex::encode(sealing_key.id()),
+            hex::encode(identity.key_id)
+        );
+        return Ok(exit_codes::USAGE);
+    }
+    let request = api::KeyRelease { key: sealing_key.to_text().to_string() };
+    let body = zeroize::Zeroizing::new(serde_json::to_vec(&request)?);
+    drop(request);
+    let (status, resp) =
+        agent.send(hyper::Method::PUT, &format!("{}{path}", api::KEYS), Some(body.to_vec())).await?;
+    if status != StatusCode::CREATED {
+        return Ok(refused(status, &resp));
+    }
+    let released: api::KeyReleased =
+        serde_json::from_slice(&resp).context("malformed key-release response")?;
+    if released.loaded {
+        eprintln!(
+            "released the key of {what}; the agent read, verified and decrypted it in memory ({} bytes)",
+            released.bytes
+        );
+    } else {
+        eprintln!("released the key of {what}; the agent will decrypt it as it is uploaded");
+    }
     Ok(exit_codes::OK)
 }
 

@@ -1,0 +1,415 @@
+//! Sealed inputs: released keys, decryption into the vault, host storage.
+//!
+//! A sealed input (the algorithm, a dataset or an artifact) is opened only
+//! with a key its owner released over attested TLS (`PUT /v1/keys/...`),
+//! and only if that key's id is the manifest's `key_id` (the id commits to
+//! the key). Its ciphertext then comes either in an upload, streamed
+//! through [`SealedUpload`], or, for an artifact with `source: host-path`,
+//! from the file or block device the operator configured in
+//! `host_artifacts`, read during the key release. Either way the stream must
+//! carry exactly the manifest's identity (checked before any chunk), every
+//! chunk verifies before its plaintext counts, and the plaintext goes only
+//! into the [`vault`](crate::vault); a failure wipes it and keeps nothing.
+//!
+//! Keys are held (zeroized on drop) from their release until their input is
+//! in memory; plaintexts until the computation ends ([`SealedInputs::wipe`]).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use cvm_protocol::manifest::{ArtifactSource, Pin};
+use cvm_protocol::sealed::{Opener, SealError, SealingKey, StreamIdentity};
+use cvm_protocol::{Manifest, PublicKey};
+
+use crate::vault::{Filling, Plaintext, Scrubbed};
+
+/// A sealed input of the manifest, as named in key-release paths.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum InputRef {
+    /// The algorithm.
+    Algorithm,
+    /// The named dataset.
+    Dataset(String),
+    /// The named artifact.
+    Artifact(String),
+}
+
+impl fmt::Display for InputRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InputRef::Algorithm => f.write_str("algorithm"),
+            InputRef::Dataset(n) => write!(f, "datasets/{n}"),
+            InputRef::Artifact(n) => write!(f, "artifacts/{n}"),
+        }
+    }
+}
+
+impl InputRef {
+    /// Parses `algorithm`, `datasets/NAME` or `artifacts/NAME`.
+    pub fn parse(s: &str) -> Option<InputRef> {
+        match s.split_once('/') {
+            None if s == "algorithm" => Some(InputRef::Algorithm),
+            Some(("datasets", n)) if !n.is_empty() => Some(InputRef::Dataset(n.to_owned())),
+            Some(("artifacts", n)) if !n.is_empty() => Some(InputRef::Artifact(n.to_owned())),
+            _ => None,
+        }
+    }
+
+    /// The measurement event's kind for this input when sealed.
+    pub fn event_kind(&self) -> &'static str {
+        match self {
+            InputRef::Algorithm => "sealed_algorithm",
+            InputRef::Dataset(_) => "sealed_dataset",
+            InputRef::Artifact(_) => "sealed_artifact",
+        }
+    }
+}
+
+/// What the manifest says about a sealed input.
+#[derive(Clone, Debug)]
+pub struct SealedSpec {
+    /// The pinned identity.
+    pub identity: StreamIdentity,
+    /// The only key that may release its key (and upload it).
+    pub owner: PublicKey,
+    /// Read from host storage rather than uploaded.
+    pub host_path: bool,
+    /// A binary algorithm: the plaintext must be executable.
+    pub executable: bool,
+}
+
+/// Why a sealed input was refused; the computation maps it to a status.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SealedInputError {
+    /// The manifest names no such input.
+    #[error("the manifest names no {0}")]
+    Unknown(String),
+    /// The input is not sealed in the manifest.
+    #[error("{0} is not sealed in the manifest: it has no key to release")]
+    NotSealed(String),
+    /// The key is not the one the manifest pins.
+    #[error(
+        "{input}: the key's id is {found} but the manifest expects key_id {expected}; the key was discarded"
+    )]
+    KeyMismatch {
+        /// The input.
+        input: String,
+        /// The manifest's key id.
+        expected: String,
+        /// The released key's id.
+        found: String,
+    },
+    /// The ciphertext did not open: nothing of it was kept.
+    #[error("{input}: {reason}; nothing of it was kept")]
+    Stream {
+        /// The input.
+        input: String,
+        /// What failed.
+        reason: String,
+    },
+    /// Host storage could not be read.
+    #[error("{input}: host storage {path}: {reason}")]
+    HostStorage {
+        /// The input.
+        input: String,
+        /// The configured path.
+        path: String,
+        /// What failed.
+        reason: String,
+    },
+    /// No locked memory could be had for the plaintext.
+    #[error("{input}: {reason}")]
+    Memory {
+        /// The input.
+        input: String,
+        /// What failed.
+        reason: String,
+    },
+}
+
+/// The pinned identity and owner of `input`, from the manifest.
+pub fn spec(manifest: &Manifest, input: &InputRef) -> Result<SealedSpec, SealedInputError> {
+    use cvm_protocol::manifest::AlgorithmKind;
+    let unknown = || SealedInputError::Unknown(input.to_string().replace('/', " "));
+    let not_sealed = || SealedInputError::NotSealed(input.to_string());
+    match input {
+        InputRef::Algorithm => match manifest.algorithm.pin() {
+            Pin::Sealed(identity) => Ok(SealedSpec {
+                identity,
+                owner: manifest.algorithm.provider_key.clone(),
+                host_path: false,
+                executable: manifest.algorithm.kind == AlgorithmKind::Binary,
+            }),
+            Pin::Digest(_) => Err(not_sealed()),
+        },
+        InputRef::Dataset(n) => {
+            let d = manifest.dataset(n).ok_or_else(unknown)?;
+            match d.pin() {
+                Pin::Sealed(identity) => Ok(SealedSpec {
+                    identity,
+                    owner: d.provider_key.clone(),
+                    host_path: false,
+                    executable: false,
+                }),
+                Pin::Digest(_) => Err(not_sealed()),
+            }
+        }
+        InputRef::Artifact(n) => {
+            let a = manifest.artifact(n).ok_or_else(unknown)?;
+            Ok(SealedSpec {
+                identity: a.sealed,
+                owner: a.provider_key.clone(),
+                host_path: a.source == ArtifactSource::HostPath,
+                executable: false,
+            })
+        }
+    }
+}
+
+/// Checks the operator's `host_artifacts` against the manifest: every
+/// host-path artifact needs a path, and every path a host-path artifact.
+pub fn check_host_artifacts(manifest: &Manifest, paths: &BTreeMap<String, PathBuf>) -> Result<(), String> {
+    for a in &manifest.artifacts {
+        if a.source == ArtifactSource::HostPath && !paths.contains_key(&a.name) {
+            return Err(format!(
+                "the manifest's artifact {:?} comes from host storage, but host_artifacts names no path for it",
+                a.name
+            ));
+        }
+    }
+    for name in paths.keys() {
+        match manifest.artifact(name) {
+            Some(a) if a.source == ArtifactSource::HostPath => {}
+            Some(_) => {
+                return Err(format!("host_artifacts names {name:?}, which the manifest says is uploaded"))
+            }
+            None => return Err(format!("host_artifacts names {name:?}, which the manifest does not name")),
+        }
+    }
+    Ok(())
+}
+
+/// Released keys and decrypted plaintexts.
+#[derive(Default)]
+pub struct SealedInputs {
+    host_paths: Mutex<BTreeMap<String, PathBuf>>,
+    keys: Mutex<BTreeMap<InputRef, SealingKey>>,
+    plaintexts: Mutex<BTreeMap<InputRef, Plaintext>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every update is a single insert or remove; a panic elsewhere leaves the map consistent.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl SealedInputs {
+    /// Sets where host-path artifacts are read from (checked with [`check_host_artifacts`]).
+    pub fn set_host_paths(&self, paths: BTreeMap<String, PathBuf>) {
+        *lock(&self.host_paths) = paths;
+    }
+
+    /// The configured host path of artifact `name`.
+    pub fn host_path(&self, name: &str) -> Option<PathBuf> {
+        lock(&self.host_paths).get(name).cloned()
+    }
+
+    /// Keeps a released key until its input arrives.
+    pub fn keep_key(&self, input: InputRef, key: SealingKey) {
+        lock(&self.keys).insert(input, key);
+    }
+
+    /// Whether a key or a plaintext is held for `input`.
+    pub fn has_key(&self, input: &InputRef) -> bool {
+        lock(&self.keys).contains_key(input)
+    }
+
+    /// A copy of the released key of `input`.
+    pub fn key(&self, input: &InputRef) -> Option<SealingKey> {
+        lock(&self.keys).get(input).cloned()
+    }
+
+    /// Whether `input` is decrypted in memory.
+    pub fn is_loaded(&self, input: &InputRef) -> bool {
+        lock(&self.plaintexts).contains_key(input)
+    }
+
+    /// Stores a verified plaintext; its key is no longer needed and goes.
+    pub fn store(&self, input: InputRef, plaintext: Plaintext) {
+        lock(&self.keys).remove(&input);
+        lock(&self.plaintexts).insert(input, plaintext);
+    }
+
+    /// Runs `f` with the plaintexts (to hand their descriptors to the sandbox).
+    pub fn with_plaintexts<T>(&self, f: impl FnOnce(&BTreeMap<InputRef, Plaintext>) -> T) -> T {
+        f(&lock(&self.plaintexts))
+    }
+
+    /// Drops (and so zeroes) every key and plaintext.
+    pub fn wipe(&self) {
+        let keys = std::mem::take(&mut *lock(&self.keys));
+        let plaintexts = std::mem::take(&mut *lock(&self.plaintexts));
+        if !keys.is_empty() || !plaintexts.is_empty() {
+            log::info!(
+                "wiping {} sealed input(s) from memory and {} unused key(s)",
+                plaintexts.len(),
+                keys.len()
+            );
+        }
+        drop(keys);
+        drop(plaintexts);
+    }
+}
+
+/// Decrypts the stream read from `input` into locked memory.
+///
+/// `strict_end`: nothing may follow the stream (an upload); otherwise what
+/// follows is never read (a block device larger than its stream).
+pub fn open_into_vault(
+    key: &SealingKey,
+    input: impl Read,
+    name: &InputRef,
+    spec: &SealedSpec,
+    strict_end: bool,
+) -> Result<Plaintext, SealedInputError> {
+    let stream_err =
+        |e: SealError| SealedInputError::Stream { input: name.to_string(), reason: e.to_string() };
+    let memory_err =
+        |e: std::io::Error| SealedInputError::Memory { input: name.to_string(), reason: e.to_string() };
+    // The opener keeps ring's expanded AES key inline: zero it when done.
+    let mut opener = Scrubbed::new(Opener::expecting(key, input, &spec.identity).map_err(stream_err)?);
+    let mut filling = Filling::new(&name.to_string().replace('/', ":"), spec.identity.size, spec.executable)
+        .map_err(memory_err)?;
+    let mut offset = 0usize;
+    loop {
+        let dest = filling.as_mut_slice();
+        let dest = dest.get_mut(offset..).unwrap_or_default();
+        match opener.next_chunk_into(dest).map_err(stream_err)? {
+            Some(n) => offset += n,
+            None => break,
+        }
+    }
+    if strict_end {
+        opener.finish().map_err(stream_err)?;
+    } else {
+        opener.finish_at_length().map_err(stream_err)?;
+    }
+    filling.seal().map_err(memory_err)
+}
+
+/// Reads a host-path artifact's ciphertext from `path` into the vault.
+pub fn open_host_artifact(
+    key: &SealingKey,
+    path: &Path,
+    name: &InputRef,
+    spec: &SealedSpec,
+) -> Result<Plaintext, SealedInputError> {
+    let file = std::fs::File::open(path).map_err(|e| SealedInputError::HostStorage {
+        input: name.to_string(),
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    open_into_vault(key, file, name, spec, false)
+}
+
+/// A blocking reader over byte chunks sent from an async task (an upload's
+/// body), for the decrypting thread.
+pub struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<Bytes>,
+    current: Bytes,
+}
+
+impl ChannelReader {
+    /// Reads what `rx` receives; the end of input is the sender's drop.
+    pub fn new(rx: tokio::sync::mpsc::Receiver<Bytes>) -> ChannelReader {
+        ChannelReader { rx, current: Bytes::new() }
+    }
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(b) => self.current = b,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        bytes::Buf::advance(&mut self.current, n);
+        Ok(n)
+    }
+}
+
+/// An upload of a sealed input in progress: bytes go to a decrypting thread.
+pub struct SealedUpload {
+    name: String,
+    tx: Option<tokio::sync::mpsc::Sender<Bytes>>,
+    worker: Option<tokio::task::JoinHandle<Result<Plaintext, SealedInputError>>>,
+}
+
+impl SealedUpload {
+    /// Starts the decrypting thread for `input` with `key`.
+    pub fn start(key: SealingKey, input: InputRef, spec: SealedSpec) -> SealedUpload {
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let name = input.to_string();
+        let worker = tokio::task::spawn_blocking(move || {
+            open_into_vault(&key, ChannelReader::new(rx), &input, &spec, true)
+        });
+        SealedUpload { name, tx: Some(tx), worker: Some(worker) }
+    }
+
+    /// Hands on one piece of ciphertext; an error means the stream already failed.
+    pub async fn write(&mut self, data: &[u8]) -> Result<(), SealedInputError> {
+        let sent = match &self.tx {
+            Some(tx) => tx.send(Bytes::copy_from_slice(data)).await.is_ok(),
+            None => false,
+        };
+        if sent {
+            return Ok(());
+        }
+        // The thread stopped reading: it failed. Its error says why.
+        match self.finish().await {
+            Ok(_) => Err(SealedInputError::Stream {
+                input: self.name.clone(),
+                reason: "bytes after the end of the stream".into(),
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Ends the input and waits for the verified plaintext.
+    pub async fn finish(&mut self) -> Result<Plaintext, SealedInputError> {
+        drop(self.tx.take());
+        let worker = self.worker.take();
+        match worker {
+            Some(w) => w.await.unwrap_or_else(|e| {
+                Err(SealedInputError::Stream {
+                    input: self.name.clone(),
+                    reason: format!("decryption stopped: {e}"),
+                })
+            }),
+            None => {
+                Err(SealedInputError::Stream { input: self.name.clone(), reason: "already finished".into() })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn input_refs_parse_and_print() {
+        for s in ["algorithm", "datasets/a.csv", "artifacts/weights"] {
+            assert_eq!(InputRef::parse(s).unwrap().to_string(), s);
+        }
+        for s in ["", "datasets/", "models/x", "algorithm/x"] {
+            assert!(InputRef::parse(s).is_none(), "{s}");
+        }
+    }
+}
