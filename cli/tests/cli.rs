@@ -351,3 +351,123 @@ fn a_reused_chain_keeps_its_ark() {
     );
     assert_eq!(mode & 0o777, 0o600);
 }
+
+/// Everything in `dir`, hidden files included.
+fn listing(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn seal_and_unseal_round_trip_and_print_the_identity() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let key = d.join("k.key");
+    let o = cvmctl(&["keygen", "--sealing", "--out", key.to_str().unwrap()]);
+    assert_exit(&o, exit_codes::OK);
+    let key_id = stdout(&o).trim().to_owned();
+    assert_eq!(key_id.len(), 32);
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    // An existing key is never overwritten.
+    assert_exit(&cvmctl(&["keygen", "--sealing", "--out", key.to_str().unwrap()]), exit_codes::USAGE);
+
+    let plain: Vec<u8> = (0..70_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(d.join("p.bin"), &plain).unwrap();
+    let o = cvmctl(&[
+        "seal",
+        "--key-file",
+        key.to_str().unwrap(),
+        "--out",
+        d.join("p.sealed").to_str().unwrap(),
+        "--chunk-size",
+        "4096",
+        "--json",
+        d.join("p.bin").to_str().unwrap(),
+    ]);
+    assert_exit(&o, exit_codes::OK);
+    let line = &json_lines(&o)[0];
+    assert_eq!(line.kind, "sealed");
+    assert_eq!(
+        (line.data["key_id"].as_str().unwrap(), line.data["size"].as_u64().unwrap()),
+        (key_id.as_str(), 70_000)
+    );
+    assert_eq!(std::fs::metadata(d.join("p.sealed")).unwrap().len(), 64 + 70_000 + 18 * 16);
+
+    let o = cvmctl(&[
+        "unseal",
+        "--key-file",
+        key.to_str().unwrap(),
+        "--out",
+        d.join("p.out").to_str().unwrap(),
+        d.join("p.sealed").to_str().unwrap(),
+    ]);
+    assert_exit(&o, exit_codes::OK);
+    assert_eq!(std::fs::read(d.join("p.out")).unwrap(), plain);
+    assert_eq!(listing(d), ["k.key", "p.bin", "p.out", "p.sealed"]);
+}
+
+#[test]
+fn unseal_of_a_bad_stream_writes_no_plaintext_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let key = d.join("k.key");
+    let other = d.join("other.key");
+    assert_exit(&cvmctl(&["keygen", "--sealing", "--out", key.to_str().unwrap()]), exit_codes::OK);
+    assert_exit(&cvmctl(&["keygen", "--sealing", "--out", other.to_str().unwrap()]), exit_codes::OK);
+    std::fs::write(d.join("p.bin"), vec![b'x'; 20_000]).unwrap();
+    let sealed = d.join("p.sealed");
+    let o = cvmctl(&[
+        "seal",
+        "--key-file",
+        key.to_str().unwrap(),
+        "--out",
+        sealed.to_str().unwrap(),
+        "--chunk-size",
+        "4096",
+        d.join("p.bin").to_str().unwrap(),
+    ]);
+    assert_exit(&o, exit_codes::OK);
+    std::fs::remove_file(d.join("p.bin")).unwrap();
+    let good = std::fs::read(&sealed).unwrap();
+    let mut flipped = good.clone();
+    flipped[64 + 4 * (4096 + 16) + 10] ^= 1; // the last chunk
+    let cases: [(&str, Vec<u8>, &Path, &str); 4] = [
+        ("flipped", flipped, &key, "chunk 4 failed authentication"),
+        ("cut", good[..good.len() - 100].to_vec(), &key, "truncated"),
+        (
+            "last-chunk-dropped",
+            good[..64 + 4 * (4096 + 16)].to_vec(),
+            &key,
+            "truncated: the stream ends in chunk 4 of 5",
+        ),
+        ("wrong-key", good.clone(), &other, "not to the given key"),
+    ];
+    for (name, bytes, k, message) in cases {
+        let input = d.join(format!("{name}.sealed"));
+        std::fs::write(&input, bytes).unwrap();
+        let out = d.join(format!("{name}.out"));
+        let o = cvmctl(&[
+            "unseal",
+            "--key-file",
+            k.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            input.to_str().unwrap(),
+        ]);
+        assert_exit(&o, exit_codes::REJECTED);
+        assert!(
+            stderr(&o).contains(message) && stderr(&o).contains("no plaintext was written"),
+            "{name}: {}",
+            stderr(&o)
+        );
+        assert!(!out.exists(), "{name}: plaintext written");
+        std::fs::remove_file(&input).unwrap();
+    }
+    // Nothing else appeared either: no temporary file, hidden or not.
+    assert_eq!(listing(d), ["k.key", "other.key", "p.sealed"]);
+}

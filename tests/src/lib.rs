@@ -119,6 +119,23 @@ pub struct Scenario {
     log: Arc<Mutex<String>>,
 }
 
+/// What a scenario's `prepare` hook sees: its directory and owners.
+pub struct Prepared<'a> {
+    /// The scenario's directory.
+    pub dir: &'a Path,
+    /// Algorithm provider.
+    pub alg: &'a Owner,
+    /// Provider of hospital-a.csv.
+    pub a: &'a Owner,
+    /// Provider of hospital-b.csv.
+    pub b: &'a Owner,
+    /// Result consumer.
+    pub consumer: &'a Owner,
+}
+
+/// A hook that edits the manifest before the agent starts and returns extra agent environment.
+pub type Prepare = Box<dyn FnOnce(&Prepared<'_>, &mut serde_json::Value) -> Vec<(String, String)>>;
+
 /// Options of a scenario.
 pub struct Options {
     /// The algorithm script's text.
@@ -131,6 +148,8 @@ pub struct Options {
     pub memory_bytes: u64,
     /// The interpreter of a script; `None` makes the algorithm a binary.
     pub interpreter: Option<String>,
+    /// Edits the manifest (e.g. sealed inputs) and adds agent environment.
+    pub prepare: Option<Prepare>,
 }
 
 impl Default for Options {
@@ -141,6 +160,7 @@ impl Default for Options {
             run_timeout_s: 30,
             memory_bytes: 512 << 20,
             interpreter: Some("/usr/bin/python3".into()),
+            prepare: None,
         }
     }
 }
@@ -191,7 +211,7 @@ impl Scenario {
                 "args": ["--column", "age"]
             }),
         };
-        let manifest = serde_json::json!({
+        let mut manifest = serde_json::json!({
             "id": "mean-age",
             "name": "Mean age over two hospitals",
             "algorithm": algorithm,
@@ -202,13 +222,19 @@ impl Scenario {
             "result_consumers": [{"key": consumer.public}],
             "limits": {"max_upload_bytes": opts.max_upload_bytes, "run_timeout_s": opts.run_timeout_s, "memory_bytes": opts.memory_bytes}
         });
+        let env = match opts.prepare {
+            Some(prepare) => {
+                prepare(&Prepared { dir: d, alg: &alg, a: &a, b: &b, consumer: &consumer }, &mut manifest)
+            }
+            None => Vec::new(),
+        };
         std::fs::write(d.join("manifest.json"), serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
         let o = cvmctl(&["manifest", "digest", d.join("manifest.json").to_str().unwrap()]);
         assert!(o.status.success(), "manifest digest: {}", String::from_utf8_lossy(&o.stderr));
         let digest = String::from_utf8(o.stdout).unwrap().trim().to_owned();
         let work = d.join("work");
         let (agent, log, addr) =
-            start_agent(d, &d.join("manifest.json"), &work).unwrap_or_else(|e| panic!("{e}"));
+            start_agent_with(d, &d.join("manifest.json"), &work, &env).unwrap_or_else(|e| panic!("{e}"));
         Scenario { dir, alg, a, b, consumer, digest, addr, work, agent, log }
     }
 
@@ -277,6 +303,11 @@ impl Scenario {
             .unwrap_or_default()
     }
 
+    /// The agent's process id.
+    pub fn agent_pid(&self) -> u32 {
+        self.agent.id()
+    }
+
     /// Whether the agent process is still alive.
     pub fn agent_alive(&mut self) -> bool {
         self.agent.try_wait().ok().flatten().is_none()
@@ -298,6 +329,16 @@ pub fn start_agent(
     manifest: &Path,
     work: &Path,
 ) -> Result<(Child, Arc<Mutex<String>>, SocketAddr), String> {
+    start_agent_with(dir, manifest, work, &[])
+}
+
+/// [`start_agent`] with extra environment (`CVM_*` configuration keys).
+pub fn start_agent_with(
+    dir: &Path,
+    manifest: &Path,
+    work: &Path,
+    env: &[(String, String)],
+) -> Result<(Child, Arc<Mutex<String>>, SocketAddr), String> {
     let (_, bundle, _) = platform();
     let uid = sandbox_uid().to_string();
     let mut child = Command::new(bin("cvm-agent"))
@@ -312,6 +353,7 @@ pub fn start_agent(
         .env("CVM_SANDBOX_UID", &uid)
         .env("CVM_SANDBOX_GID", &uid)
         .env("CVM_LOG_LEVEL", "debug")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
