@@ -279,6 +279,7 @@ pub fn open_into_vault(
         |e: SealError| SealedInputError::Stream { input: name.to_string(), reason: e.to_string() };
     let memory_err =
         |e: std::io::Error| SealedInputError::Memory { input: name.to_string(), reason: e.to_string() };
+    let started = std::time::Instant::now();
     // The opener keeps ring's expanded AES key inline: zero it when done.
     let mut opener = Scrubbed::new(Opener::expecting(key, input, &spec.identity).map_err(stream_err)?);
     let mut filling = Filling::new(&name.to_string().replace('/', ":"), spec.identity.size, spec.executable)
@@ -297,7 +298,14 @@ pub fn open_into_vault(
     } else {
         opener.finish_at_length().map_err(stream_err)?;
     }
-    filling.seal().map_err(memory_err)
+    let plaintext = filling.seal().map_err(memory_err)?;
+    let secs = started.elapsed().as_secs_f64();
+    log::info!(
+        "{name}: {} bytes verified and decrypted into locked memory in {secs:.2} s ({:.0} MB/s)",
+        spec.identity.size,
+        spec.identity.size as f64 / secs.max(1e-9) / 1e6
+    );
+    Ok(plaintext)
 }
 
 /// Reads a host-path artifact's ciphertext from `path` into the vault.
