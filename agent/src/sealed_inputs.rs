@@ -300,11 +300,13 @@ pub fn open_into_vault(
     }
     let plaintext = filling.seal().map_err(memory_err)?;
     let secs = started.elapsed().as_secs_f64();
-    log::info!(
-        "{name}: {} bytes verified and decrypted into locked memory in {secs:.2} s ({:.0} MB/s)",
-        spec.identity.size,
-        spec.identity.size as f64 / secs.max(1e-9) / 1e6
-    );
+    let size = spec.identity.size;
+    let rate = if size >= 1 << 20 {
+        format!(" ({:.0} MB/s)", size as f64 / secs.max(1e-9) / 1e6)
+    } else {
+        String::new()
+    };
+    log::info!("{name}: {size} bytes verified and decrypted into locked memory in {secs:.2} s{rate}");
     Ok(plaintext)
 }
 

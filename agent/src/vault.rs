@@ -383,6 +383,50 @@ mod tests {
         assert!(locked >= 3 << 10, "VmLck {locked} kB");
     }
 
+    /// Another descriptor of the same memfd, to look at it after the vault let go.
+    fn spy(fd: RawFd) -> std::fs::File {
+        std::fs::File::open(format!("/proc/self/fd/{fd}")).unwrap()
+    }
+
+    fn read_all(mut f: std::fs::File) -> Vec<u8> {
+        use std::io::{Read, Seek};
+        f.rewind().unwrap();
+        let mut v = Vec::new();
+        f.read_to_end(&mut v).unwrap();
+        v
+    }
+
+    #[test]
+    fn plaintext_is_zeroed_when_dropped_whether_sealed_or_not() {
+        // A partial plaintext (a stream that failed half-way).
+        let mut f = Filling::new("partial", 8192, false).unwrap();
+        f.as_mut_slice().fill(0x5a);
+        let fd = f.fd.as_ref().unwrap().as_raw_fd();
+        let seen = spy(fd);
+        drop(f);
+        assert!(read_all(seen).iter().all(|b| *b == 0));
+        // A sealed data plaintext and a sealed executable.
+        for executable in [false, true] {
+            let mut f = Filling::new("sealed", 8192, executable).unwrap();
+            f.as_mut_slice().fill(0x5a);
+            let p = f.seal().unwrap();
+            let seen = spy(p.fd());
+            assert!(p.as_slice().iter().all(|b| *b == 0x5a));
+            drop(p);
+            assert!(read_all(seen).iter().all(|b| *b == 0), "executable {executable}");
+        }
+    }
+
+    #[test]
+    fn a_sealed_executable_can_be_run_from_its_descriptor() {
+        let program = std::fs::read("/bin/true").unwrap();
+        let mut f = Filling::new("true", program.len() as u64, true).unwrap();
+        f.as_mut_slice().copy_from_slice(&program);
+        let p = f.seal().unwrap();
+        let status = std::process::Command::new(format!("/proc/self/fd/{}", p.fd())).status().unwrap();
+        assert!(status.success());
+    }
+
     #[test]
     fn an_empty_input_works() {
         let p = Filling::new("empty", 0, false).unwrap().seal().unwrap();

@@ -483,6 +483,10 @@ pub async fn status(a: StatusArgs) -> anyhow::Result<i32> {
                 writeln!(out, "algorithm received: {}", status.algorithm_received)?;
                 writeln!(out, "datasets received:  {}", status.datasets_received.join(", "))?;
                 writeln!(out, "datasets missing:   {}", status.datasets_missing.join(", "))?;
+                if !status.artifacts_received.is_empty() || !status.artifacts_missing.is_empty() {
+                    writeln!(out, "artifacts received: {}", status.artifacts_received.join(", "))?;
+                    writeln!(out, "artifacts missing:  {}", status.artifacts_missing.join(", "))?;
+                }
                 writeln!(out, "your roles:         {}", status.your_roles.join(", "))?;
             }
             return Ok(if matches!(status.state, api::State::Failed(_)) {
