@@ -134,7 +134,13 @@ pub enum SealedInputError {
 /// The pinned identity and owner of `input`, from the manifest.
 pub fn spec(manifest: &Manifest, input: &InputRef) -> Result<SealedSpec, SealedInputError> {
     use cvm_protocol::manifest::AlgorithmKind;
-    let unknown = || SealedInputError::Unknown(input.to_string().replace('/', " "));
+    let unknown = || {
+        SealedInputError::Unknown(match input {
+            InputRef::Algorithm => "algorithm".into(),
+            InputRef::Dataset(n) => format!("dataset {n:?}"),
+            InputRef::Artifact(n) => format!("artifact {n:?}"),
+        })
+    };
     let not_sealed = || SealedInputError::NotSealed(input.to_string());
     match input {
         InputRef::Algorithm => match manifest.algorithm.pin() {
@@ -181,7 +187,12 @@ pub fn check_host_artifacts(manifest: &Manifest, paths: &BTreeMap<String, PathBu
             ));
         }
     }
-    for name in paths.keys() {
+    for (name, path) in paths {
+        if let Err(e) = std::fs::metadata(path) {
+            // Not fatal: the operator may attach the disk later; the key
+            // release reports host storage it cannot read.
+            log::warn!("host_artifacts: {name} at {}: {e}", path.display());
+        }
         match manifest.artifact(name) {
             Some(a) if a.source == ArtifactSource::HostPath => {}
             Some(_) => {
