@@ -3,7 +3,8 @@
 /// The command succeeded; for a verification, the evidence was accepted.
 pub const OK: i32 = 0;
 /// The evidence was rejected: a check failed, or the report or a certificate
-/// that came with it could not be parsed.
+/// that came with it could not be parsed. For `unseal`: the sealed stream did
+/// not verify, and no plaintext was written.
 pub const REJECTED: i32 = 1;
 /// Bad usage or unreadable input of the user's own: a missing file, a
 /// malformed policy, an invalid time or hex value.
