@@ -384,14 +384,8 @@ impl Computation {
             }
         }
         let input = target.input();
-        let sink = match expected {
-            Pin::Digest(digest) => {
-                let partial = self.dirs.incoming.join(format!(
-                    "{}.partial",
-                    if matches!(target, Target::Algorithm) { "algorithm.bin" } else { &name }
-                ));
-                Sink::Plain { expected: digest, partial, file: None, hasher: Sha256::new() }
-            }
+        let sealed = match expected {
+            Pin::Digest(_) => None,
             Pin::Sealed(_) => {
                 let spec = sealed_inputs::spec(&self.manifest, &input)?;
                 let key = self.sealed.key(&input).ok_or_else(|| {
@@ -399,13 +393,29 @@ impl Computation {
                         "{input} is sealed and its key has not been released: run `cvmctl release-key` first"
                     ))
                 })?;
-                Sink::Sealed(SealedUpload::start(key, input.clone(), spec))
+                Some((key, spec))
             }
         };
         if !inner.in_progress.insert(input.to_string()) {
             return Err(FlowError::Conflict(format!("an upload of {name} is already in progress")));
         }
         drop(inner);
+        let sink = match sealed {
+            Some((key, spec)) => Sink::Sealed(SealedUpload::start(key, input, spec)),
+            None => {
+                // A sealed pin always has its key and spec here; a digest of
+                // zeros, which matches nothing, keeps this fail-closed anyway.
+                let digest = match expected {
+                    Pin::Digest(d) => d,
+                    Pin::Sealed(_) => Digest([0; 32]),
+                };
+                let partial = self.dirs.incoming.join(format!(
+                    "{}.partial",
+                    if matches!(target, Target::Algorithm) { "algorithm.bin" } else { &name }
+                ));
+                Sink::Plain { expected: digest, partial, file: None, hasher: Sha256::new() }
+            }
+        };
         Ok(Upload { computation: Arc::clone(self), target, limit, sink, received: 0, done: false })
     }
 
