@@ -3,6 +3,8 @@
 //! - [`manifest`]: the computation manifest, parsed strictly and hashed in
 //!   its RFC 8785 canonical form; the digest is what clients pin.
 //! - [`api`]: the HTTP API's paths, request and response bodies, and errors.
+//! - [`logstream`]: log records, state events and operator requests between
+//!   the agent and the host, framed and versioned.
 //!
 //! The crate never prints, reads the environment or exits.
 
@@ -12,6 +14,7 @@
 pub mod api;
 mod digest;
 mod key;
+pub mod logstream;
 pub mod manifest;
 pub mod sealed;
 
