@@ -116,6 +116,14 @@ struct Inner {
     log: EventLog,
 }
 
+impl Inner {
+    /// Moves to `state` and tells the log stream.
+    fn enter(&mut self, state: State) {
+        crate::logs::state_event(&state);
+        self.state = state;
+    }
+}
+
 /// Where the computation keeps its files.
 #[derive(Clone, Debug)]
 pub struct WorkDirs {
@@ -180,6 +188,7 @@ impl Computation {
         let digest = manifest.digest();
         let mut log = EventLog::default();
         log.record(Event { kind: "manifest", name: manifest.id.clone(), digest: digest.to_string() });
+        crate::logs::state_event(&State::AwaitingAlgorithm);
         Arc::new(Computation {
             manifest,
             digest,
@@ -353,7 +362,7 @@ impl Computation {
                         name: "algorithm".into(),
                         digest: digest.to_string(),
                     });
-                    inner.state = State::AwaitingData;
+                    inner.enter(State::AwaitingData);
                 }
                 Target::Dataset(n) => {
                     inner.datasets.insert(n.clone(), digest);
@@ -362,7 +371,7 @@ impl Computation {
             }
             let all_in = inner.algorithm.is_some() && inner.datasets.len() == self.manifest.datasets.len();
             if all_in {
-                inner.state = State::Running;
+                inner.enter(State::Running);
             }
             all_in
         };
@@ -405,7 +414,7 @@ impl Computation {
             State::Failed(reason) => log::warn!("computation failed: {reason}"),
             _ => log::info!("results ready"),
         }
-        self.lock().state = next;
+        self.lock().enter(next);
     }
 
     async fn run_sandboxed(&self) -> Result<(), String> {
@@ -482,7 +491,7 @@ impl Computation {
         inner.fetched_by.insert(key.spki_der().to_vec());
         let all = self.manifest.result_consumers.iter().all(|c| inner.fetched_by.contains(c.key.spki_der()));
         if all && inner.state == State::ResultsReady {
-            inner.state = State::Consumed;
+            inner.enter(State::Consumed);
             log::info!("every result consumer fetched the results");
         }
     }

@@ -3,14 +3,18 @@
 //! It generates a TLS key in the guest, binds it to a fresh SNP report
 //! ([`atls`]), serves the computation's HTTP API over that attested TLS
 //! ([`api`], [`server`]), enforces the manifest's roles and state machine
-//! ([`computation`]), and runs the algorithm in a sandbox ([`runner`]).
+//! ([`computation`]), and runs the algorithm in a sandbox ([`runner`]). Its
+//! logs and state events go to stderr and to the host ([`logs`]), whose
+//! operator may deliver the manifest, ask for the status and set the level
+//! on the same link ([`operator`]).
 
 pub mod api;
 pub mod atls;
 pub mod computation;
 pub mod config;
-pub mod logger;
+pub mod logs;
 pub mod measurements;
+pub mod operator;
 pub mod runner;
 pub mod server;
 pub mod tee;

@@ -508,6 +508,12 @@ fn decode_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, LogStreamErr
 }
 
 impl AgentMessage {
+    /// Appends `record` as one frame to `out`, as [`AgentMessage::encode`]
+    /// would, without owning it.
+    pub fn encode_record(record: &Record, out: &mut Vec<u8>) -> Result<(), LogStreamError> {
+        encode_json(out, &AgentWire::Record(record.into()))
+    }
+
     /// Appends this message as one frame to `out`; on error `out` is unchanged.
     pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), LogStreamError> {
         let wire = match self {
