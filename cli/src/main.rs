@@ -36,6 +36,9 @@ enum Command {
     Status(owner::StatusArgs),
     /// Download the results (after verifying the agent).
     Results(owner::ResultsArgs),
+    /// The operator's side of the log link: receive logs, set the level, deliver the manifest.
+    #[command(subcommand)]
+    Logs(cvmctl::logs::LogsCommand),
 }
 
 fn main() {
@@ -49,6 +52,7 @@ fn main() {
         Command::UploadDataset(a) => block_on(owner::upload_dataset(a)),
         Command::Status(a) => block_on(owner::status(a)),
         Command::Results(a) => block_on(owner::results(a)),
+        Command::Logs(cmd) => block_on(cvmctl::logs::run(cmd)),
     };
     let code = match result {
         Ok(code) => code,
