@@ -14,20 +14,30 @@ use cvmctl::logs::host::{HostSession, Seen};
 
 use crate::bin;
 
-/// `cvmctl logs listen --tcp 127.0.0.1:0 --json ...` in the background.
+/// `cvmctl logs listen --tcp 127.0.0.1:0 --json ...` (or `--uds PATH`) in the background.
 pub struct Listener {
     child: Child,
-    /// Where it listens.
-    pub addr: SocketAddr,
+    /// The agent's `log_target` for this listener.
+    target: String,
     lines: Arc<Mutex<Vec<serde_json::Value>>>,
     stderr: Arc<Mutex<String>>,
 }
 
 impl Listener {
-    /// Starts it with `extra` arguments and waits until it listens.
+    /// Starts it on a free loopback port with `extra` arguments and waits until it listens.
     pub fn start(extra: &[&str]) -> Listener {
+        Listener::spawn(&["--tcp", "127.0.0.1:0"], extra)
+    }
+
+    /// Starts it on the Unix socket `path` (`--uds`), as for a userspace vsock backend.
+    pub fn start_uds(path: &std::path::Path, extra: &[&str]) -> Listener {
+        Listener::spawn(&["--uds", path.to_str().unwrap()], extra)
+    }
+
+    fn spawn(transport: &[&str], extra: &[&str]) -> Listener {
         let mut child = Command::new(bin("cvmctl"))
-            .args(["logs", "listen", "--tcp", "127.0.0.1:0", "--json"])
+            .args(["logs", "listen", "--json"])
+            .args(transport)
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -54,19 +64,23 @@ impl Listener {
             }
         });
         let end = Instant::now() + Duration::from_secs(20);
-        let addr = loop {
+        let at: String = loop {
             if let Some(a) = stderr.lock().unwrap().lines().find_map(|l| l.strip_prefix("listening on ")) {
-                break a.trim().parse().unwrap();
+                break a.trim().to_owned();
             }
             assert!(Instant::now() < end, "cvmctl logs listen did not start: {}", stderr.lock().unwrap());
             std::thread::sleep(Duration::from_millis(20));
         };
-        Listener { child, addr, lines, stderr }
+        let target = match at.parse::<SocketAddr>() {
+            Ok(addr) => format!("tcp:{addr}"),
+            Err(_) => format!("unix:{at}"),
+        };
+        Listener { child, target, lines, stderr }
     }
 
     /// The agent's `log_target` for this listener.
     pub fn target(&self) -> String {
-        format!("tcp:{}", self.addr)
+        self.target.clone()
     }
 
     /// Every JSON line so far.

@@ -366,6 +366,70 @@ fn the_operator_delivers_the_manifest_and_a_malformed_one_is_refused() {
     drop(child);
 }
 
+#[test]
+fn the_unix_socket_target_reaches_cvmctl_listen_uds() {
+    // The host side of a userspace vsock backend is a Unix socket; the
+    // agent's `unix:` target stands in for the guest here.
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("vm.vsock_7100");
+    let host = Listener::start_uds(&socket, &[]);
+    assert_eq!(host.target(), format!("unix:{}", socket.display()));
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&socket).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    let s = Scenario::start(Options {
+        agent_env: env(&[("CVM_LOG_TARGET", &host.target())]),
+        ..Options::default()
+    });
+    host.wait_for("the first event", Duration::from_secs(20), has_event("awaiting_algorithm"));
+    assert!(messages(&host.records()).iter().any(|m| m.contains("serving attested TLS on")));
+    drop(s);
+}
+
+#[test]
+fn a_hostile_host_is_hung_up_on_and_the_records_still_arrive() {
+    use std::io::{Read as _, Write as _};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = format!("tcp:{}", listener.local_addr().unwrap());
+    let s = Scenario::start(Options { agent_env: env(&[("CVM_LOG_TARGET", &target)]), ..Options::default() });
+    let mut hello = Vec::new();
+    cvm_protocol::logstream::HostMessage::Hello(cvm_protocol::logstream::HostHello { version: 1 })
+        .encode(&mut hello)
+        .unwrap();
+    let bad_hello = {
+        let body = br#"{"type":"hello","version":7}"#;
+        let mut f = (body.len() as u32).to_be_bytes().to_vec();
+        f.extend_from_slice(body);
+        f
+    };
+    let not_json = [&[0u8, 0, 0, 5][..], b"nope!"].concat();
+    for (what, bytes) in [
+        ("a frame over the limit", [hello.clone(), u32::MAX.to_be_bytes().to_vec()].concat()),
+        ("another version", bad_hello),
+        ("a body that is not JSON", [hello.clone(), not_json].concat()),
+    ] {
+        let (mut conn, _) = listener.accept().unwrap();
+        conn.write_all(&bytes).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        // The agent hangs up: reads end (after its hello and maybe records).
+        let mut sink = Vec::new();
+        let r = conn.read_to_end(&mut sink);
+        assert!(r.is_ok() || r.unwrap_err().kind() == std::io::ErrorKind::ConnectionReset, "{what}");
+    }
+    // A proper host then gets everything, including the agent's account of the three.
+    let mut host = TestHost::default();
+    host.serve(&listener, Acks::All, Duration::from_secs(30), |h| {
+        h.delivered.iter().filter(|r| r.message.contains("log link")).count() >= 4
+    })
+    .unwrap();
+    let m: Vec<&str> = host.delivered.iter().map(|r| r.message.as_str()).collect();
+    assert!(m.iter().any(|l| l.contains("the host broke the framing: frame of 4294967295 bytes")), "{m:#?}");
+    assert!(m.iter().any(|l| l.contains("peer speaks log stream version 7")), "{m:#?}");
+    assert!(m.iter().any(|l| l.contains("the host sent a bad message")), "{m:#?}");
+    assert_eq!(host.delivered[0].seq, 1, "nothing was lost to the hostile connections");
+    assert_eq!(host.session.unaccounted, 0);
+    drop(s);
+}
+
 /// Kills the agent when the test ends, however it ends.
 struct Guard(Option<std::process::Child>);
 
