@@ -43,9 +43,18 @@ fn run(config_file: Option<&std::path::Path>) -> anyhow::Result<()> {
     let config = Config::load(&Sources::read(config_file)?)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let (operator, manifest_rx) = Operator::new(config.manifest == ManifestSource::Operator);
+    let mut logs =
+        logs::init(config.log_level, &config.log_target, config.log_queue).context("cannot start logging")?;
+    // Said before the link starts, so that the operator reads them first.
+    if config.tee == TeeChoice::Simulated {
+        log::warn!("the SIMULATED SNP provider is in use: its evidence proves nothing about this machine");
+    }
+    if config.manifest == ManifestSource::Operator {
+        logs::awaiting_manifest_event();
+        log::info!("waiting for the operator's manifest on the log link {}", config.log_target);
+    }
     let control: Arc<dyn logs::Control> = operator.clone();
-    let logs = logs::init(config.log_level, &config.log_target, config.log_queue, control, runtime.handle())
-        .context("cannot start logging")?;
+    logs.connect(control, runtime.handle());
     let result = runtime.block_on(serve(config, operator, manifest_rx));
     if let Err(e) = &result {
         logs::fatal(format!("cvm-agent: {e:#}"));
@@ -65,9 +74,6 @@ async fn serve(
         log::info!("signal received");
         let _ = tx.send(true);
     });
-    if config.tee == TeeChoice::Simulated {
-        log::warn!("the SIMULATED SNP provider is in use: its evidence proves nothing about this machine");
-    }
     let manifest = match (&config.manifest, manifest_rx) {
         (ManifestSource::File(path), _) => {
             let text = std::fs::read(path)
@@ -76,8 +82,6 @@ async fn serve(
                 .with_context(|| format!("refusing to start: invalid manifest {}", path.display()))?
         }
         (ManifestSource::Operator, Some(rx)) => {
-            logs::awaiting_manifest_event();
-            log::info!("waiting for the operator's manifest on the log link {}", config.log_target);
             tokio::select! {
                 m = rx => m.context("the log link stopped before a manifest arrived")?,
                 _ = stop.changed() => anyhow::bail!("stopped while waiting for the operator's manifest"),

@@ -134,21 +134,23 @@ impl log::Log for Logger {
     fn flush(&self) {}
 }
 
-/// The running log sinks; [`Logs::shutdown`] delivers what it can and stops them.
+/// The running log sinks; [`Logs::connect`] starts the link to the host,
+/// [`Logs::shutdown`] delivers what it can and stops them.
 pub struct Logs {
-    host: Option<(Arc<Shared>, CancellationToken, tokio::task::JoinHandle<()>)>,
+    host: Option<Host>,
 }
 
-/// Installs the logger at `level`; with a target other than `none`, starts
-/// the link to the host on `runtime`. Call once per process.
-pub fn init(
-    level: log::LevelFilter,
-    target: &Target,
-    queue_records: usize,
-    control: Arc<dyn Control>,
-    runtime: &tokio::runtime::Handle,
-) -> std::io::Result<Logs> {
-    let host = (*target != Target::None).then(|| {
+struct Host {
+    shared: Arc<Shared>,
+    target: Target,
+    link: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
+}
+
+/// Installs the logger at `level`, to stderr and, with a target other than
+/// `none`, to the queue for the host. Records made before [`Logs::connect`]
+/// wait in the queue. Call once per process.
+pub fn init(level: log::LevelFilter, target: &Target, queue_records: usize) -> std::io::Result<Logs> {
+    let shared = (*target != Target::None).then(|| {
         Arc::new(Shared {
             queue: Mutex::new(queue::Queue::new(queue_records, QUEUE_BYTES)),
             notify: Notify::new(),
@@ -156,7 +158,7 @@ pub fn init(
             connected: AtomicBool::new(false),
         })
     });
-    let logger = Logger { stderr: stderr::StderrSink::start()?, host: host.clone() };
+    let logger = Logger { stderr: stderr::StderrSink::start()?, host: shared.clone() };
     if LOGGER.set(logger).is_err() {
         return Err(std::io::Error::other("the logger is already installed"));
     }
@@ -164,21 +166,31 @@ pub fn init(
         log::set_logger(l).map_err(|e| std::io::Error::other(e.to_string()))?;
     }
     log::set_max_level(level);
-    let host = host.map(|shared| {
-        let stop = CancellationToken::new();
-        let task =
-            runtime.spawn(link::run(Arc::clone(&shared), target.clone(), control, boot_id(), stop.clone()));
-        (shared, stop, task)
-    });
-    Ok(Logs { host })
+    Ok(Logs { host: shared.map(|shared| Host { shared, target: target.clone(), link: None }) })
 }
 
 impl Logs {
+    /// Starts the link to the host on `runtime` (nothing without a target);
+    /// the operator's requests on it go to `control`.
+    pub fn connect(&mut self, control: Arc<dyn Control>, runtime: &tokio::runtime::Handle) {
+        if let Some(host) = self.host.as_mut().filter(|h| h.link.is_none()) {
+            let stop = CancellationToken::new();
+            let task = runtime.spawn(link::run(
+                Arc::clone(&host.shared),
+                host.target.clone(),
+                control,
+                boot_id(),
+                stop.clone(),
+            ));
+            host.link = Some((stop, task));
+        }
+    }
+
     /// Gives the link up to `timeout` to deliver what is queued (only if the
     /// host is connected now), then stops it and flushes stderr.
     pub async fn shutdown(self, timeout: Duration) {
         let end = Instant::now() + timeout;
-        if let Some((shared, stop, task)) = self.host {
+        if let Some(Host { shared, link: Some((stop, task)), .. }) = self.host {
             while shared.connected.load(Ordering::Relaxed)
                 && !shared.lock().all_acked()
                 && Instant::now() < end

@@ -57,8 +57,8 @@ fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let target = Target::Tcp(listener.local_addr().unwrap());
-    let logs =
-        logs::init(log::LevelFilter::Info, &target, 1_000_000, Arc::new(NoControl), rt.handle()).unwrap();
+    let mut logs = logs::init(log::LevelFilter::Info, &target, 1_000_000).unwrap();
+    logs.connect(Arc::new(NoControl), rt.handle());
 
     // The host, in a thread: it tells which record it saw last, and goes
     // away when told.
