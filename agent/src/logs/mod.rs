@@ -5,9 +5,9 @@
 //! sinks, neither of which can make it wait:
 //!
 //! - stderr (the VM's serial console), through a thread of its own and a
-//!   bounded channel ([`stderr`]);
-//! - the host, through a bounded queue ([`queue`]) that a task sends over the
-//!   log link ([`link`]: vsock, TCP or a Unix socket, see [`Target`]). The
+//!   bounded channel (`stderr.rs`);
+//! - the host, through a bounded queue (`queue.rs`) that a task sends over the
+//!   log link (`link.rs`: vsock, TCP or a Unix socket, see [`Target`]). The
 //!   queue keeps what the host has not acknowledged; when it is full the
 //!   oldest records give way to a count of them, which reaches the host
 //!   when the link is back. The link reconnects with capped exponential
