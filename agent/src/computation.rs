@@ -140,6 +140,14 @@ struct Inner {
     log: EventLog,
 }
 
+impl Inner {
+    /// Moves to `state` and tells the log stream.
+    fn enter(&mut self, state: State) {
+        crate::logs::state_event(&state);
+        self.state = state;
+    }
+}
+
 /// Where the computation keeps its files.
 #[derive(Clone, Debug)]
 pub struct WorkDirs {
@@ -208,6 +216,7 @@ impl Computation {
         let digest = manifest.digest();
         let mut log = EventLog::default();
         log.record(Event { kind: "manifest", name: manifest.id.clone(), digest: digest.to_string() });
+        crate::logs::state_event(&State::AwaitingAlgorithm);
         Arc::new(Computation {
             manifest,
             digest,
@@ -504,7 +513,7 @@ impl Computation {
             match target {
                 Target::Algorithm => {
                     inner.algorithm = Some(value.clone());
-                    inner.state = State::AwaitingData;
+                    inner.enter(State::AwaitingData);
                 }
                 Target::Dataset(n) => {
                     inner.datasets.insert(n.clone(), value.clone());
@@ -517,7 +526,7 @@ impl Computation {
                 && inner.datasets.len() == self.manifest.datasets.len()
                 && inner.artifacts.len() == self.manifest.artifacts.len();
             if all_in {
-                inner.state = State::Running;
+                inner.enter(State::Running);
             }
             all_in
         };
@@ -562,7 +571,7 @@ impl Computation {
             State::Failed(reason) => log::warn!("computation failed: {reason}"),
             _ => log::info!("results ready"),
         }
-        self.lock().state = next;
+        self.lock().enter(next);
     }
 
     async fn run_sandboxed(&self) -> Result<(), String> {
@@ -679,7 +688,7 @@ impl Computation {
         inner.fetched_by.insert(key.spki_der().to_vec());
         let all = self.manifest.result_consumers.iter().all(|c| inner.fetched_by.contains(c.key.spki_der()));
         if all && inner.state == State::ResultsReady {
-            inner.state = State::Consumed;
+            inner.enter(State::Consumed);
             log::info!("every result consumer fetched the results");
         }
     }

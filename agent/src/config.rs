@@ -9,13 +9,15 @@
 //! |---|---|---|
 //! | `listen` | address:port for attested TLS (numeric) | `0.0.0.0:7002` |
 //! | `tee` | `auto`, `sev-guest`, `configfs-tsm` or `simulated` | `auto` |
-//! | `manifest` | path of the manifest file | (required) |
+//! | `manifest` | path of the manifest file, or `operator`: wait for it on the log link (`./operator` for a file of that name) | (required) |
 //! | `work_dir` | where uploads and results live (a tmpfs in the VM) | `/run/cvm-agent` |
 //! | `simulated_chain` | simulated provider: chain bundle from `cvmctl report simulate` | (required for `simulated`) |
 //! | `simulated_measurement` | simulated provider: the launch measurement to report (96 hex digits) | zeros |
 //! | `sandbox_uid`, `sandbox_gid` | the unprivileged identity the algorithm runs as (dedicated) | `61000` |
 //! | `log_level` | `error`, `warn`, `info`, `debug` or `trace` | `info` |
 //! | `host_artifacts` | `NAME=PATH[,NAME=PATH...]`: where each `host-path` artifact's ciphertext is (a file or block device) | none |
+//! | `log_target` | where logs go besides stderr: `vsock:PORT` (host CID 2), `vsock:CID:PORT`, `tcp:ADDR:PORT`, `unix:PATH` or `none` | `none` |
+//! | `log_queue` | records kept for the host while it is slow or away (16 ..= 1000000) | `4096` |
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -41,8 +43,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// The TEE provider.
     pub tee: TeeChoice,
-    /// The manifest file.
-    pub manifest: PathBuf,
+    /// Where the manifest comes from.
+    pub manifest: ManifestSource,
     /// Uploads and results.
     pub work_dir: PathBuf,
     /// Simulated provider: the chain bundle.
@@ -57,6 +59,19 @@ pub struct Config {
     pub log_level: log::LevelFilter,
     /// Host storage (file or block device) of each `host-path` artifact, by name.
     pub host_artifacts: BTreeMap<String, PathBuf>,
+    /// Where log records go besides stderr.
+    pub log_target: crate::logs::Target,
+    /// Capacity of the queue of records for the host.
+    pub log_queue: usize,
+}
+
+/// Where the manifest comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ManifestSource {
+    /// A file (in the image).
+    File(PathBuf),
+    /// The operator, over the log link's control channel: the agent waits for it at start.
+    Operator,
 }
 
 /// A configuration that cannot be used; names the source and key.
@@ -71,7 +86,7 @@ pub struct ConfigError {
     pub message: String,
 }
 
-const KEYS: [&str; 10] = [
+const KEYS: [&str; 12] = [
     "listen",
     "tee",
     "manifest",
@@ -82,6 +97,8 @@ const KEYS: [&str; 10] = [
     "sandbox_gid",
     "log_level",
     "host_artifacts",
+    "log_target",
+    "log_queue",
 ];
 
 /// The raw inputs, so that loading is testable without a real /proc/cmdline.
@@ -176,9 +193,16 @@ impl Config {
                 ))
             }
         };
-        let manifest = get("manifest")
-            .map(|(_, v)| PathBuf::from(v))
-            .ok_or_else(|| bad("manifest", "required: the path of the computation manifest".into()))?;
+        let manifest = match get("manifest") {
+            Some((_, "operator")) => ManifestSource::Operator,
+            Some((_, v)) => ManifestSource::File(PathBuf::from(v)),
+            None => {
+                return Err(bad(
+                    "manifest",
+                    "required: the path of the computation manifest, or `operator`".into(),
+                ))
+            }
+        };
         let work_dir =
             get("work_dir").map_or_else(|| PathBuf::from("/run/cvm-agent"), |(_, v)| PathBuf::from(v));
         let simulated_chain = get("simulated_chain").map(|(_, v)| PathBuf::from(v));
@@ -212,6 +236,28 @@ impl Config {
             Some((_, v)) => parse_host_artifacts(v).map_err(|m| bad("host_artifacts", m))?,
             None => BTreeMap::new(),
         };
+        let log_target: crate::logs::Target = match get("log_target") {
+            Some((_, v)) => v.parse().map_err(|e| bad("log_target", e))?,
+            None => crate::logs::Target::None,
+        };
+        if manifest == ManifestSource::Operator && log_target == crate::logs::Target::None {
+            return Err(bad(
+                "manifest",
+                "`operator` needs a log_target: the manifest arrives on the log link".into(),
+            ));
+        }
+        let log_queue = match get("log_queue") {
+            Some((_, v)) => match v.parse::<usize>() {
+                Ok(n) if (16..=1_000_000).contains(&n) => n,
+                _ => {
+                    return Err(bad(
+                        "log_queue",
+                        format!("{v:?} is not a number of records in 16 ..= 1000000"),
+                    ))
+                }
+            },
+            None => 4096,
+        };
         Ok(Config {
             host_artifacts,
             listen,
@@ -223,6 +269,8 @@ impl Config {
             sandbox_uid,
             sandbox_gid,
             log_level,
+            log_target,
+            log_queue,
         })
     }
 }
@@ -265,7 +313,8 @@ mod tests {
         );
         let c = Config::load(&s).unwrap();
         assert_eq!(c.listen.port(), 3);
-        assert_eq!(c.manifest, PathBuf::from("/a"));
+        assert_eq!(c.manifest, ManifestSource::File(PathBuf::from("/a")));
+        assert_eq!((c.log_target, c.log_queue), (crate::logs::Target::None, 4096));
         assert_eq!(c.tee, TeeChoice::Auto);
     }
 
@@ -297,5 +346,27 @@ mod tests {
         .unwrap();
         assert_eq!(c.host_artifacts.get("weights"), Some(&PathBuf::from("/dev/vdb")));
         assert_eq!(c.host_artifacts.len(), 2);
+    }
+
+    #[test]
+    fn log_target_queue_and_operator_manifest() {
+        let c = Config::load(&sources(
+            "cvm.manifest=operator cvm.log_target=vsock:7100 cvm.log_queue=64",
+            None,
+            &[],
+        ))
+        .unwrap();
+        assert_eq!(c.manifest, ManifestSource::Operator);
+        assert_eq!(c.log_target, crate::logs::Target::Vsock { cid: 2, port: 7100 });
+        assert_eq!(c.log_queue, 64);
+        let e = Config::load(&sources("cvm.manifest=operator", None, &[])).unwrap_err();
+        assert!(e.key == "manifest" && e.message.contains("needs a log_target"), "{e}");
+        let e =
+            Config::load(&sources("cvm.manifest=/a cvm.log_target=udp:1.2.3.4:5", None, &[])).unwrap_err();
+        assert!(e.key == "log_target" && e.message.contains("udp"), "{e}");
+        let e = Config::load(&sources("cvm.manifest=/a cvm.log_queue=3", None, &[])).unwrap_err();
+        assert_eq!(e.key, "log_queue");
+        let c = Config::load(&sources("cvm.manifest=./operator", None, &[])).unwrap();
+        assert_eq!(c.manifest, ManifestSource::File(PathBuf::from("./operator")));
     }
 }

@@ -5,14 +5,18 @@
 //! ([`api`], [`server`]), enforces the manifest's roles and state machine
 //! ([`computation`]), and runs the algorithm in a sandbox ([`runner`]).
 //! Sealed inputs are opened with keys their owners release over attested
-//! TLS ([`sealed_inputs`]) into locked memory only ([`vault`]).
+//! TLS ([`sealed_inputs`]) into locked memory only ([`vault`]). Its logs and
+//! state events go to stderr and to the host ([`logs`]), whose operator may
+//! deliver the manifest, ask for the status and set the level on the same
+//! link ([`operator`]).
 
 pub mod api;
 pub mod atls;
 pub mod computation;
 pub mod config;
-pub mod logger;
+pub mod logs;
 pub mod measurements;
+pub mod operator;
 pub mod runner;
 pub mod sealed_inputs;
 pub mod server;

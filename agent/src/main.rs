@@ -7,8 +7,9 @@ use anyhow::Context as _;
 use cvm_agent::api::AppState;
 use cvm_agent::atls::AttestedIdentity;
 use cvm_agent::computation::{Computation, WorkDirs};
-use cvm_agent::config::{Config, Sources, TeeChoice};
-use cvm_agent::{logger, server, tee};
+use cvm_agent::config::{Config, ManifestSource, Sources, TeeChoice};
+use cvm_agent::operator::Operator;
+use cvm_agent::{logs, server, tee};
 use cvm_protocol::Manifest;
 
 const USAGE: &str = "usage: cvm-agent run [--config FILE]\n\
@@ -40,19 +41,61 @@ fn main() -> ExitCode {
 
 fn run(config_file: Option<&std::path::Path>) -> anyhow::Result<()> {
     let config = Config::load(&Sources::read(config_file)?)?;
-    logger::init(config.log_level);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let (operator, manifest_rx) = Operator::new(config.manifest == ManifestSource::Operator);
+    let mut logs =
+        logs::init(config.log_level, &config.log_target, config.log_queue).context("cannot start logging")?;
     // Plaintext of sealed inputs and keys live in this process: no core
     // dumps of it, no ptrace or /proc/PID/mem by its uid's other processes.
     cvm_agent::vault::make_undumpable().context("cannot make the agent non-dumpable")?;
+    // Said before the link starts, so that the operator reads them first.
     if config.tee == TeeChoice::Simulated {
         log::warn!("the SIMULATED SNP provider is in use: its evidence proves nothing about this machine");
     }
-    let text = std::fs::read(&config.manifest)
-        .with_context(|| format!("cannot read the manifest {}", config.manifest.display()))?;
-    let manifest = Manifest::from_json(&text)
-        .with_context(|| format!("refusing to start: invalid manifest {}", config.manifest.display()))?;
+    if config.manifest == ManifestSource::Operator {
+        logs::awaiting_manifest_event();
+        log::info!("waiting for the operator's manifest on the log link {}", config.log_target);
+    }
+    let control: Arc<dyn logs::Control> = operator.clone();
+    logs.connect(control, runtime.handle());
+    let result = runtime.block_on(serve(config, operator, manifest_rx));
+    if let Err(e) = &result {
+        logs::fatal(format!("cvm-agent: {e:#}"));
+    }
+    runtime.block_on(logs.shutdown(std::time::Duration::from_secs(2)));
+    result
+}
+
+async fn serve(
+    config: Config,
+    operator: Arc<Operator>,
+    manifest_rx: Option<tokio::sync::oneshot::Receiver<Manifest>>,
+) -> anyhow::Result<()> {
+    let (tx, mut stop) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        log::info!("signal received");
+        let _ = tx.send(true);
+    });
+    let manifest = match (&config.manifest, manifest_rx) {
+        (ManifestSource::File(path), _) => {
+            let text = std::fs::read(path)
+                .with_context(|| format!("cannot read the manifest {}", path.display()))?;
+            Manifest::from_json(&text)
+                .with_context(|| format!("refusing to start: invalid manifest {}", path.display()))?
+        }
+        (ManifestSource::Operator, Some(rx)) => {
+            tokio::select! {
+                m = rx => m.context("the log link stopped before a manifest arrived")?,
+                _ = stop.changed() => anyhow::bail!("stopped while waiting for the operator's manifest"),
+            }
+        }
+        (ManifestSource::Operator, None) => anyhow::bail!("no control channel to receive the manifest on"),
+    };
     cvm_agent::sealed_inputs::check_host_artifacts(&manifest, &config.host_artifacts)
         .map_err(|e| anyhow::anyhow!("refusing to start: {e}"))?;
+    operator.set_manifest(&manifest);
+    logs::set_computation(&manifest.id);
     let digest = manifest.digest();
     let tee = tee::from_config(&config)?;
     log::info!("TEE provider: {}", tee.name());
@@ -62,26 +105,18 @@ fn run(config_file: Option<&std::path::Path>) -> anyhow::Result<()> {
         .with_context(|| format!("cannot prepare {}", config.work_dir.display()))?;
     let computation = Computation::new(manifest, dirs, config.sandbox_uid, config.sandbox_gid);
     computation.sealed().set_host_paths(config.host_artifacts.clone());
+    operator.set_computation(Arc::clone(&computation));
     let state = Arc::new(AppState { computation, tee, tls_spki: identity.spki().to_vec() });
 
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.listen))?;
-        let addr = listener.local_addr()?;
-        let (tx, rx) = tokio::sync::watch::channel(false);
-        tokio::spawn(async move {
-            wait_for_signal().await;
-            log::info!("signal received");
-            let _ = tx.send(true);
-        });
-        log::info!("manifest {digest}; serving attested TLS on {addr}");
-        server::serve(listener, tls, Arc::clone(&state), rx).await;
-        state.computation.wipe_sealed();
-        log::info!("stopped");
-        anyhow::Ok(())
-    })
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    log::info!("manifest {digest}; serving attested TLS on {addr}");
+    server::serve(listener, tls, Arc::clone(&state), stop).await;
+    state.computation.wipe_sealed();
+    log::info!("stopped");
+    Ok(())
 }
 
 async fn wait_for_signal() {

@@ -8,6 +8,7 @@
 
 pub mod args;
 pub mod exit_codes;
+pub mod logs;
 pub mod output;
 pub mod owner;
 pub mod report;

@@ -44,6 +44,9 @@ enum Command {
     ReleaseKey(owner::ReleaseKeyArgs),
     /// Upload a sealed artifact to an agent (after verifying it).
     UploadArtifact(owner::UploadArtifactArgs),
+    /// The operator's side of the log link: receive logs, set the level, deliver the manifest.
+    #[command(subcommand)]
+    Logs(cvmctl::logs::LogsCommand),
 }
 
 fn main() {
@@ -61,6 +64,7 @@ fn main() {
         Command::Unseal(a) => cvmctl::sealed::unseal_file(a),
         Command::ReleaseKey(a) => block_on(owner::release_key(a)),
         Command::UploadArtifact(a) => block_on(owner::upload_artifact(a)),
+        Command::Logs(cmd) => block_on(cvmctl::logs::run(cmd)),
     };
     let code = match result {
         Ok(code) => code,

@@ -5,6 +5,8 @@
 //! - [`api`]: the HTTP API's paths, request and response bodies, and errors.
 //! - [`sealed`]: the sealed stream format (chunked AES-256-GCM, STREAM
 //!   construction) of encrypted algorithms, datasets and artifacts.
+//! - [`logstream`]: log records, state events and operator requests between
+//!   the agent and the host, framed and versioned.
 //!
 //! The crate never prints, reads the environment or exits.
 
@@ -14,6 +16,7 @@
 pub mod api;
 mod digest;
 mod key;
+pub mod logstream;
 pub mod manifest;
 pub mod sealed;
 

@@ -12,6 +12,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+pub mod loghost;
+
 use cvm_evidence::simulator::{ChainParams, SimulatedChain};
 use cvm_evidence::Product;
 use sha2::{Digest as _, Sha256};
@@ -150,6 +152,10 @@ pub struct Options {
     pub interpreter: Option<String>,
     /// Edits the manifest (e.g. sealed inputs) and adds agent environment.
     pub prepare: Option<Prepare>,
+    /// `logging.algorithm_output = forward` instead of the default `drop`.
+    pub forward_output: bool,
+    /// More environment for the agent (after the defaults, so it wins).
+    pub agent_env: Vec<(String, String)>,
 }
 
 impl Default for Options {
@@ -161,6 +167,8 @@ impl Default for Options {
             memory_bytes: 512 << 20,
             interpreter: Some("/usr/bin/python3".into()),
             prepare: None,
+            forward_output: false,
+            agent_env: Vec::new(),
         }
     }
 }
@@ -220,21 +228,24 @@ impl Scenario {
                 {"name": "hospital-b.csv", "digest": sha256_file(&d.join("hospital-b.csv")), "provider_key": b.public}
             ],
             "result_consumers": [{"key": consumer.public}],
-            "limits": {"max_upload_bytes": opts.max_upload_bytes, "run_timeout_s": opts.run_timeout_s, "memory_bytes": opts.memory_bytes}
+            "limits": {"max_upload_bytes": opts.max_upload_bytes, "run_timeout_s": opts.run_timeout_s, "memory_bytes": opts.memory_bytes},
+            "logging": {"algorithm_output": if opts.forward_output { "forward" } else { "drop" }}
         });
-        let env = match opts.prepare {
+        let mut env = match opts.prepare {
             Some(prepare) => {
                 prepare(&Prepared { dir: d, alg: &alg, a: &a, b: &b, consumer: &consumer }, &mut manifest)
             }
             None => Vec::new(),
         };
+        env.extend(opts.agent_env.iter().cloned());
         std::fs::write(d.join("manifest.json"), serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
         let o = cvmctl(&["manifest", "digest", d.join("manifest.json").to_str().unwrap()]);
         assert!(o.status.success(), "manifest digest: {}", String::from_utf8_lossy(&o.stderr));
         let digest = String::from_utf8(o.stdout).unwrap().trim().to_owned();
         let work = d.join("work");
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let (agent, log, addr) =
-            start_agent_with(d, &d.join("manifest.json"), &work, &env).unwrap_or_else(|e| panic!("{e}"));
+            start_agent_env(d, &d.join("manifest.json"), &work, &env).unwrap_or_else(|e| panic!("{e}"));
         Scenario { dir, alg, a, b, consumer, digest, addr, work, agent, log }
     }
 
@@ -329,16 +340,28 @@ pub fn start_agent(
     manifest: &Path,
     work: &Path,
 ) -> Result<(Child, Arc<Mutex<String>>, SocketAddr), String> {
-    start_agent_with(dir, manifest, work, &[])
+    start_agent_env(dir, manifest, work, &[])
 }
 
-/// [`start_agent`] with extra environment (`CVM_*` configuration keys).
-pub fn start_agent_with(
+/// [`start_agent`] with more environment (`CVM_LOG_TARGET`, ...), which wins over the defaults.
+pub fn start_agent_env(
     dir: &Path,
     manifest: &Path,
     work: &Path,
-    env: &[(String, String)],
+    env: &[(&str, &str)],
 ) -> Result<(Child, Arc<Mutex<String>>, SocketAddr), String> {
+    let (child, log) = spawn_agent(dir, manifest.to_str().ok_or("manifest path")?, work, env)?;
+    wait_serving(child, log)
+}
+
+/// Starts an agent with the simulated platform on a free loopback port,
+/// without waiting for it: `manifest` is a path or `operator`.
+pub fn spawn_agent(
+    dir: &Path,
+    manifest: &str,
+    work: &Path,
+    env: &[(&str, &str)],
+) -> Result<(Child, Arc<Mutex<String>>), String> {
     let (_, bundle, _) = platform();
     let uid = sandbox_uid().to_string();
     let mut child = Command::new(bin("cvm-agent"))
@@ -353,7 +376,7 @@ pub fn start_agent_with(
         .env("CVM_SANDBOX_UID", &uid)
         .env("CVM_SANDBOX_GID", &uid)
         .env("CVM_LOG_LEVEL", "debug")
-        .envs(env.iter().map(|(k, v)| (k, v)))
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -369,6 +392,14 @@ pub fn start_agent_with(
             l.push('\n');
         }
     });
+    Ok((child, log))
+}
+
+/// Waits until the agent serves; returns it with its log and address, or its log if it exits.
+pub fn wait_serving(
+    mut child: Child,
+    log: Arc<Mutex<String>>,
+) -> Result<(Child, Arc<Mutex<String>>, SocketAddr), String> {
     let end = Instant::now() + Duration::from_secs(30);
     loop {
         let text = log.lock().unwrap().clone();

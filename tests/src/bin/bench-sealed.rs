@@ -153,9 +153,14 @@ fn main() {
     std::fs::write(d.join("manifest.json"), manifest.to_string()).unwrap();
     let o = cvm_tests::cvmctl(&["manifest", "digest", d.join("manifest.json").to_str().unwrap()]);
     let digest = String::from_utf8(o.stdout).unwrap().trim().to_owned();
-    let env = [("CVM_HOST_ARTIFACTS".to_owned(), format!("weights.bin={}", ct.display()))];
-    let (mut agent, log, addr) =
-        cvm_tests::start_agent_with(d, &d.join("manifest.json"), &d.join("work"), &env).unwrap();
+    let artifacts = format!("weights.bin={}", ct.display());
+    let (mut agent, log, addr) = cvm_tests::start_agent_env(
+        d,
+        &d.join("manifest.json"),
+        &d.join("work"),
+        &[("CVM_HOST_ARTIFACTS", &artifacts)],
+    )
+    .unwrap();
     let pid = agent.id();
     let ark = cvm_tests::platform().2.display().to_string();
     let rss_before = vm_hwm(pid);
