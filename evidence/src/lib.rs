@@ -49,6 +49,7 @@
 pub mod binding;
 pub mod certs;
 pub mod error;
+pub mod eventlog;
 mod product;
 pub mod report;
 
@@ -57,7 +58,9 @@ pub use product::Product;
 pub use report::AttestationReport;
 mod hexbytes;
 pub mod policy;
+pub mod tpm;
 pub mod verify;
+pub mod vtpm;
 
 pub use hexbytes::HexBytes;
 pub use policy::Policy;
