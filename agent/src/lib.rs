@@ -3,7 +3,9 @@
 //! It generates a TLS key in the guest, binds it to a fresh SNP report
 //! ([`atls`]), serves the computation's HTTP API over that attested TLS
 //! ([`api`], [`server`]), enforces the manifest's roles and state machine
-//! ([`computation`]), and runs the algorithm in a sandbox ([`runner`]). Its
+//! ([`computation`]), runs the algorithm in a sandbox ([`runner`]), and
+//! measures every artifact into an event log ([`measurements`]) that is
+//! extended into the vTPM ([`vtpm`]) and covered by fresh evidence. Its
 //! logs and state events go to stderr and to the host ([`logs`]), whose
 //! operator may deliver the manifest, ask for the status and set the level
 //! on the same link ([`operator`]).
@@ -18,3 +20,4 @@ pub mod operator;
 pub mod runner;
 pub mod server;
 pub mod tee;
+pub mod vtpm;
