@@ -134,13 +134,13 @@ impl EventLog {
                 VtpmEvidence::Unavailable { reason: format!("vTPM failed: {reason}") }
             }
             VtpmState::Active(vtpm) => match vtpm.quote(nonce) {
-                Ok((quote, signature)) => {
+                Ok((quote, signature, banks)) => {
                     let (kind, detail) = vtpm.kind();
                     VtpmEvidence::Quoted {
                         kind,
                         detail: detail.to_owned(),
                         pcr: u32::from(vtpm.pcr()),
-                        banks: vtpm.banks().iter().map(ToString::to_string).collect(),
+                        banks: banks.iter().map(ToString::to_string).collect(),
                         quote: b64(&quote),
                         signature: b64(&signature),
                     }

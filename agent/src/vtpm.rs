@@ -117,16 +117,7 @@ impl Vtpm {
         let (_, selected, values) = context
             .pcr_read(selection(&[PcrBank::Sha256, PcrBank::Sha384], pcr)?)
             .map_err(err("reading the PCR"))?;
-        let banks: Vec<PcrBank> = selected
-            .get_selections()
-            .iter()
-            .filter(|s| !s.is_empty())
-            .filter_map(|s| match s.hashing_algorithm() {
-                HashingAlgorithm::Sha256 => Some(PcrBank::Sha256),
-                HashingAlgorithm::Sha384 => Some(PcrBank::Sha384),
-                _ => None,
-            })
-            .collect();
+        let banks = banks_in(&selected);
         if !banks.contains(&PcrBank::Sha256) {
             return Err(VtpmError {
                 tcti: tcti.to_owned(),
@@ -224,13 +215,16 @@ impl Vtpm {
             .map_err(self.error("extending the PCR"))
     }
 
-    /// A quote of the PCR in every bank over `nonce`: (TPMS_ATTEST, TPMT_SIGNATURE), marshalled.
-    pub fn quote(&self, nonce: &[u8; 32]) -> Result<(Vec<u8>, Vec<u8>), VtpmError> {
+    /// A quote of the PCR in every bank over `nonce`: the marshalled
+    /// TPMS_ATTEST and TPMT_SIGNATURE, and the banks in the quote's order.
+    pub fn quote(&self, nonce: &[u8; 32]) -> Result<(Vec<u8>, Vec<u8>, Vec<PcrBank>), VtpmError> {
         let data = Data::try_from(nonce.to_vec()).map_err(self.error("quoting"))?;
         let pcrs = selection(&self.banks, self.pcr).map_err(|mut e| {
             e.tcti.clone_from(&self.tcti);
             e
         })?;
+        // tss-esapi's selection builder orders banks by a hash map: take the order it built.
+        let order = banks_in(&pcrs);
         let scheme = SignatureScheme::EcDsa { hash_scheme: HashScheme::new(HashingAlgorithm::Sha256) };
         let (attest, signature) = self
             .lock()
@@ -239,15 +233,29 @@ impl Vtpm {
         Ok((
             attest.marshall().map_err(self.error("encoding the quote"))?,
             signature.marshall().map_err(self.error("encoding the signature"))?,
+            order,
         ))
     }
 
     /// The PCR's current value in each bank (for diagnostics and tests).
     pub fn read(&self) -> Result<Vec<(PcrBank, Vec<u8>)>, VtpmError> {
         let pcrs = selection(&self.banks, self.pcr)?;
-        let (_, _, values) = self.lock().pcr_read(pcrs).map_err(self.error("reading the PCR"))?;
-        Ok(self.banks.iter().copied().zip(values.value().iter().map(|d| d.value().to_vec())).collect())
+        let (_, read, values) = self.lock().pcr_read(pcrs).map_err(self.error("reading the PCR"))?;
+        Ok(banks_in(&read).into_iter().zip(values.value().iter().map(|d| d.value().to_vec())).collect())
     }
+}
+
+/// Our banks in a selection, in its order.
+fn banks_in(list: &PcrSelectionList) -> Vec<PcrBank> {
+    list.get_selections()
+        .iter()
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| match s.hashing_algorithm() {
+            HashingAlgorithm::Sha256 => Some(PcrBank::Sha256),
+            HashingAlgorithm::Sha384 => Some(PcrBank::Sha384),
+            _ => None,
+        })
+        .collect()
 }
 
 fn hashing(bank: PcrBank) -> HashingAlgorithm {

@@ -136,7 +136,9 @@ impl std::fmt::Display for VtpmKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             VtpmKind::Svsm => "svsm (inside the TEE)",
-            VtpmKind::Unverified => "unverified (host-emulated as far as the agent can tell)",
+            VtpmKind::Unverified => {
+                "unverified (host-emulated as far as the agent can tell; not trusted by the threat model)"
+            }
         })
     }
 }

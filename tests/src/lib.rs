@@ -38,11 +38,20 @@ pub fn bin(name: &str) -> PathBuf {
         if bin_dir().ends_with("release") {
             args.push("--release");
         }
-        let status = Command::new(env!("CARGO"))
-            .args(&args)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("cargo build");
+        // Without the variables `cargo test` gives this process: build
+        // scripts that track them (ring's) would otherwise rebuild half the
+        // tree here, and again in the next plain `cargo build`.
+        let mut cargo = Command::new(env!("CARGO"));
+        for (k, _) in std::env::vars_os() {
+            let k = k.to_string_lossy();
+            if ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_BIN_EXE_", "CARGO_TARGET_TMPDIR", "LD_LIBRARY_PATH"]
+                .iter()
+                .any(|p| k.starts_with(p))
+            {
+                cargo.env_remove(k.as_ref());
+            }
+        }
+        let status = cargo.args(&args).current_dir(env!("CARGO_MANIFEST_DIR")).status().expect("cargo build");
         assert!(status.success(), "building the binaries failed");
     });
     bin_dir().join(name)

@@ -42,12 +42,14 @@ pub(super) fn check(
     let mut quote_bytes = Vec::new();
     let mut signature_bytes = Vec::new();
     let banks;
+    let kind_text;
     let absent;
     let claim = match &evidence.vtpm {
         VtpmEvidence::Off => VtpmClaim::Absent { reason: "off in the agent's configuration" },
         VtpmEvidence::Unavailable { reason } => VtpmClaim::Absent { reason },
         VtpmEvidence::Quoted { kind, detail: _, pcr, banks: names, quote, signature } => {
             let decoded = (b64(quote), b64(signature));
+            kind_text = kind.to_string();
             let parsed: Result<Vec<PcrBank>, String> = names
                 .iter()
                 .map(|n| match n.as_str() {
@@ -66,12 +68,7 @@ pub(super) fn check(
                         signature: &signature_bytes,
                         pcr: *pcr,
                         banks: &banks,
-                        kind: match kind {
-                            cvm_protocol::api::VtpmKind::Svsm => "svsm (inside the TEE)",
-                            cvm_protocol::api::VtpmKind::Unverified => {
-                                "unverified (host-emulated, not trusted)"
-                            }
-                        },
+                        kind: &kind_text,
                     }
                 }
                 (_, Err(e)) => {
