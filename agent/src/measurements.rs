@@ -134,15 +134,15 @@ impl EventLog {
                 VtpmEvidence::Unavailable { reason: format!("vTPM failed: {reason}") }
             }
             VtpmState::Active(vtpm) => match vtpm.quote(nonce) {
-                Ok((quote, signature, banks)) => {
+                Ok(q) => {
                     let (kind, detail) = vtpm.kind();
                     VtpmEvidence::Quoted {
                         kind,
                         detail: detail.to_owned(),
                         pcr: u32::from(vtpm.pcr()),
-                        banks: banks.iter().map(ToString::to_string).collect(),
-                        quote: b64(&quote),
-                        signature: b64(&signature),
+                        banks: q.banks.iter().map(ToString::to_string).collect(),
+                        quote: b64(&q.attest),
+                        signature: b64(&q.signature),
                     }
                 }
                 Err(e) => {

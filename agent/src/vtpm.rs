@@ -80,6 +80,17 @@ pub struct VtpmError {
     pub message: String,
 }
 
+/// A quote as the TPM made it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TpmQuote {
+    /// Marshalled TPMS_ATTEST.
+    pub attest: Vec<u8>,
+    /// Marshalled TPMT_SIGNATURE.
+    pub signature: Vec<u8>,
+    /// The banks quoted, in the quote's order.
+    pub banks: Vec<PcrBank>,
+}
+
 /// An open vTPM with a loaded attestation key.
 pub struct Vtpm {
     context: Mutex<Context>,
@@ -217,7 +228,7 @@ impl Vtpm {
 
     /// A quote of the PCR in every bank over `nonce`: the marshalled
     /// TPMS_ATTEST and TPMT_SIGNATURE, and the banks in the quote's order.
-    pub fn quote(&self, nonce: &[u8; 32]) -> Result<(Vec<u8>, Vec<u8>, Vec<PcrBank>), VtpmError> {
+    pub fn quote(&self, nonce: &[u8; 32]) -> Result<TpmQuote, VtpmError> {
         let data = Data::try_from(nonce.to_vec()).map_err(self.error("quoting"))?;
         let pcrs = selection(&self.banks, self.pcr).map_err(|mut e| {
             e.tcti.clone_from(&self.tcti);
@@ -230,11 +241,11 @@ impl Vtpm {
             .lock()
             .execute_with_nullauth_session(|ctx| ctx.quote(self.ak, data, scheme, pcrs))
             .map_err(self.error("quoting"))?;
-        Ok((
-            attest.marshall().map_err(self.error("encoding the quote"))?,
-            signature.marshall().map_err(self.error("encoding the signature"))?,
-            order,
-        ))
+        Ok(TpmQuote {
+            attest: attest.marshall().map_err(self.error("encoding the quote"))?,
+            signature: signature.marshall().map_err(self.error("encoding the signature"))?,
+            banks: order,
+        })
     }
 
     /// The PCR's current value in each bank (for diagnostics and tests).
