@@ -243,8 +243,7 @@ fn vtpm_required_but_missing_stops_the_agent_and_optional_goes_on() {
         &d.join("w1"),
         &[("CVM_VTPM", "required".into()), tcti.clone()],
     )
-    .err()
-    .expect("the agent must refuse to start");
+    .expect_err("the agent must refuse to start");
     assert!(err.contains("connecting") && err.contains("vtpm = required: refusing to start"), "{err}");
 
     let (mut child, log, addr) = start_agent_with(
