@@ -93,9 +93,9 @@ async fn serve(
     operator.set_manifest(&manifest);
     logs::set_computation(&manifest.id);
     let digest = manifest.digest();
+    let vtpm = vtpm::start(&config)?;
     let tee = tee::from_config(&config)?;
     log::info!("TEE provider: {}", tee.name());
-    let vtpm = vtpm::start(&config)?;
     let identity = AttestedIdentity::create(tee.as_ref(), digest.0, vtpm.ak_public())?;
     let tls = identity.server_config()?;
     let dirs = WorkDirs::create(&config.work_dir)

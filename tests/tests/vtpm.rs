@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use cvm_protocol::api::{SessionEvidence, VtpmEvidence};
-use cvm_tests::{cvmctl, parse_agent_args, start_agent_with, Options, Scenario};
+use cvm_tests::{cvmctl, parse_agent_args, start_agent_env, Options, Scenario};
 use cvmctl::exit_codes;
 
 fn out(o: &Output) -> String {
@@ -236,23 +236,14 @@ fn vtpm_required_but_missing_stops_the_agent_and_optional_goes_on() {
     let s = Scenario::start(Options::default());
     let d = s.dir.path();
     // Nothing listens on port 1 of loopback.
-    let tcti = ("CVM_TPM_TCTI", "swtpm:host=127.0.0.1,port=1".to_owned());
-    let err = start_agent_with(
-        d,
-        &d.join("manifest.json"),
-        &d.join("w1"),
-        &[("CVM_VTPM", "required".into()), tcti.clone()],
-    )
-    .expect_err("the agent must refuse to start");
+    let tcti = ("CVM_TPM_TCTI", "swtpm:host=127.0.0.1,port=1");
+    let err = start_agent_env(d, &d.join("manifest.json"), &d.join("w1"), &[("CVM_VTPM", "required"), tcti])
+        .expect_err("the agent must refuse to start");
     assert!(err.contains("connecting") && err.contains("vtpm = required: refusing to start"), "{err}");
 
-    let (mut child, log, addr) = start_agent_with(
-        d,
-        &d.join("manifest.json"),
-        &d.join("w2"),
-        &[("CVM_VTPM", "optional".into()), tcti],
-    )
-    .unwrap();
+    let (mut child, log, addr) =
+        start_agent_env(d, &d.join("manifest.json"), &d.join("w2"), &[("CVM_VTPM", "optional"), tcti])
+            .unwrap();
     assert!(log.lock().unwrap().contains("going on without a vTPM (vtpm = optional)"));
     let mut args = s.agent_args(None);
     args[1] = addr.to_string();
