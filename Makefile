@@ -4,7 +4,7 @@
 CARGO ?= cargo
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: demo test lint unit bench setup
+.PHONY: demo test lint unit static bench setup
 
 setup:
 	@scripts/setup
@@ -14,7 +14,7 @@ demo: setup
 	@scripts/demo
 
 ## Every test, and the checks CI enforces: formatting, clippy, docs, tests.
-test: setup lint unit
+test: setup lint static unit
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -23,6 +23,10 @@ lint:
 
 unit:
 	scripts/test
+
+## The release agent is fully static, tss-esapi included; prints its size.
+static:
+	scripts/check-static-agent
 
 ## Benchmarks: figures printed, not asserted.
 bench: setup

@@ -156,14 +156,21 @@ async fn session_evidence(state: &AppState, peer: &Peer, req: Request<Incoming>)
         Ok(ekm) => ekm,
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "exporter", e),
     };
-    let event_log = state.computation.event_log_digest();
-    let report_data = session_report_data(&state.tls_spki, &nonce, &ekm, &event_log);
+    // The log and the quote of one moment; the TPM call blocks.
+    let computation = Arc::clone(&state.computation);
+    let m = match tokio::task::spawn_blocking(move || computation.measurements(&nonce)).await {
+        Ok(m) => m,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "measurements", e.to_string()),
+    };
+    let report_data = session_report_data(&state.tls_spki, &nonce, &ekm, &m.digest);
     match state.tee.report(&report_data) {
         Ok(ev) => json(
             StatusCode::OK,
             &SessionEvidence {
                 report: base64::engine::general_purpose::STANDARD.encode(&ev.report),
-                event_log_digest: Digest(event_log),
+                event_log_digest: Digest(m.digest),
+                events: m.events,
+                vtpm: m.vtpm,
             },
         ),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "tee", e.to_string()),

@@ -37,13 +37,18 @@ pub enum AtlsError {
 }
 
 impl AttestedIdentity {
-    /// Generates a P-256 key, gets a report binding it to `manifest_digest`,
+    /// Generates a P-256 key, gets a report binding it to `manifest_digest`
+    /// and the vTPM's attestation key (its marshalled TPMT_PUBLIC), if any,
     /// and self-signs a certificate carrying that evidence.
-    pub fn create(tee: &dyn TeeProvider, manifest_digest: [u8; 32]) -> Result<AttestedIdentity, AtlsError> {
+    pub fn create(
+        tee: &dyn TeeProvider,
+        manifest_digest: [u8; 32],
+        ak_public: Option<Vec<u8>>,
+    ) -> Result<AttestedIdentity, AtlsError> {
         let id = |e: rcgen::Error| AtlsError::Identity(e.to_string());
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(id)?;
         let spki = rcgen::PublicKeyData::subject_public_key_info(&key);
-        let report_data = boot_report_data(&spki, &manifest_digest, None);
+        let report_data = boot_report_data(&spki, &manifest_digest, ak_public.as_deref());
         let ev = tee.report(&report_data)?;
         let boot = BootEvidence {
             version: 1,
@@ -52,7 +57,7 @@ impl AttestedIdentity {
             ask: ev.ask,
             ark: ev.ark,
             manifest_digest,
-            ak_public: None,
+            ak_public,
         };
         let ext = boot.to_extension_value().map_err(|e| AtlsError::Identity(e.to_string()))?;
         let mut params = rcgen::CertificateParams::new(vec!["cvm-agent".to_owned()]).map_err(id)?;

@@ -19,7 +19,7 @@ use cvm_protocol::{Digest, Manifest, PublicKey};
 use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use crate::measurements::{Event, EventLog};
+use crate::measurements::{Event, EventLog, Snapshot};
 use crate::runner::{self, RunOutcome, RunSpec};
 use crate::sealed_inputs::{self, InputRef, SealedInputError, SealedInputs, SealedUpload};
 
@@ -211,10 +211,21 @@ pub struct Computation {
 }
 
 impl Computation {
-    /// A computation for `manifest`, awaiting its algorithm.
+    /// A computation for `manifest`, awaiting its algorithm, measuring without a vTPM.
     pub fn new(manifest: Manifest, dirs: WorkDirs, sandbox_uid: u32, sandbox_gid: u32) -> Arc<Computation> {
+        Computation::with_log(manifest, dirs, sandbox_uid, sandbox_gid, EventLog::default())
+    }
+
+    /// A computation for `manifest` whose events go into `log` (and its vTPM);
+    /// the manifest is the first event.
+    pub fn with_log(
+        manifest: Manifest,
+        dirs: WorkDirs,
+        sandbox_uid: u32,
+        sandbox_gid: u32,
+        mut log: EventLog,
+    ) -> Arc<Computation> {
         let digest = manifest.digest();
-        let mut log = EventLog::default();
         log.record(Event { kind: "manifest", name: manifest.id.clone(), digest: digest.to_string() });
         crate::logs::state_event(&State::AwaitingAlgorithm);
         Arc::new(Computation {
@@ -264,6 +275,12 @@ impl Computation {
     /// The event log.
     pub fn events(&self) -> Vec<Event> {
         self.lock().log.events().to_vec()
+    }
+
+    /// The event log with a vTPM quote over `nonce`, consistent with each
+    /// other (no event is recorded in between). Blocks on the TPM.
+    pub fn measurements(&self, nonce: &[u8; 32]) -> Snapshot {
+        self.lock().log.snapshot(nonce)
     }
 
     /// The roles `key` has.

@@ -18,6 +18,9 @@
 //! | `host_artifacts` | `NAME=PATH[,NAME=PATH...]`: where each `host-path` artifact's ciphertext is (a file or block device) | none |
 //! | `log_target` | where logs go besides stderr: `vsock:PORT` (host CID 2), `vsock:CID:PORT`, `tcp:ADDR:PORT`, `unix:PATH` or `none` | `none` |
 //! | `log_queue` | records kept for the host while it is slow or away (16 ..= 1000000) | `4096` |
+//! | `vtpm` | `required` (no usable vTPM: refuse to start), `optional` (go on without; the evidence says why), `off` | `optional` |
+//! | `tpm_tcti` | how to reach the vTPM: `device:PATH`, `swtpm:host=H,port=P`, `mssim:...` | `device:/dev/tpmrm0` |
+//! | `tpm_pcr` | the PCR the event log is extended into, 0-15 (see `vtpm`) | `15` |
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -34,6 +37,17 @@ pub enum TeeChoice {
     ConfigfsTsm,
     /// Software SNP; not secure.
     Simulated,
+}
+
+/// Whether the agent needs a vTPM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VtpmMode {
+    /// Refuse to start without a usable vTPM.
+    Required,
+    /// Use one if it works; otherwise the evidence says why there is none.
+    Optional,
+    /// Never use one.
+    Off,
 }
 
 /// The agent's configuration.
@@ -63,6 +77,12 @@ pub struct Config {
     pub log_target: crate::logs::Target,
     /// Capacity of the queue of records for the host.
     pub log_queue: usize,
+    /// Whether a vTPM is needed.
+    pub vtpm: VtpmMode,
+    /// The vTPM's TCTI.
+    pub tpm_tcti: String,
+    /// The PCR the event log is extended into.
+    pub tpm_pcr: u8,
 }
 
 /// Where the manifest comes from.
@@ -86,7 +106,7 @@ pub struct ConfigError {
     pub message: String,
 }
 
-const KEYS: [&str; 12] = [
+const KEYS: [&str; 15] = [
     "listen",
     "tee",
     "manifest",
@@ -99,6 +119,9 @@ const KEYS: [&str; 12] = [
     "host_artifacts",
     "log_target",
     "log_queue",
+    "vtpm",
+    "tpm_tcti",
+    "tpm_pcr",
 ];
 
 /// The raw inputs, so that loading is testable without a real /proc/cmdline.
@@ -258,6 +281,26 @@ impl Config {
             },
             None => 4096,
         };
+        let vtpm = match get("vtpm").map(|(_, v)| v).unwrap_or("optional") {
+            "required" => VtpmMode::Required,
+            "optional" => VtpmMode::Optional,
+            "off" => VtpmMode::Off,
+            other => return Err(bad("vtpm", format!("{other:?} is not required, optional or off"))),
+        };
+        let tpm_tcti =
+            get("tpm_tcti").map_or_else(|| crate::vtpm::DEFAULT_TCTI.to_owned(), |(_, v)| v.to_owned());
+        let tpm_pcr = match get("tpm_pcr") {
+            Some((_, v)) => match v.parse::<u8>() {
+                Ok(n) if n <= 15 => n,
+                _ => {
+                    return Err(bad(
+                        "tpm_pcr",
+                        format!("{v:?}: expected a PCR from 0 to 15 (16-23 can be reset by software)"),
+                    ))
+                }
+            },
+            None => crate::vtpm::DEFAULT_PCR,
+        };
         Ok(Config {
             host_artifacts,
             listen,
@@ -271,6 +314,9 @@ impl Config {
             log_level,
             log_target,
             log_queue,
+            vtpm,
+            tpm_tcti,
+            tpm_pcr,
         })
     }
 }
@@ -334,6 +380,19 @@ mod tests {
         let e =
             Config::load(&sources("cvm.manifest=/a cvm.host_artifacts=w=dev/vdb", None, &[])).unwrap_err();
         assert_eq!(e.key, "host_artifacts");
+        let e = Config::load(&sources("cvm.manifest=/a cvm.tpm_pcr=16", None, &[])).unwrap_err();
+        assert!(e.key == "tpm_pcr" && e.message.contains("reset by software"), "{e}");
+        let e = Config::load(&sources("cvm.manifest=/a cvm.vtpm=maybe", None, &[])).unwrap_err();
+        assert_eq!(e.key, "vtpm");
+    }
+
+    #[test]
+    fn vtpm_defaults() {
+        let c = Config::load(&sources("cvm.manifest=/a", None, &[])).unwrap();
+        assert_eq!((c.vtpm, c.tpm_tcti.as_str(), c.tpm_pcr), (VtpmMode::Optional, "device:/dev/tpmrm0", 15));
+        let c =
+            Config::load(&sources("cvm.manifest=/a cvm.vtpm=required cvm.tpm_pcr=14", None, &[])).unwrap();
+        assert_eq!((c.vtpm, c.tpm_pcr), (VtpmMode::Required, 14));
     }
 
     #[test]

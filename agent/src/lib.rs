@@ -3,9 +3,11 @@
 //! It generates a TLS key in the guest, binds it to a fresh SNP report
 //! ([`atls`]), serves the computation's HTTP API over that attested TLS
 //! ([`api`], [`server`]), enforces the manifest's roles and state machine
-//! ([`computation`]), and runs the algorithm in a sandbox ([`runner`]).
-//! Sealed inputs are opened with keys their owners release over attested
-//! TLS ([`sealed_inputs`]) into locked memory only ([`vault`]). Its logs and
+//! ([`computation`]), runs the algorithm in a sandbox ([`runner`]), and
+//! measures every artifact into an event log ([`measurements`]) that is
+//! extended into the vTPM ([`vtpm`]) and covered by fresh evidence. Sealed
+//! inputs are opened with keys their owners release over attested TLS
+//! ([`sealed_inputs`]) into locked memory only ([`vault`]). Its logs and
 //! state events go to stderr and to the host ([`logs`]), whose operator may
 //! deliver the manifest, ask for the status and set the level on the same
 //! link ([`operator`]).
@@ -22,3 +24,4 @@ pub mod sealed_inputs;
 pub mod server;
 pub mod tee;
 pub mod vault;
+pub mod vtpm;

@@ -8,8 +8,9 @@ use cvm_agent::api::AppState;
 use cvm_agent::atls::AttestedIdentity;
 use cvm_agent::computation::{Computation, WorkDirs};
 use cvm_agent::config::{Config, ManifestSource, Sources, TeeChoice};
+use cvm_agent::measurements::EventLog;
 use cvm_agent::operator::Operator;
-use cvm_agent::{logs, server, tee};
+use cvm_agent::{logs, server, tee, vtpm};
 use cvm_protocol::Manifest;
 
 const USAGE: &str = "usage: cvm-agent run [--config FILE]\n\
@@ -97,13 +98,15 @@ async fn serve(
     operator.set_manifest(&manifest);
     logs::set_computation(&manifest.id);
     let digest = manifest.digest();
+    let vtpm = vtpm::start(&config)?;
     let tee = tee::from_config(&config)?;
     log::info!("TEE provider: {}", tee.name());
-    let identity = AttestedIdentity::create(tee.as_ref(), digest.0)?;
+    let identity = AttestedIdentity::create(tee.as_ref(), digest.0, vtpm.ak_public())?;
     let tls = identity.server_config()?;
     let dirs = WorkDirs::create(&config.work_dir)
         .with_context(|| format!("cannot prepare {}", config.work_dir.display()))?;
-    let computation = Computation::new(manifest, dirs, config.sandbox_uid, config.sandbox_gid);
+    let computation =
+        Computation::with_log(manifest, dirs, config.sandbox_uid, config.sandbox_gid, EventLog::new(vtpm));
     computation.sealed().set_host_paths(config.host_artifacts.clone());
     operator.set_computation(Arc::clone(&computation));
     let state = Arc::new(AppState { computation, tee, tls_spki: identity.spki().to_vec() });

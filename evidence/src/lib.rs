@@ -7,6 +7,11 @@
 //! design's Verification section and records each one, passed, failed or
 //! skipped, with the expected and found values.
 //!
+//! The measurement side lives here too: the event record encoding and its
+//! replay ([`eventlog`]), TPM 2.0 quotes, signatures and attestation keys in
+//! pure Rust ([`tpm`]), and the checks that tie a vTPM quote and the event
+//! log to the SNP evidence ([`vtpm`]).
+//!
 //! With the `simulator` feature, [`simulator`] makes a software AMD chain
 //! (RSA-PSS ARK and ASK, P-384 VCEK or VLEK with AMD's extensions) and reports
 //! signed by it. Its ARK is trusted only when a caller adds it explicitly.
@@ -49,6 +54,7 @@
 pub mod binding;
 pub mod certs;
 pub mod error;
+pub mod eventlog;
 mod product;
 pub mod report;
 
@@ -57,7 +63,9 @@ pub use product::Product;
 pub use report::AttestationReport;
 mod hexbytes;
 pub mod policy;
+pub mod tpm;
 pub mod verify;
+pub mod vtpm;
 
 pub use hexbytes::HexBytes;
 pub use policy::Policy;

@@ -61,6 +61,11 @@ pub struct Policy {
     /// Key kinds accepted as signer.
     #[serde(default = "both_keys")]
     pub signing_keys: Vec<AcceptedKey>,
+    /// Require a vTPM quote in session evidence. A quote that is present is
+    /// always checked; without this, an agent without a vTPM is accepted
+    /// (the check is recorded as skipped with the agent's reason).
+    #[serde(default)]
+    pub require_vtpm: bool,
 }
 
 fn yes() -> bool {
@@ -87,6 +92,7 @@ impl Default for Policy {
             id_key_digests: Vec::new(),
             author_key_digests: Vec::new(),
             signing_keys: both_keys(),
+            require_vtpm: false,
         }
     }
 }

@@ -112,6 +112,16 @@ impl VerificationReport {
         self.checks.push(Check { name, outcome, expected: expected.into(), found: found.into() });
     }
 
+    /// Appends a check that did not run, with the reason.
+    pub fn record_skipped(&mut self, name: &'static str, reason: impl Into<String>) {
+        self.checks.push(Check {
+            name,
+            outcome: Outcome::Skipped { reason: reason.into() },
+            expected: String::new(),
+            found: String::new(),
+        });
+    }
+
     /// A report holding one failed check, for evidence that could not even be parsed.
     pub fn failed(
         name: &'static str,

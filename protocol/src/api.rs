@@ -116,6 +116,75 @@ pub struct SessionEvidence {
     pub report: String,
     /// The digest of the measurement event log the report covers.
     pub event_log_digest: Digest,
+    /// The measurement event log, oldest first; its digest is `event_log_digest`.
+    #[serde(default)]
+    pub events: Vec<MeasuredEvent>,
+    /// The vTPM's quote over the same nonce, or why there is none.
+    pub vtpm: VtpmEvidence,
+}
+
+/// One event of the measurement log (see `cvm_evidence::eventlog` for the
+/// byte encoding that is measured).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeasuredEvent {
+    /// `manifest`, `algorithm`, `dataset`, `sealed_artifact`, `results`, ...
+    pub kind: String,
+    /// The artifact's name.
+    pub name: String,
+    /// The artifact's identity: `sha256:<hex>`, or a sealed stream's identity.
+    pub identity: String,
+}
+
+/// The vTPM's part of session evidence.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "status")]
+pub enum VtpmEvidence {
+    /// A quote over the client's nonce of the PCR the events were extended into.
+    Quoted {
+        /// Which vTPM this is, as far as the agent can tell.
+        kind: VtpmKind,
+        /// How the agent reached it (TCTI and kernel driver), for people.
+        detail: String,
+        /// The PCR index.
+        pcr: u32,
+        /// The banks extended and quoted, in quote order (`sha256`, `sha384`).
+        banks: Vec<String>,
+        /// Marshalled TPMS_ATTEST, base64.
+        quote: String,
+        /// Marshalled TPMT_SIGNATURE, base64.
+        signature: String,
+    },
+    /// The agent runs without a vTPM by configuration (`vtpm = off`).
+    Off,
+    /// `vtpm = optional` and no usable vTPM, or the vTPM failed; the reason says which.
+    Unavailable {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Where the vTPM lives. Only a vTPM inside the TEE is trusted by the threat model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VtpmKind {
+    /// Reached through the kernel's `tpm-svsm` driver: a vTPM in the SVSM at
+    /// VMPL0, inside the TEE (check that the report's VMPL is above 0).
+    Svsm,
+    /// Anything else: as far as the agent can tell, the host provides it
+    /// (e.g. QEMU + swtpm); not trusted by the threat model.
+    Unverified,
+}
+
+impl std::fmt::Display for VtpmKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            VtpmKind::Svsm => "svsm (inside the TEE)",
+            VtpmKind::Unverified => {
+                "unverified (host-emulated as far as the agent can tell; not trusted by the threat model)"
+            }
+        })
+    }
 }
 
 /// Response to an upload.

@@ -38,11 +38,20 @@ pub fn bin(name: &str) -> PathBuf {
         if bin_dir().ends_with("release") {
             args.push("--release");
         }
-        let status = Command::new(env!("CARGO"))
-            .args(&args)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("cargo build");
+        // Without the variables `cargo test` gives this process: build
+        // scripts that track them (ring's) would otherwise rebuild half the
+        // tree here, and again in the next plain `cargo build`.
+        let mut cargo = Command::new(env!("CARGO"));
+        for (k, _) in std::env::vars_os() {
+            let k = k.to_string_lossy();
+            if ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_BIN_EXE_", "CARGO_TARGET_TMPDIR", "LD_LIBRARY_PATH"]
+                .iter()
+                .any(|p| k.starts_with(p))
+            {
+                cargo.env_remove(k.as_ref());
+            }
+        }
+        let status = cargo.args(&args).current_dir(env!("CARGO_MANIFEST_DIR")).status().expect("cargo build");
         assert!(status.success(), "building the binaries failed");
     });
     bin_dir().join(name)
@@ -119,6 +128,9 @@ pub struct Scenario {
     pub work: PathBuf,
     agent: Child,
     log: Arc<Mutex<String>>,
+    /// The agent's vTPM, when the scenario has one (dropped after the agent).
+    pub swtpm: Option<Swtpm>,
+    policy: Option<PathBuf>,
 }
 
 /// What a scenario's `prepare` hook sees: its directory and owners.
@@ -156,6 +168,10 @@ pub struct Options {
     pub forward_output: bool,
     /// More environment for the agent (after the defaults, so it wins).
     pub agent_env: Vec<(String, String)>,
+    /// Give the agent its own fresh swtpm as a required vTPM.
+    pub vtpm: bool,
+    /// Policy fields for every cvmctl command (JSON object), if any.
+    pub policy: Option<serde_json::Value>,
 }
 
 impl Default for Options {
@@ -169,6 +185,8 @@ impl Default for Options {
             prepare: None,
             forward_output: false,
             agent_env: Vec::new(),
+            vtpm: false,
+            policy: None,
         }
     }
 }
@@ -237,16 +255,26 @@ impl Scenario {
             }
             None => Vec::new(),
         };
-        env.extend(opts.agent_env.iter().cloned());
         std::fs::write(d.join("manifest.json"), serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
         let o = cvmctl(&["manifest", "digest", d.join("manifest.json").to_str().unwrap()]);
         assert!(o.status.success(), "manifest digest: {}", String::from_utf8_lossy(&o.stderr));
         let digest = String::from_utf8(o.stdout).unwrap().trim().to_owned();
         let work = d.join("work");
+        let swtpm = opts.vtpm.then(Swtpm::start);
+        if let Some(t) = &swtpm {
+            env.push(("CVM_VTPM".into(), "required".into()));
+            env.push(("CVM_TPM_TCTI".into(), t.tcti()));
+        }
+        env.extend(opts.agent_env.iter().cloned());
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let (agent, log, addr) =
             start_agent_env(d, &d.join("manifest.json"), &work, &env).unwrap_or_else(|e| panic!("{e}"));
-        Scenario { dir, alg, a, b, consumer, digest, addr, work, agent, log }
+        let policy = opts.policy.map(|p| {
+            let path = d.join("policy.json");
+            std::fs::write(&path, p.to_string()).unwrap();
+            path
+        });
+        Scenario { dir, alg, a, b, consumer, digest, addr, work, agent, log, swtpm, policy }
     }
 
     /// The arguments every agent command needs, with `key` if given.
@@ -259,6 +287,10 @@ impl Scenario {
             "--trust-ark".to_owned(),
             platform().2.display().to_string(),
         ];
+        if let Some(p) = &self.policy {
+            v.push("--policy".into());
+            v.push(p.display().to_string());
+        }
         if let Some(k) = key {
             v.push("--key".into());
             v.push(k.key.display().to_string());
@@ -376,6 +408,8 @@ pub fn spawn_agent(
         .env("CVM_SANDBOX_UID", &uid)
         .env("CVM_SANDBOX_GID", &uid)
         .env("CVM_LOG_LEVEL", "debug")
+        // No vTPM unless a test gives one: the host's TPM, if any, is not the tests'.
+        .env("CVM_VTPM", "off")
         .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -465,5 +499,63 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAnyServer {
     }
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         rustls::crypto::ring::default_provider().signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A fresh software TPM (swtpm) of its own on two free loopback ports, with
+/// all PCR banks at zero; stopped when dropped.
+pub struct Swtpm {
+    pid: u32,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Swtpm {
+    /// Starts one; panics (failing the test loudly) when swtpm is missing or will not start.
+    pub fn start() -> Swtpm {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("swtpm.pid");
+        let mut last = String::new();
+        for _ in 0..20 {
+            // Two consecutive free ports: the swtpm TCTI talks to PORT and its control channel to PORT + 1.
+            let port = {
+                let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                l.local_addr().unwrap().port()
+            };
+            if port == u16::MAX || std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_err() {
+                continue;
+            }
+            // --daemon returns once both sockets are bound, so the TPM is ready when it exits 0.
+            let out = Command::new("swtpm")
+                .args(["socket", "--tpm2", "--daemon", "--flags", "not-need-init,startup-clear"])
+                .arg("--server")
+                .arg(format!("type=tcp,port={port},bindaddr=127.0.0.1"))
+                .arg("--ctrl")
+                .arg(format!("type=tcp,port={},bindaddr=127.0.0.1", port + 1))
+                .arg("--tpmstate")
+                .arg(format!("dir={}", dir.path().display()))
+                .arg("--pid")
+                .arg(format!("file={}", pid_file.display()))
+                .stdin(Stdio::null())
+                .output()
+                .unwrap_or_else(|e| panic!("cannot run swtpm ({e}): run scripts/setup to install it"));
+            if out.status.success() {
+                let pid = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+                return Swtpm { pid, port, _dir: dir };
+            }
+            last = String::from_utf8_lossy(&out.stderr).into_owned();
+        }
+        panic!("swtpm did not start: {last}");
+    }
+
+    /// The TCTI that reaches it.
+    pub fn tcti(&self) -> String {
+        format!("swtpm:host=127.0.0.1,port={}", self.port)
+    }
+}
+
+impl Drop for Swtpm {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.pid.to_string()).status();
     }
 }

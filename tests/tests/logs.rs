@@ -366,6 +366,57 @@ fn the_operator_delivers_the_manifest_and_a_malformed_one_is_refused() {
     drop(child);
 }
 
+/// Regression: records that arrive in the same read as the agent's hello
+/// were left in the listener's buffer until more bytes came, so a quiet
+/// agent (one waiting for its manifest) seemed to send nothing.
+#[test]
+fn records_that_arrive_with_the_hello_are_printed_at_once() {
+    use cvm_protocol::logstream::{AgentHello, AgentMessage, Record, VERSION};
+    use std::io::{Read as _, Write as _};
+    let host = Listener::start(&[]);
+    let addr = host.target().strip_prefix("tcp:").unwrap().to_owned();
+    let mut agent = std::net::TcpStream::connect(&addr).unwrap();
+    let mut out = Vec::new();
+    let hello = AgentHello { version: VERSION, boot: "0".repeat(32), agent: "raw".into(), level: Level::Info };
+    AgentMessage::Hello(hello).encode(&mut out).unwrap();
+    for seq in 1..=3 {
+        let record = Record {
+            seq,
+            time_ms: 0,
+            level: Level::Info,
+            kind: RecordKind::Log,
+            source: "raw".into(),
+            computation: None,
+            message: format!("record {seq}"),
+        };
+        AgentMessage::encode_record(&record, &mut out).unwrap();
+    }
+    // One write: the listener reads the hello and the records together.
+    agent.write_all(&out).unwrap();
+    host.wait_for("three records", Duration::from_secs(20), |r| r.len() == 3);
+    assert_eq!(messages(&host.records()), ["record 1", "record 2", "record 3"]);
+    // The agent stays connected and quiet; the listener acknowledged them all.
+    agent.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut got = Vec::new();
+    let mut deframer = cvm_protocol::logstream::Deframer::new();
+    let mut buf = [0u8; 4096];
+    let acked = loop {
+        let n = agent.read(&mut buf).unwrap();
+        assert!(n > 0, "the listener hung up");
+        deframer.push(&buf[..n]);
+        while let Some(frame) = deframer.next_frame().unwrap() {
+            got.push(cvm_protocol::logstream::HostMessage::decode(frame).unwrap());
+        }
+        if let Some(seq) = got.iter().find_map(|m| match m {
+            cvm_protocol::logstream::HostMessage::Ack { seq } => Some(*seq),
+            _ => None,
+        }) {
+            break seq;
+        }
+    };
+    assert_eq!(acked, 3);
+}
+
 #[test]
 fn the_unix_socket_target_reaches_cvmctl_listen_uds() {
     // The host side of a userspace vsock backend is a Unix socket; the

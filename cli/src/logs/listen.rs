@@ -253,6 +253,37 @@ async fn serve_agent(
     }
     wr.write_all(&out).await.map_err(link("sending"))?;
     loop {
+        // Frames already in the deframer first: the read that brought the
+        // agent's hello may have brought its first records too, and a quiet
+        // agent would send nothing more to wake a read.
+        while let Some(frame) = deframer.next_frame().map_err(link("agent framing"))? {
+            match AgentMessage::decode(frame).map_err(link("agent message"))? {
+                AgentMessage::Record(r) => {
+                    let seen = session.lock().unwrap_or_else(PoisonError::into_inner).record(&r);
+                    if let Seen::New { lost, gap } = seen {
+                        if let Some((a, b)) = gap {
+                            printer.gap(a, b)?;
+                        }
+                        printer.record(&r, lost)?;
+                    }
+                }
+                AgentMessage::Reply(reply) => match pending.remove(&reply.id) {
+                    Some((_, Some(tx))) => {
+                        let _ = tx.send(reply.result);
+                    }
+                    Some((op, None)) => printer.reply(op, &reply.result)?,
+                    None => return Err(Ended::Link(format!("a reply to no request ({})", reply.id))),
+                },
+                AgentMessage::Hello(_) => return Err(Ended::Link("a second hello".into())),
+            }
+        }
+        let last = session.lock().unwrap_or_else(PoisonError::into_inner).last_seen();
+        if last > acked {
+            out.clear();
+            HostMessage::Ack { seq: last }.encode(&mut out).map_err(link("ack"))?;
+            wr.write_all(&out).await.map_err(link("sending"))?;
+            acked = last;
+        }
         tokio::select! {
             n = rd.read(&mut buf) => {
                 let n = n.map_err(link("receiving"))?;
@@ -260,34 +291,6 @@ async fn serve_agent(
                     return Ok(());
                 }
                 deframer.push(&buf[..n]);
-                while let Some(frame) = deframer.next_frame().map_err(link("agent framing"))? {
-                    match AgentMessage::decode(frame).map_err(link("agent message"))? {
-                        AgentMessage::Record(r) => {
-                            let seen = session.lock().unwrap_or_else(PoisonError::into_inner).record(&r);
-                            if let Seen::New { lost, gap } = seen {
-                                if let Some((a, b)) = gap {
-                                    printer.gap(a, b)?;
-                                }
-                                printer.record(&r, lost)?;
-                            }
-                        }
-                        AgentMessage::Reply(reply) => match pending.remove(&reply.id) {
-                            Some((_, Some(tx))) => {
-                                let _ = tx.send(reply.result);
-                            }
-                            Some((op, None)) => printer.reply(op, &reply.result)?,
-                            None => return Err(Ended::Link(format!("a reply to no request ({})", reply.id))),
-                        },
-                        AgentMessage::Hello(_) => return Err(Ended::Link("a second hello".into())),
-                    }
-                }
-                let last = session.lock().unwrap_or_else(PoisonError::into_inner).last_seen();
-                if last > acked {
-                    out.clear();
-                    HostMessage::Ack { seq: last }.encode(&mut out).map_err(link("ack"))?;
-                    wr.write_all(&out).await.map_err(link("sending"))?;
-                    acked = last;
-                }
             }
             Some((op, tx)) = calls.recv() => {
                 out.clear();

@@ -30,6 +30,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, Serve
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use time::OffsetDateTime;
 
+use super::measured::Measured;
 use crate::args::{parse_time, read_file};
 
 /// How to reach and judge an agent; shared by every command that talks to one.
@@ -82,6 +83,10 @@ pub struct Agent {
     pub session: VerificationReport,
     /// The boot evidence.
     pub boot: BootEvidence,
+    /// The event log and vTPM quote of the session evidence, once verified.
+    pub measured: Option<Measured>,
+    /// The nonce the session evidence was requested over.
+    pub nonce: [u8; 32],
     spki: Vec<u8>,
     verifier: Arc<EvidenceVerifier>,
 }
@@ -201,11 +206,13 @@ impl AgentArgs {
         let ekm = hs.exporter(&nonce)?;
         let mut agent = hs.into_agent().await?;
         let evidence = agent.session_evidence(&nonce).await?;
-        let result = agent.verify_session(&evidence, &nonce, &ekm)?;
+        let (result, measured) = agent.verify_session_measured(&evidence, &nonce, &ekm)?;
         if !result.accepted() {
             return Err(ConnectError::Rejected(result));
         }
         agent.session = result;
+        agent.measured = Some(measured);
+        agent.nonce = nonce;
         Ok(agent)
     }
 
@@ -302,6 +309,8 @@ impl Handshake {
             checks: self.checks,
             session: VerificationReport { product: None, checks: Vec::new() },
             boot: self.boot,
+            measured: None,
+            nonce: [0; 32],
             spki: self.spki,
             verifier: self.verifier,
         })
@@ -320,20 +329,44 @@ impl Agent {
     }
 
     /// Checks session evidence against the boot evidence's chain, the policy,
-    /// and the binding to `nonce` and the exporter value `ekm`.
+    /// and the binding to `nonce` and the exporter value `ekm`; then its
+    /// event log and vTPM quote.
     pub fn verify_session(
         &self,
         evidence: &SessionEvidence,
         nonce: &[u8; 32],
         ekm: &[u8; 32],
     ) -> anyhow::Result<VerificationReport> {
+        Ok(self.verify_session_measured(evidence, nonce, ekm)?.0)
+    }
+
+    /// [`Agent::verify_session`], also returning the event log and quote.
+    ///
+    /// The session report must bind the digest of the events sent (not
+    /// merely the digest the agent claims), and the quote must replay from them.
+    pub fn verify_session_measured(
+        &self,
+        evidence: &SessionEvidence,
+        nonce: &[u8; 32],
+        ekm: &[u8; 32],
+    ) -> anyhow::Result<(VerificationReport, Measured)> {
         let report = base64::engine::general_purpose::STANDARD
             .decode(&evidence.report)
             .context("session evidence: report is not base64")?;
         let chain =
             chain_from(&self.boot, self.verifier.fallback.as_ref()).map_err(|e| anyhow::anyhow!(e))?;
         let v = Verifier::new(&self.verifier.anchors, &self.verifier.policy, self.verifier.at);
-        Ok(check_session_report(&v, &report, &chain, &self.spki, nonce, ekm, &evidence.event_log_digest.0))
+        let mut measurements = VerificationReport { product: None, checks: Vec::new() };
+        let (digest, measured) = super::measured::check(
+            &mut measurements,
+            self.verifier.policy.require_vtpm,
+            self.boot.ak_public.as_deref(),
+            evidence,
+            nonce,
+        );
+        let mut result = check_session_report(&v, &report, &chain, &self.spki, nonce, ekm, &digest);
+        result.checks.extend(measurements.checks);
+        Ok((result, measured))
     }
 
     /// Sends a request with an optional in-memory body; returns status and body.

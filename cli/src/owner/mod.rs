@@ -1,6 +1,7 @@
 //! The computation owners' commands: keys, manifests, and talking to an agent.
 
 mod connect;
+mod measured;
 
 use std::io::{IsTerminal as _, Write as _};
 use std::path::PathBuf;
@@ -16,6 +17,7 @@ use hyper::body::Frame;
 use hyper::StatusCode;
 
 pub use connect::{error_message, Agent, AgentArgs, Body, ConnectError};
+pub use measured::Measured;
 
 use crate::args::read_file;
 use crate::exit_codes;
@@ -71,6 +73,13 @@ pub struct AttestArgs {
     /// Also print every check of the boot and session evidence.
     #[arg(long, short)]
     verbose: bool,
+    /// Also print the measurement event log and how it replays to the vTPM quote.
+    #[arg(long)]
+    events: bool,
+    /// Write the verified vTPM quote in tpm2-tools formats into DIR
+    /// (ak.pem, quote.msg, quote.sig, quote.pcrs, nonce) for `tpm2_checkquote`.
+    #[arg(long, value_name = "DIR")]
+    export_quote: Option<PathBuf>,
 }
 
 /// The verified claims, for people.
@@ -97,11 +106,17 @@ fn print_claims(agent: &Agent, args: &AgentArgs) -> anyhow::Result<()> {
         report.vmpl
     )?;
     writeln!(out, "  manifest        {}", args.manifest_digest)?;
-    writeln!(
-        out,
-        "  vTPM            {}",
-        if agent.boot.ak_public.is_some() { "attestation key bound" } else { "none bound" }
-    )?;
+    let vtpm = match agent.measured.as_ref().map(|m| (&m.vtpm, m.quote.as_ref())) {
+        Some((api::VtpmEvidence::Quoted { kind, .. }, Some(q))) => format!(
+            "quote verified over your nonce, {} events replayed into PCR {}; kind: {kind}",
+            agent.measured.as_ref().map_or(0, |m| m.events.len()),
+            q.pcr
+        ),
+        Some((api::VtpmEvidence::Unavailable { reason }, _)) => format!("none ({reason})"),
+        Some((api::VtpmEvidence::Off, _)) => "none (off in the agent's configuration)".to_owned(),
+        _ => "none".to_owned(),
+    };
+    writeln!(out, "  vTPM            {vtpm}")?;
     writeln!(out, "  boot evidence   {boot_ok} checks passed, {boot_skip} not required by the policy")?;
     writeln!(
         out,
@@ -246,7 +261,21 @@ pub async fn attest(a: AttestArgs) -> anyhow::Result<i32> {
             print_checks(&agent.checks, "boot evidence (in the agent's TLS certificate):")?;
             print_checks(&agent.session, "session evidence (fresh, bound to this TLS session):")?;
         }
+        if a.events {
+            if let Some(m) = &agent.measured {
+                measured::print_events(m)?;
+            }
+        }
         print_claims(&agent, &a.agent)?;
+    }
+    if let (Some(dir), Some(m)) = (&a.export_quote, &agent.measured) {
+        match measured::export(dir, m, &agent.nonce) {
+            Ok(command) => eprintln!("wrote the vTPM quote for tpm2-tools; check it with:\n  {command}"),
+            Err(e) => {
+                eprintln!("cvmctl: error: {e:#}");
+                return Ok(exit_codes::USAGE);
+            }
+        }
     }
     Ok(exit_codes::OK)
 }

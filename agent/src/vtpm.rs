@@ -1,0 +1,346 @@
+//! The vTPM: an attestation key, PCR extends of each measured event, quotes.
+//!
+//! Through tss-esapi (tpm2-tss). At start the agent opens the TCTI from the
+//! configuration (`tpm_tcti`, default `device:/dev/tpmrm0`, the kernel's
+//! resource manager), checks that its PCR (`tpm_pcr`, default 15) is still
+//! zero in every bank it will use, creates the TCG default ECC P-256
+//! endorsement key and under it an ECDSA/SHA-256 attestation key (a restricted
+//! signing key: the TPM signs only what it generated itself with it), and
+//! keeps the AK loaded. The AK's public area goes into the boot evidence,
+//! where SNP's REPORT_DATA binds its SHA-256.
+//!
+//! Each event record ([`cvm_evidence::eventlog`]) is extended into the PCR
+//! in the SHA-256 bank and, when the TPM has it allocated, the SHA-384 bank,
+//! each with its own digest of the record. Quotes cover that PCR in those
+//! banks, with the client's nonce as qualifying data.
+//!
+//! Why PCR 15 by default: PCRs 0–15 are reset only when the platform resets
+//! (16 is the debug PCR and 23 the application PCR, both resettable by
+//! software; 17–22 belong to dynamic launch), so nothing can rewind the
+//! agent's measurements short of a reboot. Of 0–15, 0–7 belong to firmware,
+//! 8–9 to boot loaders and the kernel (the EFI stub measures the initrd into
+//! 9), 10 to IMA, 11–13 to systemd's UKI stub and 14 to shim; 15 is systemd's
+//! system-identity PCR, which a RAM-only image without systemd never uses.
+//! The agent refuses a PCR that is not zero at start rather than guess what
+//! else was extended into it.
+
+use std::str::FromStr as _;
+use std::sync::Mutex;
+
+use cvm_evidence::eventlog::PcrBank;
+use cvm_protocol::api::VtpmKind;
+use tss_esapi::abstraction::{ak, ek, DefaultKey};
+use tss_esapi::handles::{KeyHandle, PcrHandle};
+use tss_esapi::interface_types::algorithm::{
+    AsymmetricAlgorithm, HashingAlgorithm, SignatureSchemeAlgorithm,
+};
+use tss_esapi::interface_types::session_handles::AuthSession;
+use tss_esapi::structures::{
+    Data, Digest, DigestValues, HashScheme, PcrSelectionList, PcrSelectionListBuilder, PcrSlot,
+    SignatureScheme,
+};
+use tss_esapi::tcti_ldr::TctiNameConf;
+use tss_esapi::traits::Marshall;
+use tss_esapi::Context;
+
+/// The TCTI used when the configuration names none.
+pub const DEFAULT_TCTI: &str = "device:/dev/tpmrm0";
+/// The PCR used when the configuration names none (see the module documentation).
+pub const DEFAULT_PCR: u8 = 15;
+
+/// The PCRs that only a platform reset resets, and their handles.
+const PCR_HANDLES: [PcrHandle; 16] = [
+    PcrHandle::Pcr0,
+    PcrHandle::Pcr1,
+    PcrHandle::Pcr2,
+    PcrHandle::Pcr3,
+    PcrHandle::Pcr4,
+    PcrHandle::Pcr5,
+    PcrHandle::Pcr6,
+    PcrHandle::Pcr7,
+    PcrHandle::Pcr8,
+    PcrHandle::Pcr9,
+    PcrHandle::Pcr10,
+    PcrHandle::Pcr11,
+    PcrHandle::Pcr12,
+    PcrHandle::Pcr13,
+    PcrHandle::Pcr14,
+    PcrHandle::Pcr15,
+];
+
+/// A vTPM operation that failed; says which step and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("vTPM ({tcti}) {step}: {message}")]
+pub struct VtpmError {
+    /// The TCTI in use.
+    pub tcti: String,
+    /// What the agent was doing.
+    pub step: &'static str,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// A quote as the TPM made it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TpmQuote {
+    /// Marshalled TPMS_ATTEST.
+    pub attest: Vec<u8>,
+    /// Marshalled TPMT_SIGNATURE.
+    pub signature: Vec<u8>,
+    /// The banks quoted, in the quote's order.
+    pub banks: Vec<PcrBank>,
+}
+
+/// An open vTPM with a loaded attestation key.
+pub struct Vtpm {
+    context: Mutex<Context>,
+    ak: KeyHandle,
+    ak_public: Vec<u8>,
+    tcti: String,
+    pcr: u8,
+    banks: Vec<PcrBank>,
+    kind: VtpmKind,
+    detail: String,
+}
+
+impl Vtpm {
+    /// Opens the TPM behind `tcti`, checks that `pcr` is unused, and creates the EK and AK.
+    pub fn open(tcti: &str, pcr: u8) -> Result<Vtpm, VtpmError> {
+        let err = |step: &'static str| {
+            let tcti = tcti.to_owned();
+            move |e: tss_esapi::Error| VtpmError { tcti: tcti.clone(), step, message: e.to_string() }
+        };
+        if usize::from(pcr) >= PCR_HANDLES.len() {
+            return Err(VtpmError {
+                tcti: tcti.to_owned(),
+                step: "choosing the PCR",
+                message: format!("PCR {pcr} is not one of 0-15, which only a platform reset resets"),
+            });
+        }
+        let conf = TctiNameConf::from_str(tcti).map_err(|e| VtpmError {
+            tcti: tcti.to_owned(),
+            step: "reading the TCTI",
+            message: format!("{e} (expected device:PATH, swtpm:host=H,port=P, mssim:... or tabrmd:...)"),
+        })?;
+        let mut context = Context::new(conf).map_err(err("connecting"))?;
+
+        // Which of our banks the TPM has allocated, and that the PCR is fresh in each.
+        let (_, selected, values) = context
+            .pcr_read(selection(&[PcrBank::Sha256, PcrBank::Sha384], pcr)?)
+            .map_err(err("reading the PCR"))?;
+        let banks = banks_in(&selected);
+        if !banks.contains(&PcrBank::Sha256) {
+            return Err(VtpmError {
+                tcti: tcti.to_owned(),
+                step: "checking PCR banks",
+                message: "the SHA-256 PCR bank is not allocated".into(),
+            });
+        }
+        for (bank, value) in banks.iter().zip(values.value()) {
+            if value.iter().any(|b| *b != 0) {
+                return Err(VtpmError {
+                    tcti: tcti.to_owned(),
+                    step: "checking the PCR",
+                    message: format!(
+                        "PCR {pcr} ({bank}) is already extended ({}): something else uses it, or the agent \
+                         restarted without a reboot; choose another PCR with tpm_pcr, or reboot",
+                        hex::encode(value.value())
+                    ),
+                });
+            }
+        }
+        if !banks.contains(&PcrBank::Sha384) {
+            log::warn!("vTPM: the SHA-384 PCR bank is not allocated; extending SHA-256 only");
+        }
+
+        let ek = ek::create_ek_object(&mut context, AsymmetricAlgorithm::Ecc, DefaultKey)
+            .map_err(err("creating the endorsement key"))?;
+        let created = ak::create_ak(
+            &mut context,
+            ek,
+            HashingAlgorithm::Sha256,
+            SignatureSchemeAlgorithm::EcDsa,
+            None,
+            DefaultKey,
+        )
+        .map_err(err("creating the attestation key"))?;
+        let ak_public = created.out_public.marshall().map_err(err("encoding the attestation key"))?;
+        let ak = ak::load_ak(&mut context, ek, None, created.out_private, created.out_public)
+            .map_err(err("loading the attestation key"))?;
+        // Without a resource manager (swtpm, mssim) transient objects stay
+        // in the TPM's few slots; the EK is not needed any more.
+        context.flush_context(ek.into()).map_err(err("flushing the endorsement key"))?;
+        let (kind, detail) = describe(tcti);
+        Ok(Vtpm {
+            context: Mutex::new(context),
+            ak,
+            ak_public,
+            tcti: tcti.to_owned(),
+            pcr,
+            banks,
+            kind,
+            detail,
+        })
+    }
+
+    /// The AK's marshalled TPMT_PUBLIC.
+    pub fn ak_public(&self) -> &[u8] {
+        &self.ak_public
+    }
+
+    /// The PCR extended.
+    pub fn pcr(&self) -> u8 {
+        self.pcr
+    }
+
+    /// The banks extended and quoted, in quote order.
+    pub fn banks(&self) -> &[PcrBank] {
+        &self.banks
+    }
+
+    /// Where this vTPM lives, as far as the agent can tell, and how it was reached.
+    pub fn kind(&self) -> (VtpmKind, &str) {
+        (self.kind, &self.detail)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Context> {
+        // A panic inside a TPM call leaves the context as usable as any
+        // failed call does; the next call reports its own error.
+        self.context.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn error(&self, step: &'static str) -> impl Fn(tss_esapi::Error) -> VtpmError + '_ {
+        move |e| VtpmError { tcti: self.tcti.clone(), step, message: e.to_string() }
+    }
+
+    /// Extends the PCR with each bank's digest of `record`.
+    pub fn extend(&self, record: &[u8]) -> Result<(), VtpmError> {
+        let mut values = DigestValues::new();
+        for bank in &self.banks {
+            let digest = Digest::try_from(bank.digest(record)).map_err(self.error("extending the PCR"))?;
+            values.set(hashing(*bank), digest);
+        }
+        let handle = PCR_HANDLES[usize::from(self.pcr)];
+        self.lock()
+            .execute_with_session(Some(AuthSession::Password), |ctx| ctx.pcr_extend(handle, values))
+            .map_err(self.error("extending the PCR"))
+    }
+
+    /// A quote of the PCR in every bank over `nonce`: the marshalled
+    /// TPMS_ATTEST and TPMT_SIGNATURE, and the banks in the quote's order.
+    pub fn quote(&self, nonce: &[u8; 32]) -> Result<TpmQuote, VtpmError> {
+        let data = Data::try_from(nonce.to_vec()).map_err(self.error("quoting"))?;
+        let pcrs = selection(&self.banks, self.pcr).map_err(|mut e| {
+            e.tcti.clone_from(&self.tcti);
+            e
+        })?;
+        // tss-esapi's selection builder orders banks by a hash map: take the order it built.
+        let order = banks_in(&pcrs);
+        let scheme = SignatureScheme::EcDsa { hash_scheme: HashScheme::new(HashingAlgorithm::Sha256) };
+        let (attest, signature) = self
+            .lock()
+            .execute_with_nullauth_session(|ctx| ctx.quote(self.ak, data, scheme, pcrs))
+            .map_err(self.error("quoting"))?;
+        Ok(TpmQuote {
+            attest: attest.marshall().map_err(self.error("encoding the quote"))?,
+            signature: signature.marshall().map_err(self.error("encoding the signature"))?,
+            banks: order,
+        })
+    }
+
+    /// The PCR's current value in each bank (for diagnostics and tests).
+    pub fn read(&self) -> Result<Vec<(PcrBank, Vec<u8>)>, VtpmError> {
+        let pcrs = selection(&self.banks, self.pcr)?;
+        let (_, read, values) = self.lock().pcr_read(pcrs).map_err(self.error("reading the PCR"))?;
+        Ok(banks_in(&read).into_iter().zip(values.value().iter().map(|d| d.value().to_vec())).collect())
+    }
+}
+
+/// Our banks in a selection, in its order.
+fn banks_in(list: &PcrSelectionList) -> Vec<PcrBank> {
+    list.get_selections()
+        .iter()
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| match s.hashing_algorithm() {
+            HashingAlgorithm::Sha256 => Some(PcrBank::Sha256),
+            HashingAlgorithm::Sha384 => Some(PcrBank::Sha384),
+            _ => None,
+        })
+        .collect()
+}
+
+fn hashing(bank: PcrBank) -> HashingAlgorithm {
+    match bank {
+        PcrBank::Sha256 => HashingAlgorithm::Sha256,
+        PcrBank::Sha384 => HashingAlgorithm::Sha384,
+    }
+}
+
+fn selection(banks: &[PcrBank], pcr: u8) -> Result<PcrSelectionList, VtpmError> {
+    let bad = |e: tss_esapi::Error| VtpmError {
+        tcti: String::new(),
+        step: "selecting the PCR",
+        message: e.to_string(),
+    };
+    let slot = PcrSlot::try_from(1u32 << pcr).map_err(bad)?;
+    banks
+        .iter()
+        .fold(PcrSelectionListBuilder::new(), |b, bank| b.with_selection(hashing(*bank), &[slot]))
+        .build()
+        .map_err(bad)
+}
+
+/// What kind of vTPM a TCTI reaches. Only the kernel's `tpm-svsm` driver
+/// means a vTPM inside the TEE (the SVSM at VMPL0); every other device is one
+/// the host provides as far as the guest can tell, and a socket TCTI
+/// (swtpm, mssim) reaches a TPM outside the guest.
+fn describe(tcti: &str) -> (VtpmKind, String) {
+    let Some(rest) = tcti.strip_prefix("device") else {
+        return (VtpmKind::Unverified, format!("{tcti}: a TPM reached over a socket, outside the TEE"));
+    };
+    let path = rest.strip_prefix(':').filter(|p| !p.is_empty()).unwrap_or("/dev/tpm0");
+    let name = std::path::Path::new(path).file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let tpm = name.strip_prefix("tpmrm").map(|n| format!("tpm{n}")).unwrap_or_else(|| name.to_owned());
+    let driver = std::fs::read_link(format!("/sys/class/tpm/{tpm}/device/driver"))
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+    match driver.as_deref() {
+        Some("tpm-svsm") => (VtpmKind::Svsm, format!("{tcti}, kernel driver tpm-svsm")),
+        Some(d) => (VtpmKind::Unverified, format!("{tcti}, kernel driver {d}")),
+        None => (VtpmKind::Unverified, format!("{tcti}, kernel driver unknown")),
+    }
+}
+
+/// Opens the vTPM the configuration asks for.
+///
+/// `required` and no usable vTPM is an error (the agent refuses to start);
+/// `optional` goes on without one, and the evidence carries the reason.
+pub fn start(config: &crate::config::Config) -> Result<crate::measurements::VtpmState, VtpmError> {
+    use crate::config::VtpmMode;
+    use crate::measurements::VtpmState;
+    if config.vtpm == VtpmMode::Off {
+        log::info!("vTPM: off by configuration");
+        return Ok(VtpmState::Off);
+    }
+    match Vtpm::open(&config.tpm_tcti, config.tpm_pcr) {
+        Ok(v) => {
+            let (kind, detail) = v.kind();
+            log::info!(
+                "vTPM: {detail}; PCR {} in {}; attestation key bound to the boot evidence",
+                v.pcr(),
+                v.banks().iter().map(ToString::to_string).collect::<Vec<_>>().join("+")
+            );
+            if kind == VtpmKind::Unverified {
+                log::warn!("vTPM: not known to be inside the TEE; the threat model trusts only an SVSM or paravisor vTPM");
+            }
+            Ok(VtpmState::Active(std::sync::Arc::new(v)))
+        }
+        Err(e) if config.vtpm == VtpmMode::Optional => {
+            log::warn!("{e}; going on without a vTPM (vtpm = optional)");
+            Ok(VtpmState::Unavailable(e.to_string()))
+        }
+        Err(e) => {
+            Err(VtpmError { message: format!("{} (vtpm = required: refusing to start)", e.message), ..e })
+        }
+    }
+}
