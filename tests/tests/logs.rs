@@ -377,7 +377,8 @@ fn records_that_arrive_with_the_hello_are_printed_at_once() {
     let addr = host.target().strip_prefix("tcp:").unwrap().to_owned();
     let mut agent = std::net::TcpStream::connect(&addr).unwrap();
     let mut out = Vec::new();
-    let hello = AgentHello { version: VERSION, boot: "0".repeat(32), agent: "raw".into(), level: Level::Info };
+    let hello =
+        AgentHello { version: VERSION, boot: "0".repeat(32), agent: "raw".into(), level: Level::Info };
     AgentMessage::Hello(hello).encode(&mut out).unwrap();
     for seq in 1..=3 {
         let record = Record {
