@@ -4,13 +4,18 @@
 CARGO ?= cargo
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: demo test lint unit static bench setup
+.PHONY: demo demo-host test lint unit static bench setup
 
 setup:
 	@scripts/setup
 
-## The main job: the evidence path end to end, in readable output.
+## The main job: the VM boots (QEMU, TCG) and three owners run their
+## computation in it, end to end, in readable output.
 demo: setup
+	@scripts/demo-vm
+
+## The same flow with the agent as a host process (quick, no VM).
+demo-host: setup
 	@scripts/demo
 
 ## Every test, and the checks CI enforces: formatting, clippy, docs, tests.

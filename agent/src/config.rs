@@ -21,6 +21,12 @@
 //! | `vtpm` | `required` (no usable vTPM: refuse to start), `optional` (go on without; the evidence says why), `off` | `optional` |
 //! | `tpm_tcti` | how to reach the vTPM: `device:PATH`, `swtpm:host=H,port=P`, `mssim:...` | `device:/dev/tpmrm0` |
 //! | `tpm_pcr` | the PCR the event log is extended into, 0-15 (see `vtpm`) | `15` |
+//! | `modules` | init mode: a file listing the kernel modules to load, in order | (none) |
+//! | `net` | init mode: `IFACE=ADDRESS/PREFIX`, an IPv4 address to give an interface | (only `lo`) |
+//!
+//! `simulated_measurement` may also be the absolute path of a file holding
+//! the 96 hex digits: that is how a simulated platform (the VM launcher,
+//! through QEMU's fw_cfg) hands the guest the measurement it computed.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -83,6 +89,39 @@ pub struct Config {
     pub tpm_tcti: String,
     /// The PCR the event log is extended into.
     pub tpm_pcr: u8,
+    /// Init mode: the list of kernel modules to load.
+    pub modules: Option<PathBuf>,
+    /// Init mode: the address of a network interface.
+    pub net: Option<NetConfig>,
+}
+
+/// An IPv4 address for a network interface (init mode).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetConfig {
+    /// The interface, e.g. `eth0`.
+    pub interface: String,
+    /// Its address.
+    pub address: std::net::Ipv4Addr,
+    /// The prefix length of its subnet.
+    pub prefix: u8,
+}
+
+impl std::str::FromStr for NetConfig {
+    type Err = String;
+    fn from_str(s: &str) -> Result<NetConfig, String> {
+        let bad = || format!("{s:?} is not IFACE=ADDRESS/PREFIX (like eth0=10.0.2.15/24)");
+        let (interface, cidr) = s.split_once('=').ok_or_else(bad)?;
+        let (address, prefix) = cidr.split_once('/').ok_or_else(bad)?;
+        let prefix: u8 = prefix.parse().map_err(|_| bad())?;
+        if interface.is_empty() || interface.len() > 15 || prefix > 32 {
+            return Err(bad());
+        }
+        Ok(NetConfig {
+            interface: interface.to_owned(),
+            address: address.parse().map_err(|_| bad())?,
+            prefix,
+        })
+    }
 }
 
 /// Where the manifest comes from.
@@ -106,7 +145,7 @@ pub struct ConfigError {
     pub message: String,
 }
 
-const KEYS: [&str; 15] = [
+const KEYS: [&str; 17] = [
     "listen",
     "tee",
     "manifest",
@@ -122,6 +161,8 @@ const KEYS: [&str; 15] = [
     "vtpm",
     "tpm_tcti",
     "tpm_pcr",
+    "modules",
+    "net",
 ];
 
 /// The raw inputs, so that loading is testable without a real /proc/cmdline.
@@ -157,42 +198,7 @@ impl Sources {
 impl Config {
     /// Merges the sources (environment over file over command line) and checks every value.
     pub fn load(sources: &Sources) -> Result<Config, ConfigError> {
-        let mut values: BTreeMap<&'static str, (String, String)> = BTreeMap::new();
-        let mut set = |source: &str, key: &str, value: &str| -> Result<(), ConfigError> {
-            let known = KEYS.iter().find(|k| **k == key).ok_or_else(|| ConfigError {
-                source_name: source.to_owned(),
-                key: key.to_owned(),
-                message: format!("unknown key (known: {})", KEYS.join(", ")),
-            })?;
-            values.insert(known, (source.to_owned(), value.to_owned()));
-            Ok(())
-        };
-        for token in sources.cmdline.split_whitespace() {
-            if let Some(kv) = token.strip_prefix("cvm.") {
-                let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-                set("kernel command line", k, v)?;
-            }
-        }
-        if let Some((name, text)) = &sources.file {
-            for (n, line) in text.lines().enumerate() {
-                let line = line.trim();
-                if line.is_empty() || line.starts_with('#') {
-                    continue;
-                }
-                let (k, v) = line.split_once('=').ok_or_else(|| ConfigError {
-                    source_name: format!("{name} line {}", n + 1),
-                    key: line.to_owned(),
-                    message: "expected KEY = VALUE".into(),
-                })?;
-                set(&format!("{name} line {}", n + 1), k.trim(), v.trim())?;
-            }
-        }
-        for (k, v) in &sources.env {
-            if let Some(key) = k.strip_prefix("CVM_") {
-                set("environment", &key.to_ascii_lowercase(), v)?;
-            }
-        }
-
+        let values = merge(sources)?;
         let get = |key: &str| values.get(key).map(|(s, v)| (s.as_str(), v.as_str()));
         let bad = |key: &str, message: String| {
             let source_name = values.get(key).map(|(s, _)| s.clone()).unwrap_or_else(|| "defaults".into());
@@ -234,7 +240,13 @@ impl Config {
         }
         let mut simulated_measurement = [0u8; 48];
         if let Some((_, v)) = get("simulated_measurement") {
-            hex::decode_to_slice(v, &mut simulated_measurement)
+            let text = if v.starts_with('/') {
+                std::fs::read_to_string(v)
+                    .map_err(|e| bad("simulated_measurement", format!("cannot read {v}: {e}")))?
+            } else {
+                v.to_owned()
+            };
+            hex::decode_to_slice(text.trim(), &mut simulated_measurement)
                 .map_err(|e| bad("simulated_measurement", format!("expected 96 hex digits: {e}")))?;
         }
         let id = |key: &str| -> Result<u32, ConfigError> {
@@ -301,8 +313,15 @@ impl Config {
             },
             None => crate::vtpm::DEFAULT_PCR,
         };
+        let modules = get("modules").map(|(_, v)| PathBuf::from(v));
+        let net = match get("net") {
+            Some((_, v)) => Some(v.parse().map_err(|e| bad("net", e))?),
+            None => None,
+        };
         Ok(Config {
             host_artifacts,
+            modules,
+            net,
             listen,
             tee,
             manifest,
@@ -336,6 +355,83 @@ fn parse_host_artifacts(v: &str) -> Result<BTreeMap<String, PathBuf>, String> {
         }
     }
     Ok(map)
+}
+
+/// The value of each key and the source it came from, later sources winning;
+/// an unknown key or a malformed line is an error.
+fn merge(sources: &Sources) -> Result<BTreeMap<&'static str, (String, String)>, ConfigError> {
+    let mut values: BTreeMap<&'static str, (String, String)> = BTreeMap::new();
+    let mut set = |source: &str, key: &str, value: &str| -> Result<(), ConfigError> {
+        let known = KEYS.iter().find(|k| **k == key).ok_or_else(|| ConfigError {
+            source_name: source.to_owned(),
+            key: key.to_owned(),
+            message: format!("unknown key (known: {})", KEYS.join(", ")),
+        })?;
+        values.insert(known, (source.to_owned(), value.to_owned()));
+        Ok(())
+    };
+    for token in sources.cmdline.split_whitespace() {
+        if let Some(kv) = token.strip_prefix("cvm.") {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            set("kernel command line", k, v)?;
+        }
+    }
+    if let Some((name, text)) = &sources.file {
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (k, v) = line.split_once('=').ok_or_else(|| ConfigError {
+                source_name: format!("{name} line {}", n + 1),
+                key: line.to_owned(),
+                message: "expected KEY = VALUE".into(),
+            })?;
+            set(&format!("{name} line {}", n + 1), k.trim(), v.trim())?;
+        }
+    }
+    for (k, v) in &sources.env {
+        if let Some(key) = k.strip_prefix("CVM_") {
+            set("environment", &key.to_ascii_lowercase(), v)?;
+        }
+    }
+
+    Ok(values)
+}
+
+/// The keys PID 1 needs before the agent starts (read before the modules
+/// that other keys' files may depend on, such as fw_cfg, are loaded).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InitConfig {
+    /// The list of kernel modules to load.
+    pub modules: Option<PathBuf>,
+    /// The address of a network interface.
+    pub net: Option<NetConfig>,
+    /// The log level.
+    pub log_level: log::LevelFilter,
+}
+
+impl InitConfig {
+    /// Reads `modules`, `net` and `log_level`; the other keys are only
+    /// checked to be known (the agent checks their values when it starts).
+    pub fn load(sources: &Sources) -> Result<InitConfig, ConfigError> {
+        let values = merge(sources)?;
+        let bad = |key: &str, message: String| {
+            let source_name = values.get(key).map(|(s, _)| s.clone()).unwrap_or_else(|| "defaults".into());
+            ConfigError { source_name, key: key.to_owned(), message }
+        };
+        let net = match values.get("net") {
+            Some((_, v)) => Some(v.parse().map_err(|e| bad("net", e))?),
+            None => None,
+        };
+        let log_level = match values.get("log_level") {
+            Some((_, v)) => v
+                .parse()
+                .map_err(|_| bad("log_level", format!("{v:?} is not error, warn, info, debug or trace")))?,
+            None => log::LevelFilter::Info,
+        };
+        Ok(InitConfig { modules: values.get("modules").map(|(_, v)| PathBuf::from(v)), net, log_level })
+    }
 }
 
 #[cfg(test)]
@@ -427,5 +523,40 @@ mod tests {
         assert_eq!(e.key, "log_queue");
         let c = Config::load(&sources("cvm.manifest=./operator", None, &[])).unwrap();
         assert_eq!(c.manifest, ManifestSource::File(PathBuf::from("./operator")));
+    }
+
+    #[test]
+    fn init_keys_are_parsed_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = dir.path().join("measurement");
+        std::fs::write(&m, format!("{}\n", "ab".repeat(48))).unwrap();
+        let s = sources(
+            &format!("cvm.manifest=/a cvm.net=eth0=10.0.2.15/24 cvm.simulated_measurement={}", m.display()),
+            Some("modules = /lib/modules/load.list\n"),
+            &[],
+        );
+        let c = Config::load(&s).unwrap();
+        assert_eq!(c.simulated_measurement, [0xab; 48]);
+        assert_eq!(c.modules, Some(PathBuf::from("/lib/modules/load.list")));
+        let net = c.net.unwrap();
+        assert_eq!(
+            (net.interface.as_str(), net.address.to_string(), net.prefix),
+            ("eth0", "10.0.2.15".into(), 24)
+        );
+        // PID 1 reads only its keys: a measurement file that is not there yet is not its concern.
+        let s = sources(
+            "cvm.manifest=/a cvm.simulated_measurement=/not/yet cvm.net=eth0=10.0.2.15/24 cvm.log_level=debug",
+            None,
+            &[],
+        );
+        let init = InitConfig::load(&s).unwrap();
+        assert_eq!(init.log_level, log::LevelFilter::Debug);
+        assert!(Config::load(&s).unwrap_err().message.contains("cannot read /not/yet"));
+        for bad in ["eth0", "eth0=10.0.2.15", "eth0=10.0.2.15/33", "=10.0.2.15/24", "eth0=10.0.2/24"] {
+            let e = InitConfig::load(&sources(&format!("cvm.net={bad}"), None, &[])).unwrap_err();
+            assert_eq!(e.key, "net", "{bad}");
+        }
+        let e = InitConfig::load(&sources("cvm.colour=red", None, &[])).unwrap_err();
+        assert_eq!(e.key, "colour");
     }
 }

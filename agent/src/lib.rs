@@ -17,6 +17,8 @@ pub mod atls;
 pub mod computation;
 pub mod config;
 pub mod logs;
+pub mod init;
+
 pub mod measurements;
 pub mod operator;
 pub mod runner;

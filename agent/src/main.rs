@@ -10,18 +10,43 @@ use cvm_agent::computation::{Computation, WorkDirs};
 use cvm_agent::config::{Config, ManifestSource, Sources, TeeChoice};
 use cvm_agent::measurements::EventLog;
 use cvm_agent::operator::Operator;
-use cvm_agent::{logs, server, tee, vtpm};
+use cvm_agent::{init, logs, server, tee, vtpm};
 use cvm_protocol::Manifest;
 
-const USAGE: &str = "usage: cvm-agent run [--config FILE]\n\
+const USAGE: &str = "usage: cvm-agent run [--config FILE] | cvm-agent init [--system] [--config FILE]\n\
+    As PID 1 (the initramfs's /init) it runs init mode whatever its arguments: mounts, modules,\n\
+    network, then the agent as its child, and a poweroff at the end. `init` is the same\n\
+    supervisor next to another init (a child subreaper that reaps orphans and forwards signals);\n\
+    with --system it also does PID 1's set-up (mounts, modules, network), for busybox's inittab.\n\
     Configuration keys come from the kernel command line (cvm.KEY=VALUE), the file, and CVM_KEY\n\
     environment variables; see the README.";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if std::process::id() == 1 {
+        // The kernel passes init unknown command-line words as arguments: ignore them.
+        let code = init::run(init::Role::Pid1, None);
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
     let config_file = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
         ["run"] => None,
         ["run", "--config", file] => Some(std::path::PathBuf::from(file)),
+        ["init", rest @ ..] => {
+            let (system, rest) = match rest {
+                ["--system", rest @ ..] => (true, rest),
+                _ => (false, rest),
+            };
+            let file = match rest {
+                [] => None,
+                ["--config", file] => Some(std::path::Path::new(*file)),
+                _ => {
+                    eprintln!("{USAGE}");
+                    return ExitCode::from(2);
+                }
+            };
+            let code = init::run(init::Role::Supervisor { system }, file);
+            return ExitCode::from(u8::try_from(code).unwrap_or(1));
+        }
         ["--help" | "-h"] | ["help"] => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -59,7 +84,9 @@ fn run(config_file: Option<&std::path::Path>) -> anyhow::Result<()> {
     }
     let control: Arc<dyn logs::Control> = operator.clone();
     logs.connect(control, runtime.handle());
+    let work_dir = config.work_dir.clone();
     let result = runtime.block_on(serve(config, operator, manifest_rx));
+    wipe(&work_dir);
     if let Err(e) = &result {
         logs::fatal(format!("cvm-agent: {e:#}"));
     }
@@ -116,10 +143,25 @@ async fn serve(
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     log::info!("manifest {digest}; serving attested TLS on {addr}");
+    if nix::unistd::getppid().as_raw() == 1 {
+        if let Some(t) = init::since_boot() {
+            log::info!("ready to serve {:.3} s after the kernel started", t.as_secs_f64());
+        }
+    }
     server::serve(listener, tls, Arc::clone(&state), stop).await;
     state.computation.wipe_sealed();
     log::info!("stopped");
     Ok(())
+}
+
+/// Forgets what the computation held: the uploads and results in the work
+/// directory (a tmpfs in the VM) are removed when the agent stops.
+fn wipe(work_dir: &std::path::Path) {
+    match std::fs::remove_dir_all(work_dir) {
+        Ok(()) => log::info!("work directory {} wiped", work_dir.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => log::error!("cannot wipe the work directory {}: {e}", work_dir.display()),
+    }
 }
 
 async fn wait_for_signal() {

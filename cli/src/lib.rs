@@ -9,6 +9,7 @@
 pub mod args;
 pub mod exit_codes;
 pub mod logs;
+pub mod measure;
 pub mod output;
 pub mod owner;
 pub mod report;

@@ -47,6 +47,8 @@ enum Command {
     /// The operator's side of the log link: receive logs, set the level, deliver the manifest.
     #[command(subcommand)]
     Logs(cvmctl::logs::LogsCommand),
+    /// Compute the SNP launch measurement of an image (OVMF, kernel, initrd, command line, vCPUs).
+    Measure(cvmctl::measure::MeasureArgs),
 }
 
 fn main() {
@@ -65,6 +67,7 @@ fn main() {
         Command::ReleaseKey(a) => block_on(owner::release_key(a)),
         Command::UploadArtifact(a) => block_on(owner::upload_artifact(a)),
         Command::Logs(cmd) => block_on(cvmctl::logs::run(cmd)),
+        Command::Measure(a) => a.run(),
     };
     let code = match result {
         Ok(code) => code,

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 pub mod loghost;
+pub mod vm;
 
 use cvm_evidence::simulator::{ChainParams, SimulatedChain};
 use cvm_evidence::Product;
@@ -386,6 +387,17 @@ pub fn start_agent_env(
     wait_serving(child, log)
 }
 
+/// [`start_agent`] with another subcommand (`init`: the agent under its own supervisor).
+pub fn start_agent_as(
+    subcommand: &str,
+    dir: &Path,
+    manifest: &Path,
+    work: &Path,
+) -> Result<(Child, Arc<Mutex<String>>, SocketAddr), String> {
+    let (child, log) = spawn_agent_as(subcommand, dir, manifest.to_str().ok_or("manifest path")?, work, &[])?;
+    wait_serving(child, log)
+}
+
 /// Starts an agent with the simulated platform on a free loopback port,
 /// without waiting for it: `manifest` is a path or `operator`.
 pub fn spawn_agent(
@@ -394,10 +406,21 @@ pub fn spawn_agent(
     work: &Path,
     env: &[(&str, &str)],
 ) -> Result<(Child, Arc<Mutex<String>>), String> {
+    spawn_agent_as("run", dir, manifest, work, env)
+}
+
+/// [`spawn_agent`] with another subcommand.
+pub fn spawn_agent_as(
+    subcommand: &str,
+    dir: &Path,
+    manifest: &str,
+    work: &Path,
+    env: &[(&str, &str)],
+) -> Result<(Child, Arc<Mutex<String>>), String> {
     let (_, bundle, _) = platform();
     let uid = sandbox_uid().to_string();
     let mut child = Command::new(bin("cvm-agent"))
-        .arg("run")
+        .arg(subcommand)
         .current_dir(dir)
         .env("CVM_TEE", "simulated")
         .env("CVM_SIMULATED_CHAIN", bundle)

@@ -386,7 +386,8 @@ mod board_scripts {
         for want in [
             format!("-kernel\n{}/bzImage\n", dir.display()),
             format!("-initrd\n{}/rootfs.cpio.gz\n", dir.display()),
-            "console=ttyS0 panic=-1 cvm.manifest=/etc/cvm-agent/manifest.json".to_string(),
+            "console=ttyS0 panic=-1 cvm.net=eth0=10.0.2.15/24 cvm.manifest=/etc/cvm-agent/manifest.json"
+                .to_string(),
             "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:7444-:7002\n".to_string(),
             "-device\nvirtio-rng-pci\n".to_string(),
             "-accel\ntcg\n".to_string(),

@@ -28,7 +28,8 @@ cat >"${images}/start-qemu.sh" <<SCRIPT
 #
 # Without SNP: QEMU with the kernel and the initramfs, a serial console,
 # virtio-rng, and the agent's port 7002 forwarded to 127.0.0.1:\${CVM_PORT:-7002}
-# only. Add a vTPM with, for example (swtpm socket --tpm2 --ctrl
+# only (the agent, as PID 1, gives eth0 the address user networking expects:
+# cvm.net=eth0=10.0.2.15/24). Add a vTPM with, for example (swtpm socket --tpm2 --ctrl
 # type=unixio,path=tpm.sock):
 #   -chardev socket,id=chrtpm,path=tpm.sock -tpmdev emulator,id=tpm0,chardev=chrtpm
 #   -device tpm-crb,tpmdev=tpm0
@@ -40,7 +41,7 @@ cat >"${images}/start-qemu.sh" <<SCRIPT
 # Not tested by the project (no SNP hardware there).
 set -eu
 dir=\$(cd "\$(dirname "\$0")" && pwd)
-append="console=ttyS0 panic=-1${manifest_arg} \${CVM_APPEND:-}"
+append="console=ttyS0 panic=-1 cvm.net=eth0=10.0.2.15/24${manifest_arg} \${CVM_APPEND:-}"
 set -- -nographic -no-reboot -m \${CVM_MEMORY:-1G} -smp \${CVM_VCPUS:-2} \\
 	-kernel "\$dir/bzImage" -initrd "\$dir/rootfs.cpio.gz" -append "\$append" \\
 	-device virtio-rng-pci \\

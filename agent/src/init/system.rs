@@ -1,0 +1,158 @@
+//! What PID 1 sets up before the agent starts: file systems, kernel modules, network.
+//!
+//! The kernel gives an initramfs's init nothing but the archive's files: no
+//! /proc, no /sys, no device nodes beyond those in the archive. The mounts
+//! follow the usual layout; those the agent cannot work without are fatal,
+//! the others (configfs, securityfs, devpts) are logged and skipped, so that
+//! a kernel without them still boots to a clear error at the point of use.
+
+use std::ffi::CString;
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use nix::errno::Errno;
+use nix::kmod::{finit_module, ModuleInitFlags};
+use nix::mount::{mount, MsFlags};
+
+use crate::config::InitConfig;
+
+/// `MODULE_INIT_COMPRESSED_FILE` of finit_module(2) (Linux 6.4+): the kernel
+/// decompresses the module itself, in the format it was built for.
+const MODULE_INIT_COMPRESSED_FILE: u32 = 4;
+
+struct Mount {
+    source: &'static str,
+    target: &'static str,
+    fstype: &'static str,
+    flags: MsFlags,
+    data: &'static str,
+    required: bool,
+}
+
+const fn m(
+    source: &'static str,
+    target: &'static str,
+    flags: MsFlags,
+    data: &'static str,
+    required: bool,
+) -> Mount {
+    Mount { source, target, fstype: source, flags, data, required }
+}
+
+/// The file systems everything else needs: /proc (the kernel command line,
+/// where the configuration starts), /sys, /dev, /dev/pts, /run, securityfs.
+pub fn mount_early() -> anyhow::Result<()> {
+    let nosuid_nodev_noexec = MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV).union(MsFlags::MS_NOEXEC);
+    let early = [
+        m("proc", "/proc", nosuid_nodev_noexec, "", true),
+        m("sysfs", "/sys", nosuid_nodev_noexec, "", true),
+        m("devtmpfs", "/dev", MsFlags::MS_NOSUID.union(MsFlags::MS_NOEXEC), "mode=0755", true),
+        m(
+            "devpts",
+            "/dev/pts",
+            MsFlags::MS_NOSUID.union(MsFlags::MS_NOEXEC),
+            "mode=0620,ptmxmode=0666",
+            false,
+        ),
+        m("tmpfs", "/run", MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV), "mode=0755", true),
+        m("securityfs", "/sys/kernel/security", nosuid_nodev_noexec, "", false),
+    ];
+    for mnt in &early {
+        mount_one(mnt)?;
+    }
+    Ok(())
+}
+
+/// Modules, configfs (which may itself be a module), the network.
+pub fn set_up(config: &InitConfig) -> anyhow::Result<()> {
+    let nosuid_nodev_noexec = MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV).union(MsFlags::MS_NOEXEC);
+    if let Some(list) = &config.modules {
+        load_modules(list)?;
+    }
+    mount_one(&m("configfs", "/sys/kernel/config", nosuid_nodev_noexec, "", false))?;
+    // What the platform gave this guest, for the operator's log.
+    let present = |path: &str| if Path::new(path).exists() { "yes" } else { "no" };
+    log::info!(
+        "init: devices: TPM /dev/tpmrm0 {}, /dev/sev-guest {}, configfs-tsm {}, vsock /dev/vsock {}, fw_cfg {}",
+        present("/dev/tpmrm0"),
+        present("/dev/sev-guest"),
+        present("/sys/kernel/config/tsm/report"),
+        present("/dev/vsock"),
+        present("/sys/firmware/qemu_fw_cfg/by_name"),
+    );
+    super::net::bring_up("lo", None).context("cannot bring up lo")?;
+    if let Some(net) = &config.net {
+        super::net::bring_up(&net.interface, Some((net.address, net.prefix)))
+            .with_context(|| format!("cannot configure {}", net.interface))?;
+        log::info!("init: {} is {}/{}", net.interface, net.address, net.prefix);
+    }
+    Ok(())
+}
+
+fn mount_one(mnt: &Mount) -> anyhow::Result<()> {
+    // Already there (another init mounted it first): leave it.
+    let mounted = std::fs::read_to_string("/proc/self/mounts")
+        .is_ok_and(|m| m.lines().any(|l| l.split_whitespace().nth(1) == Some(mnt.target)));
+    if mounted {
+        return Ok(());
+    }
+    let _ = std::fs::create_dir_all(mnt.target);
+    let data = if mnt.data.is_empty() { None } else { Some(mnt.data) };
+    match mount(Some(mnt.source), mnt.target, Some(mnt.fstype), mnt.flags, data) {
+        Ok(()) | Err(Errno::EBUSY) => Ok(()),
+        Err(e) if mnt.required => Err(anyhow::anyhow!("cannot mount {} on {}: {e}", mnt.fstype, mnt.target)),
+        Err(e) => {
+            log::warn!("init: {} not mounted on {}: {e}", mnt.fstype, mnt.target);
+            Ok(())
+        }
+    }
+}
+
+/// Loads the modules of a list file, in its order (dependencies first).
+///
+/// Each line is a module file (`.ko`, or compressed `.ko.xz`/`.ko.zst`/
+/// `.ko.gz` for a kernel that decompresses modules itself), optionally
+/// followed by its parameters; `#` starts a comment. A module that is already
+/// there is fine; one that finds no device (ENODEV, such as `sev-guest` on a
+/// machine without SNP) is logged and skipped; any other failure is logged
+/// as a warning: the feature that needs it fails later with its own error.
+pub fn load_modules(list: &Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(list)
+        .with_context(|| format!("cannot read the module list {}", list.display()))?;
+    let start = Instant::now();
+    let (mut loaded, mut skipped) = (0, 0);
+    for (n, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or_default().trim();
+        if line.is_empty() {
+            continue;
+        }
+        let (file, params) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+        let params = CString::new(params.trim())
+            .with_context(|| format!("{} line {}: a NUL in the parameters", list.display(), n + 1))?;
+        let compressed = [".xz", ".zst", ".gz"].iter().any(|ext| file.ends_with(ext));
+        let flags = if compressed {
+            ModuleInitFlags::from_bits_retain(MODULE_INIT_COMPRESSED_FILE)
+        } else {
+            ModuleInitFlags::empty()
+        };
+        let name = Path::new(file).file_name().and_then(|n| n.to_str()).unwrap_or(file);
+        let result = std::fs::File::open(file)
+            .map_err(|e| e.to_string())
+            .and_then(|f| finit_module(&f, &params, flags).map_err(|e| e.to_string()));
+        match result {
+            Ok(()) => loaded += 1,
+            Err(e) if e == Errno::EEXIST.to_string() => loaded += 1,
+            Err(e) if e == Errno::ENODEV.to_string() => {
+                skipped += 1;
+                log::info!("init: module {name}: no such device here");
+            }
+            Err(e) => {
+                skipped += 1;
+                log::warn!("init: module {name} not loaded: {e}");
+            }
+        }
+    }
+    log::info!("init: {loaded} modules loaded, {skipped} skipped, in {} ms", start.elapsed().as_millis());
+    Ok(())
+}

@@ -1,0 +1,506 @@
+//! The VM: the reproducible initramfs, the launch measurement, and the whole
+//! flow inside a QEMU guest (TCG) with the agent as PID 1. One VM boot.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use cvm_tests::vm::{self, Vm};
+use cvm_tests::{cvmctl, owner};
+use sha2::{Digest as _, Sha256};
+
+fn sha256_file(path: &Path) -> String {
+    hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+fn initramfs_bin() -> std::path::PathBuf {
+    // Built by scripts/build-image.
+    vm::image();
+    vm::root().join("target/release/cvm-initramfs")
+}
+
+/// Builds the image's initramfs with the given overlay into `out`.
+fn build_initramfs(out: &Path, overlay: &Path) {
+    let image = vm::image();
+    let kernel_dir = image.kernel.parent().unwrap().join("modules");
+    let modules_dir = std::fs::read_dir(&kernel_dir).unwrap().next().unwrap().unwrap().path();
+    let mut cmd = Command::new(initramfs_bin());
+    cmd.arg("--agent").arg(&image.agent).arg("--modules-dir").arg(&modules_dir);
+    for line in std::fs::read_to_string(vm::root().join("initramfs/modules")).unwrap().lines() {
+        if let Some(name) = line.split_whitespace().next().filter(|n| !n.starts_with('#')) {
+            cmd.arg("--module").arg(name);
+        }
+    }
+    let o = cmd.arg("--overlay").arg(overlay).arg("--out").arg(out).output().unwrap();
+    assert!(o.status.success(), "cvm-initramfs: {}", String::from_utf8_lossy(&o.stderr));
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+#[test]
+fn initramfs_built_twice_is_bit_for_bit_identical_and_holds_what_it_should() {
+    let dir = tempfile::tempdir().unwrap();
+    // The second build reads an overlay copy with other times and permissions
+    // bits the builder must normalise away.
+    let overlay = vm::root().join("initramfs/overlay");
+    let copy = dir.path().join("overlay");
+    copy_tree(&overlay, &copy);
+    let conf = copy.join("etc/cvm-agent.conf");
+    std::fs::File::options()
+        .append(true)
+        .open(&conf)
+        .unwrap()
+        .set_modified(std::time::SystemTime::UNIX_EPOCH)
+        .unwrap();
+    std::fs::set_permissions(&conf, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let (a, b) = (dir.path().join("a.cpio.gz"), dir.path().join("b.cpio.gz"));
+    build_initramfs(&a, &overlay);
+    build_initramfs(&b, &copy);
+    assert_eq!(sha256_file(&a), sha256_file(&b), "two builds of the same inputs differ");
+    // And the image scripts/build-image made is that same archive.
+    assert_eq!(sha256_file(&a), sha256_file(&vm::image().initrd));
+
+    // An independent reader (GNU cpio) lists what the archive must hold.
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(format!("gzip -dc {} | cpio -t --quiet -v", a.display()))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "cpio: {}", String::from_utf8_lossy(&o.stderr));
+    let listing = String::from_utf8(o.stdout).unwrap();
+    let entry = |path: &str| {
+        listing.lines().find(|l| l.ends_with(&format!(" {path}")) || l.contains(&format!(" {path} -> ")))
+    };
+    let init = entry("init").expect("no /init");
+    assert!(init.starts_with('l') && init.ends_with("-> bin/cvm-agent"), "{init}");
+    let agent = entry("bin/cvm-agent").expect("no agent");
+    assert!(agent.starts_with("-rwxr-xr-x") && agent.contains(" root "), "{agent}");
+    assert!(agent.contains(&std::fs::metadata(&vm::image().agent).unwrap().len().to_string()), "{agent}");
+    assert!(entry("dev/console").expect("no /dev/console").starts_with("crw-------"));
+    assert!(entry("etc/cvm-agent.conf").expect("no config").starts_with("-rw-r--r--"));
+    for line in listing.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(&fields[2..4], ["root", "root"], "owner not fixed: {line}");
+        assert!(line.contains("Jan  1  1970"), "time not fixed: {line}");
+    }
+    // The module list: every module the image needs, dependencies first.
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(format!("gzip -dc {} | cpio -i --quiet --to-stdout lib/modules/load.list", a.display()))
+        .output()
+        .unwrap();
+    let list: Vec<String> = String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(str::to_owned)
+        .collect();
+    let pos = |name: &str| {
+        list.iter()
+            .position(|l| l.ends_with(&format!("/{name}.ko.xz")))
+            .unwrap_or_else(|| panic!("{name} not in {list:?}"))
+    };
+    for name in [
+        "configfs",
+        "tsm",
+        "sev-guest",
+        "virtio_net",
+        "virtio-rng",
+        "vmw_vsock_virtio_transport",
+        "qemu_fw_cfg",
+    ] {
+        pos(name);
+    }
+    assert!(pos("vsock") < pos("vmw_vsock_virtio_transport_common"));
+    assert!(pos("vmw_vsock_virtio_transport_common") < pos("vmw_vsock_virtio_transport"));
+    assert!(pos("configfs") < pos("tsm") && pos("tsm") < pos("sev-guest"));
+    assert!(pos("failover") < pos("net_failover") && pos("net_failover") < pos("virtio_net"));
+    for l in &list {
+        assert!(entry(l.trim_start_matches('/')).is_some(), "{l} is listed but not in the archive");
+    }
+}
+
+fn sev_snp_measure(args: &[&str]) -> String {
+    let tool = vm::cache_dir().join("venv/bin/sev-snp-measure");
+    let o = Command::new(&tool).arg("--mode").arg("snp").args(args).output().unwrap_or_else(|e| {
+        panic!("{}: {e} (scripts/setup-vm installs it)", tool.display());
+    });
+    assert!(o.status.success(), "sev-snp-measure: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout).unwrap().trim().to_owned()
+}
+
+#[test]
+fn cvmctl_measure_equals_sev_snp_measure_on_the_project_image() {
+    let image = vm::image();
+    let ovmf = vm::ovmf();
+    let (kernel, initrd) = (image.kernel.to_str().unwrap(), image.initrd.to_str().unwrap());
+    let cases = [
+        ("1", "EPYC-v4", "console=ttyS0 cvm.tee=simulated"),
+        ("4", "EPYC-Milan", "console=ttyS0 init_on_free=1 cvm.net=eth0=10.0.2.15/24"),
+        ("2", "EPYC-Genoa", ""),
+    ];
+    let mut seen = std::collections::BTreeSet::new();
+    for (vcpus, vcpu_type, append) in cases {
+        let ours = cvmctl(&[
+            "measure",
+            "--ovmf",
+            ovmf.to_str().unwrap(),
+            "--kernel",
+            kernel,
+            "--initrd",
+            initrd,
+            "--append",
+            append,
+            "--vcpus",
+            vcpus,
+            "--vcpu-type",
+            vcpu_type,
+        ]);
+        assert!(ours.status.success(), "cvmctl measure: {}", String::from_utf8_lossy(&ours.stderr));
+        let ours = String::from_utf8(ours.stdout).unwrap().trim().to_owned();
+        let reference = sev_snp_measure(&[
+            "--ovmf",
+            ovmf.to_str().unwrap(),
+            "--kernel",
+            kernel,
+            "--initrd",
+            initrd,
+            "--append",
+            append,
+            "--vcpus",
+            vcpus,
+            "--vcpu-type",
+            vcpu_type,
+        ]);
+        assert_eq!(ours.len(), 96);
+        assert_eq!(ours, reference, "{vcpus} x {vcpu_type}, append {append:?}");
+        seen.insert(ours);
+    }
+    assert_eq!(seen.len(), cases.len(), "different inputs gave the same measurement");
+
+    // One changed byte of the initrd changes the measurement.
+    let dir = tempfile::tempdir().unwrap();
+    let mut bytes = std::fs::read(&image.initrd).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    let other = dir.path().join("other.cpio.gz");
+    std::fs::write(&other, bytes).unwrap();
+    let args = |initrd: &str| {
+        cvmctl(&[
+            "measure",
+            "--ovmf",
+            ovmf.to_str().unwrap(),
+            "--kernel",
+            kernel,
+            "--initrd",
+            initrd,
+            "--vcpu-type",
+            "EPYC-v4",
+        ])
+    };
+    assert_ne!(args(initrd).stdout, args(other.to_str().unwrap()).stdout);
+    // Bad input is named.
+    let o = args("/nonexistent/initrd");
+    assert_eq!(o.status.code(), Some(cvmctl::exit_codes::USAGE));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot read the initrd /nonexistent/initrd"));
+    let o =
+        cvmctl(&["measure", "--ovmf", ovmf.to_str().unwrap(), "--kernel", kernel, "--vcpu-type", "EPYC-v9"]);
+    assert_eq!(o.status.code(), Some(cvmctl::exit_codes::USAGE));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown vCPU type \"EPYC-v9\""));
+}
+
+fn ok(o: &std::process::Output, what: &str) -> String {
+    assert!(
+        o.status.success(),
+        "{what}: exit {:?}\n{}{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn the_demo_flow_runs_in_the_vm_and_it_powers_off_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let p = |name: &str| d.join(name).display().to_string();
+    let stats = vm::static_stats();
+    std::fs::copy(stats, d.join("stats")).unwrap();
+    for f in ["hospital-a.csv", "hospital-b.csv"] {
+        std::fs::copy(cvm_tests::example(f), d.join(f)).unwrap();
+    }
+    let alg = owner(d, "alg", "p256");
+    let a = owner(d, "a", "ed25519");
+    let b = owner(d, "b", "p384");
+    let manifest = serde_json::json!({
+        "id": "mean-age-vm", "name": "Mean age in the VM",
+        "algorithm": {"digest": format!("sha256:{}", sha256_file(&d.join("stats"))), "provider_key": alg.public,
+                      "kind": "binary", "args": ["--column", "age"]},
+        "datasets": [
+            {"name": "hospital-a.csv", "digest": format!("sha256:{}", sha256_file(&d.join("hospital-a.csv"))), "provider_key": a.public},
+            {"name": "hospital-b.csv", "digest": format!("sha256:{}", sha256_file(&d.join("hospital-b.csv"))), "provider_key": b.public}
+        ],
+        "result_consumers": [{"key": alg.public}],
+        "limits": {"max_upload_bytes": 16 << 20, "run_timeout_s": 60, "memory_bytes": 256 << 20}
+    });
+    std::fs::write(d.join("manifest.json"), serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
+    let digest =
+        ok(&cvmctl(&["manifest", "digest", &p("manifest.json")]), "manifest digest").trim().to_owned();
+
+    let vm = Vm::launch(&d.join("manifest.json"), &d.join("vm"));
+    let addr = vm.value("agent").unwrap();
+    let append = vm.value("append").unwrap();
+    let platform_measurement = vm.value("measurement").unwrap();
+
+    // The owners compute the measurement from the image; it is the one the
+    // simulated platform reported, and the reference tool's.
+    let image = vm::image();
+    let (kernel, initrd, ovmf) =
+        (image.kernel.to_str().unwrap(), image.initrd.to_str().unwrap(), vm::ovmf().display().to_string());
+    let expected = ok(
+        &cvmctl(&[
+            "measure",
+            "--ovmf",
+            &ovmf,
+            "--kernel",
+            kernel,
+            "--initrd",
+            initrd,
+            "--append",
+            &append,
+            "--vcpus",
+            "1",
+            "--vcpu-type",
+            "EPYC-v4",
+        ]),
+        "cvmctl measure",
+    )
+    .trim()
+    .to_owned();
+    assert_eq!(expected, platform_measurement, "the launcher measured something else");
+    assert_eq!(
+        expected,
+        sev_snp_measure(&[
+            "--ovmf",
+            &ovmf,
+            "--kernel",
+            kernel,
+            "--initrd",
+            initrd,
+            "--append",
+            &append,
+            "--vcpus",
+            "1",
+            "--vcpu-type",
+            "EPYC-v4"
+        ])
+    );
+    std::fs::write(
+        d.join("policy.json"),
+        serde_json::json!({"measurements": [expected], "vmpl": 0, "signing_keys": ["vcek"]}).to_string(),
+    )
+    .unwrap();
+    let ark = d.join("vm/platform/ark.pem").display().to_string();
+    let common = |key: Option<&cvm_tests::Owner>| -> Vec<String> {
+        let mut v: Vec<String> = [
+            "--agent",
+            &addr,
+            "--manifest-digest",
+            &digest,
+            "--policy",
+            &p("policy.json"),
+            "--trust-ark",
+            &ark,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        if let Some(k) = key {
+            v.extend(["--key".to_owned(), k.key.display().to_string()]);
+        }
+        v
+    };
+    let run = |cmd: &str, key: Option<&cvm_tests::Owner>, extra: &[&str]| {
+        let mut args = vec![cmd.to_owned()];
+        args.extend(common(key));
+        args.extend(extra.iter().map(|s| s.to_string()));
+        cvmctl(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+
+    // Attestation: the evidence's measurement is the pinned one.
+    let out = ok(&run("attest", None, &["--json"]), "attest");
+    let measurement_check = out
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["type"] == "check" && v["data"]["name"] == "measurement")
+        .expect("no measurement check");
+    assert_eq!(measurement_check["data"]["status"], "passed", "{measurement_check}");
+    assert!(measurement_check["data"]["found"].to_string().contains(&expected), "{measurement_check}");
+    // Another image's measurement: refused before anything is sent.
+    std::fs::write(d.join("other.json"), serde_json::json!({"measurements": ["00".repeat(48)]}).to_string())
+        .unwrap();
+    let o = cvmctl(&[
+        "upload-algorithm",
+        "--agent",
+        &addr,
+        "--manifest-digest",
+        &digest,
+        "--policy",
+        &p("other.json"),
+        "--trust-ark",
+        &ark,
+        "--key",
+        alg.key.to_str().unwrap(),
+        &p("stats"),
+    ]);
+    assert_eq!(o.status.code(), Some(cvmctl::exit_codes::REJECTED));
+
+    ok(&run("upload-algorithm", Some(&alg), &[&p("stats")]), "upload-algorithm");
+    ok(&run("upload-dataset", Some(&a), &["hospital-a.csv", &p("hospital-a.csv")]), "upload-dataset a");
+    ok(&run("upload-dataset", Some(&b), &["hospital-b.csv", &p("hospital-b.csv")]), "upload-dataset b");
+    let status = ok(&run("status", Some(&alg), &["--wait", "120", "--json"]), "status");
+    assert!(status.contains("\"results_ready\""), "{status}\n{}", vm.console());
+    ok(&run("results", Some(&alg), &["--out", &p("results.tar")]), "results");
+    let o = Command::new("tar").args(["-xOf", &p("results.tar"), "results/summary.json"]).output().unwrap();
+    let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(summary["count"], 7);
+    assert_eq!(summary["mean"], 50.142857);
+    assert_eq!(summary["rows_per_dataset"]["hospital-b.csv"], 3);
+
+    // The logs: the whole story, and no dataset content.
+    let console = vm.console();
+    for line in [
+        "init: started as PID 1",
+        "modules loaded",
+        // swtpm is the guest's TPM, vsock goes through the userspace backend, fw_cfg carries the inputs.
+        "init: devices: TPM /dev/tpmrm0 yes, /dev/sev-guest no, configfs-tsm yes, vsock /dev/vsock yes, fw_cfg yes",
+        "init: eth0 is 10.0.2.15/24",
+        "the SIMULATED SNP provider is in use",
+        &format!("manifest {digest}; serving attested TLS on 0.0.0.0:7002"),
+        "received hospital-a.csv",
+        "algorithm succeeded",
+        "every result consumer fetched the results",
+    ] {
+        assert!(console.contains(line), "the guest's log lacks {line:?}:\n{console}");
+    }
+    assert!(!console.contains("a1,34"), "dataset content in the log");
+    let ready: f64 = console
+        .lines()
+        .find_map(|l| l.split("ready to serve ").nth(1))
+        .and_then(|r| r.split(' ').next())
+        .and_then(|s| s.parse().ok())
+        .expect("the agent logged no boot-to-ready time");
+
+    let launch_ready = vm.value("ready").unwrap();
+    let (clean, last) = vm.power_off(Duration::from_secs(90));
+    let console = std::fs::read_to_string(d.join("vm/console.log")).unwrap();
+    assert!(clean && last == "launch-vm: poweroff clean", "{last}\n{console}");
+    for line in [
+        "init: stop requested",
+        "work directory /run/cvm-agent wiped",
+        "init: the agent stopped",
+        "init: powering off",
+        "reboot: Power down",
+    ] {
+        assert!(console.contains(line), "the guest's log lacks {line:?}:\n{console}");
+    }
+
+    let figures = format!(
+        "vm: kernel start to agent ready {ready:.3} s (agent log, CLOCK_BOOTTIME, QEMU TCG); launch to ready {} s; \
+         initramfs {} bytes; static agent {} bytes\n",
+        launch_ready,
+        image.values["initrd_bytes"],
+        image.values["agent_bytes"]
+    );
+    print!("{figures}");
+    let _ = std::fs::create_dir_all(vm::root().join("target/vm"));
+    let _ = std::fs::write(vm::root().join("target/vm/figures.txt"), figures);
+}
+
+#[test]
+fn cvmctl_links_neither_the_sev_guest_ioctls_nor_tss() {
+    // `measure` brings in the sev crate; only its measurement code may end up
+    // in the owners' binary (the linker drops what is never called).
+    let o = Command::new("nm").arg("-C").arg(cvm_tests::bin("cvmctl")).output().expect("nm (binutils)");
+    assert!(o.status.success());
+    let symbols = String::from_utf8_lossy(&o.stdout);
+    assert!(symbols.contains("sev::measurement"), "the measurement code is not linked: is this cvmctl?");
+    for forbidden in ["sev::firmware", "Esys_", "Tss2_"] {
+        let found: Vec<&str> = symbols.lines().filter(|l| l.contains(forbidden)).take(3).collect();
+        assert!(found.is_empty(), "cvmctl links {forbidden}: {found:?}");
+    }
+}
+
+#[test]
+fn the_debugging_image_runs_the_agent_next_to_busybox_init() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let alg = owner(d, "alg", "p256");
+    let manifest = serde_json::json!({
+        "id": "busybox", "name": "busybox",
+        "algorithm": {"digest": format!("sha256:{}", "ab".repeat(32)), "provider_key": alg.public, "kind": "binary"},
+        "datasets": [], "result_consumers": [{"key": alg.public}],
+        "limits": {"max_upload_bytes": 4096, "run_timeout_s": 30, "memory_bytes": 268435456}
+    });
+    std::fs::write(d.join("manifest.json"), manifest.to_string()).unwrap();
+    let digest = ok(&cvmctl(&["manifest", "digest", d.join("manifest.json").to_str().unwrap()]), "digest")
+        .trim()
+        .to_owned();
+    let image = vm::busybox_image();
+    let vm = Vm::launch_image(image, &d.join("manifest.json"), &d.join("vm"));
+    let measurement = vm.value("measurement").unwrap();
+    assert_ne!(measurement.len(), 0);
+    std::fs::write(d.join("policy.json"), serde_json::json!({"measurements": [measurement]}).to_string())
+        .unwrap();
+    let ark = d.join("vm/platform/ark.pem");
+    ok(
+        &cvmctl(&[
+            "attest",
+            "--agent",
+            &vm.value("agent").unwrap(),
+            "--manifest-digest",
+            &digest,
+            "--policy",
+            d.join("policy.json").to_str().unwrap(),
+            "--trust-ark",
+            ark.to_str().unwrap(),
+        ]),
+        "attest",
+    );
+    let console = vm.console();
+    // busybox is PID 1; the agent's supervisor did the set-up and started the agent.
+    assert!(!console.contains("init: started as PID 1"), "{console}");
+    for line in [
+        "init: devices: TPM /dev/tpmrm0 yes",
+        "init: eth0 is 10.0.2.15/24",
+        "init: agent started",
+        "serving attested TLS",
+    ] {
+        assert!(console.contains(line), "the guest's log lacks {line:?}:\n{console}");
+    }
+    let (clean, last) = vm.power_off(Duration::from_secs(90));
+    let console = std::fs::read_to_string(d.join("vm/console.log")).unwrap();
+    assert!(clean, "{last}\n{console}");
+    // busybox's poweroff sends SIGTERM to everyone: the agent still stops cleanly and wipes.
+    for line in [
+        "Sent SIGTERM to all processes",
+        "work directory /run/cvm-agent wiped",
+        "init: the agent stopped",
+        "reboot: Power down",
+    ] {
+        assert!(console.contains(line), "the guest's log lacks {line:?}:\n{console}");
+    }
+}
