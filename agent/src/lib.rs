@@ -16,8 +16,8 @@ pub mod api;
 pub mod atls;
 pub mod computation;
 pub mod config;
-pub mod logs;
 pub mod init;
+pub mod logs;
 
 pub mod measurements;
 pub mod operator;

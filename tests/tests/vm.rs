@@ -418,6 +418,24 @@ fn the_demo_flow_runs_in_the_vm_and_it_powers_off_cleanly() {
         assert!(console.contains(line), "the guest's log lacks {line:?}:\n{console}");
     }
 
+    // The operator's view: the log stream over real vsock (the userspace
+    // backend's Unix socket on the host), and the manifest handed over on it.
+    let stream = std::fs::read_to_string(d.join("vm/agent-logs.txt")).unwrap();
+    let listener = std::fs::read_to_string(d.join("vm/logs-listen.err")).unwrap();
+    assert!(listener.contains(&format!("manifest accepted by the agent: {digest}")), "{listener}");
+    for line in [
+        "log link vsock:2:7100: connected",
+        &format!("manifest mean-age-vm ({digest}) received from the operator"),
+        "ready to serve",
+        "received hospital-a.csv",
+        "algorithm succeeded",
+        "EVENT cvm_agent::computation: state results_ready",
+        "work directory /run/cvm-agent wiped",
+    ] {
+        assert!(stream.contains(line), "the log stream over vsock lacks {line:?}:\n{stream}");
+    }
+    assert!(!stream.contains("a1,34"), "dataset content in the log stream");
+
     let figures = format!(
         "vm: kernel start to agent ready {ready:.3} s (agent log, CLOCK_BOOTTIME, QEMU TCG); launch to ready {} s; \
          initramfs {} bytes; static agent {} bytes\n",

@@ -36,7 +36,7 @@ impl log::Log for StderrLogger {
 static LOGGER: StderrLogger = StderrLogger;
 
 /// Installs the logger at `level`; a second call only changes the level.
-pub fn init(level: log::LevelFilter) {
+pub(super) fn init(level: log::LevelFilter) {
     let _ = log::set_logger(&LOGGER);
     log::set_max_level(level);
 }
