@@ -310,7 +310,9 @@ fn the_demo_flow_runs_in_the_vm_and_it_powers_off_cleanly() {
     );
     std::fs::write(
         d.join("policy.json"),
-        serde_json::json!({"measurements": [expected], "vmpl": 0, "signing_keys": ["vcek"]}).to_string(),
+        // swtpm is the guest's TPM: its quote must be there and verify.
+        serde_json::json!({"measurements": [expected], "vmpl": 0, "signing_keys": ["vcek"], "require_vtpm": true})
+            .to_string(),
     )
     .unwrap();
     let ark = d.join("vm/platform/ark.pem").display().to_string();
