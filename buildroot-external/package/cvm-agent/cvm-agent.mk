@@ -20,10 +20,13 @@ CVM_AGENT_DEPENDENCIES = host-pkgconf tpm2-tss
 
 # tss-esapi-sys finds tpm2-tss through pkg-config: static libraries (with
 # their private dependencies, libcrypto), and pkg-config of the target while
-# cross-compiling from the host.
+# cross-compiling from the host. CVM_TSS2_STATIC tells agent/build.rs where
+# the static TCTIs are, which the TCTI loader (built without dlopen) calls
+# but its pkg-config file does not list.
 CVM_AGENT_CARGO_ENV = \
 	PKG_CONFIG_ALL_STATIC=1 \
-	PKG_CONFIG_ALLOW_CROSS=1
+	PKG_CONFIG_ALLOW_CROSS=1 \
+	CVM_TSS2_STATIC=$(STAGING_DIR)/usr
 
 # With CVM_AGENT_OVERRIDE_SRCDIR (local.mk) a checkout is rsynced instead:
 # never its build output.
