@@ -63,6 +63,35 @@ pub fn cvmctl(args: &[&str]) -> Output {
     Command::new(bin("cvmctl")).args(args).stdin(Stdio::null()).output().expect("run cvmctl")
 }
 
+/// A process's stderr as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts a process's exit code, showing its stdout and stderr otherwise.
+#[track_caller]
+pub fn assert_exit(o: &Output, code: i32) {
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        stderr(o)
+    );
+}
+
+/// A process's peak resident set (VmHWM) in KiB; 0 once it is gone.
+pub fn vm_hwm(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 /// A simulated SNP platform: its chain bundle and ARK on disk.
 ///
 /// Generating one costs two RSA-4096 keys (tens of seconds unoptimised), so

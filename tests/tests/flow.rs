@@ -3,26 +3,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests panic on broken fixtures")]
 
-use std::process::Output;
 use std::time::Duration;
 
-use cvm_tests::{cvmctl, Options, Scenario};
+use cvm_tests::{assert_exit, cvmctl, stderr, Options, Scenario};
 use cvmctl::exit_codes;
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-#[track_caller]
-fn assert_exit(o: &Output, code: i32) {
-    assert_eq!(
-        o.status.code(),
-        Some(code),
-        "stdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        stderr(o)
-    );
-}
 
 fn upload_inputs(s: &Scenario) {
     assert_exit(&s.run("upload-algorithm", Some(&s.alg), &[&s.path("stats.py")]), exit_codes::OK);

@@ -5,21 +5,16 @@
 
 use std::collections::BTreeSet;
 use std::net::TcpListener;
-use std::process::Output;
 use std::time::{Duration, Instant};
 
 use cvm_protocol::logstream::{Level, Operation, RecordKind};
 use cvm_tests::loghost::{Acks, Listener, TestHost};
-use cvm_tests::{cvmctl, Options, Scenario};
+use cvm_tests::{assert_exit, cvmctl, Options, Scenario};
 use cvmctl::exit_codes;
 use serde_json::Value;
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
-}
-
-fn assert_exit(o: &Output, code: i32) {
-    assert_eq!(o.status.code(), Some(code), "stdout: {}\nstderr: {}", text(&o.stdout), text(&o.stderr));
 }
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {

@@ -9,23 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
-use cvm_tests::{cvmctl, Options, Prepared, Scenario};
+use cvm_tests::{assert_exit, cvmctl, stderr, Options, Prepared, Scenario};
 use cvmctl::exit_codes;
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-#[track_caller]
-fn assert_exit(o: &Output, code: i32) {
-    assert_eq!(
-        o.status.code(),
-        Some(code),
-        "stdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        stderr(o)
-    );
-}
 
 /// A sealing key made with cvmctl.
 fn sealing_key(dir: &Path, name: &str) -> PathBuf {

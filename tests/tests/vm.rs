@@ -153,8 +153,8 @@ fn cvmctl_measure_equals_sev_snp_measure_on_the_project_image() {
     ];
     let mut seen = std::collections::BTreeSet::new();
     for (vcpus, vcpu_type, append) in cases {
-        let ours = cvmctl(&[
-            "measure",
+        // Both tools take the same options.
+        let args = [
             "--ovmf",
             ovmf.to_str().unwrap(),
             "--kernel",
@@ -167,23 +167,11 @@ fn cvmctl_measure_equals_sev_snp_measure_on_the_project_image() {
             vcpus,
             "--vcpu-type",
             vcpu_type,
-        ]);
+        ];
+        let ours = cvmctl(&[&["measure"][..], &args].concat());
         assert!(ours.status.success(), "cvmctl measure: {}", String::from_utf8_lossy(&ours.stderr));
         let ours = String::from_utf8(ours.stdout).unwrap().trim().to_owned();
-        let reference = sev_snp_measure(&[
-            "--ovmf",
-            ovmf.to_str().unwrap(),
-            "--kernel",
-            kernel,
-            "--initrd",
-            initrd,
-            "--append",
-            append,
-            "--vcpus",
-            vcpus,
-            "--vcpu-type",
-            vcpu_type,
-        ]);
+        let reference = sev_snp_measure(&args);
         assert_eq!(ours.len(), 96);
         assert_eq!(ours, reference, "{vcpus} x {vcpu_type}, append {append:?}");
         seen.insert(ours);

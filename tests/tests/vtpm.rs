@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use cvm_protocol::api::{SessionEvidence, VtpmEvidence};
-use cvm_tests::{cvmctl, parse_agent_args, start_agent_env, Options, Scenario};
+use cvm_tests::{assert_exit, cvmctl, parse_agent_args, start_agent_env, Options, Scenario};
 use cvmctl::exit_codes;
 
 fn out(o: &Output) -> String {
@@ -17,11 +17,6 @@ fn out(o: &Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
-}
-
-#[track_caller]
-fn assert_exit(o: &Output, code: i32) {
-    assert_eq!(o.status.code(), Some(code), "{}", out(o));
 }
 
 fn with_vtpm() -> Options {

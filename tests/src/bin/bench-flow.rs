@@ -18,6 +18,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cvm_tests::vm_hwm;
 use sha2::{Digest as _, Sha256};
 
 const SIZE: usize = 1 << 30;
@@ -149,17 +150,6 @@ fn main() {
     println!("agent peak RSS: {} MiB before the upload, {} MiB after (dataset 1024 MiB; target <= dataset + 64 MiB)",
         rss_before / 1024, rss / 1024);
     let _ = std::fs::remove_file(&data_path);
-}
-
-fn vm_hwm(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 fn openssl_speed() {

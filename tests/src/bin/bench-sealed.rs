@@ -19,6 +19,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use cvm_protocol::sealed::{seal, Opener, SealingKey};
+use cvm_tests::vm_hwm;
 
 const SIZE: u64 = 2 << 30;
 const CHUNK: u32 = 1 << 20;
@@ -221,17 +222,6 @@ fn aes_gcm_crate() -> f64 {
         cipher.encrypt_in_place_detached((&nonce).into(), b"aad", &mut buf).unwrap();
     }
     mbps(total, t.elapsed().as_secs_f64())
-}
-
-fn vm_hwm(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 /// This thread's time on a CPU so far, in seconds (schedstat, nanoseconds).
