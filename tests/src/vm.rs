@@ -98,14 +98,19 @@ pub struct Vm {
 }
 
 impl Vm {
-    /// Starts the launcher with `manifest` and waits until the agent serves (or fails).
-    pub fn launch(manifest: &Path, dir: &Path) -> Vm {
-        Vm::launch_image(image(), manifest, dir)
+    /// Starts the launcher with `manifest` and the operator's `disks` (artifact name, file),
+    /// and waits until the agent serves (or fails).
+    pub fn launch(manifest: &Path, dir: &Path, disks: &[(&str, &Path)]) -> Vm {
+        Vm::launch_image(image(), manifest, dir, disks)
     }
 
     /// [`Vm::launch`] with another image.
-    pub fn launch_image(image: &Image, manifest: &Path, dir: &Path) -> Vm {
-        let mut child = Command::new(root().join("scripts/launch-vm"))
+    pub fn launch_image(image: &Image, manifest: &Path, dir: &Path, disks: &[(&str, &Path)]) -> Vm {
+        let mut launcher = Command::new(root().join("scripts/launch-vm"));
+        for (name, file) in disks {
+            launcher.arg("--disk").arg(format!("{name}={}", file.display()));
+        }
+        let mut child = launcher
             .arg("--manifest")
             .arg(manifest)
             .arg("--dir")

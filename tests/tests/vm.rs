@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -209,6 +209,24 @@ fn cvmctl_measure_equals_sev_snp_measure_on_the_project_image() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("unknown vCPU type \"EPYC-v9\""));
 }
 
+/// The lab's sealed model, and a string only its plaintext holds.
+const MODEL: &str = "{\"intercept\": -2.0, \"per_year\": 0.05, \"threshold\": 0.5}\n";
+const MODEL_MARKER: &str = "\"per_year\": 0.05";
+
+/// Every regular file below a directory.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().map_while(Result::ok) {
+        let path = entry.path();
+        match entry.file_type() {
+            Ok(t) if t.is_dir() => files.extend(walk(&path)),
+            Ok(t) if t.is_file() => files.push(path),
+            _ => {}
+        }
+    }
+    files
+}
+
 fn ok(o: &std::process::Output, what: &str) -> String {
     assert!(
         o.status.success(),
@@ -233,6 +251,18 @@ fn the_demo_flow_runs_in_the_vm_and_it_powers_off_cleanly() {
     let alg = owner(d, "alg", "p256");
     let a = owner(d, "a", "ed25519");
     let b = owner(d, "b", "p384");
+    // The lab's model, sealed; its ciphertext is on a disk the operator
+    // attaches (whole sectors, the stream first).
+    std::fs::write(d.join("model.json"), MODEL).unwrap();
+    ok(&cvmctl(&["keygen", "--sealing", "--out", &p("model.key")]), "keygen --sealing");
+    let sealed = ok(
+        &cvmctl(&["seal", "--key-file", &p("model.key"), "--out", &p("model-disk.img"), &p("model.json")]),
+        "seal",
+    );
+    let sealed: serde_json::Value = serde_json::from_str(sealed.trim()).unwrap();
+    let disk = std::fs::OpenOptions::new().write(true).open(d.join("model-disk.img")).unwrap();
+    let len = disk.metadata().unwrap().len();
+    disk.set_len(len.div_ceil(512) * 512).unwrap();
     let manifest = serde_json::json!({
         "id": "mean-age-vm", "name": "Mean age in the VM",
         "algorithm": {"digest": format!("sha256:{}", sha256_file(&d.join("stats"))), "provider_key": alg.public,
@@ -241,6 +271,7 @@ fn the_demo_flow_runs_in_the_vm_and_it_powers_off_cleanly() {
             {"name": "hospital-a.csv", "digest": format!("sha256:{}", sha256_file(&d.join("hospital-a.csv"))), "provider_key": a.public},
             {"name": "hospital-b.csv", "digest": format!("sha256:{}", sha256_file(&d.join("hospital-b.csv"))), "provider_key": b.public}
         ],
+        "artifacts": [{"name": "model.json", "sealed": sealed, "source": "host-path", "provider_key": alg.public}],
         "result_consumers": [{"key": alg.public}],
         "limits": {"max_upload_bytes": 16 << 20, "run_timeout_s": 60, "memory_bytes": 256 << 20}
     });
@@ -248,7 +279,8 @@ fn the_demo_flow_runs_in_the_vm_and_it_powers_off_cleanly() {
     let digest =
         ok(&cvmctl(&["manifest", "digest", &p("manifest.json")]), "manifest digest").trim().to_owned();
 
-    let vm = Vm::launch(&d.join("manifest.json"), &d.join("vm"));
+    let vm =
+        Vm::launch(&d.join("manifest.json"), &d.join("vm"), &[("model.json", &d.join("model-disk.img"))]);
     let addr = vm.value("agent").unwrap();
     let append = vm.value("append").unwrap();
     let platform_measurement = vm.value("measurement").unwrap();
@@ -258,44 +290,25 @@ fn the_demo_flow_runs_in_the_vm_and_it_powers_off_cleanly() {
     let image = vm::image();
     let (kernel, initrd, ovmf) =
         (image.kernel.to_str().unwrap(), image.initrd.to_str().unwrap(), vm::ovmf().display().to_string());
-    let expected = ok(
-        &cvmctl(&[
-            "measure",
-            "--ovmf",
-            &ovmf,
-            "--kernel",
-            kernel,
-            "--initrd",
-            initrd,
-            "--append",
-            &append,
-            "--vcpus",
-            "1",
-            "--vcpu-type",
-            "EPYC-v4",
-        ]),
-        "cvmctl measure",
-    )
-    .trim()
-    .to_owned();
+    let args = [
+        "--ovmf",
+        &ovmf,
+        "--kernel",
+        kernel,
+        "--initrd",
+        initrd,
+        "--append",
+        &append,
+        "--vcpus",
+        "1",
+        "--vcpu-type",
+        "EPYC-v4",
+    ];
+    let expected = ok(&cvmctl(&[&["measure"][..], &args].concat()), "cvmctl measure").trim().to_owned();
     assert_eq!(expected, platform_measurement, "the launcher measured something else");
-    assert_eq!(
-        expected,
-        sev_snp_measure(&[
-            "--ovmf",
-            &ovmf,
-            "--kernel",
-            kernel,
-            "--initrd",
-            initrd,
-            "--append",
-            &append,
-            "--vcpus",
-            "1",
-            "--vcpu-type",
-            "EPYC-v4"
-        ])
-    );
+    assert_eq!(expected, sev_snp_measure(&args));
+    // The operator's disk is named in the measured command line.
+    assert!(append.contains("cvm.host_artifacts=model.json=/dev/vda"), "{append}");
     std::fs::write(
         d.join("policy.json"),
         // swtpm is the guest's TPM: its quote must be there and verify.
@@ -361,6 +374,18 @@ fn the_demo_flow_runs_in_the_vm_and_it_powers_off_cleanly() {
     ok(&run("upload-algorithm", Some(&alg), &[&p("stats")]), "upload-algorithm");
     ok(&run("upload-dataset", Some(&a), &["hospital-a.csv", &p("hospital-a.csv")]), "upload-dataset a");
     ok(&run("upload-dataset", Some(&b), &["hospital-b.csv", &p("hospital-b.csv")]), "upload-dataset b");
+    // The model's key: a hospital does not own it; the lab's release has
+    // the agent read the model from /dev/vda and decrypt it in memory.
+    let release = ["--artifact", "model.json", "--key-file", &p("model.key")];
+    let o = run("release-key", Some(&a), &release);
+    assert_eq!(
+        o.status.code(),
+        Some(cvmctl::exit_codes::AGENT_ERROR),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("is not artifact_provider:model.json"));
+    ok(&run("release-key", Some(&alg), &release), "release-key");
     let status = ok(&run("status", Some(&alg), &["--wait", "120", "--json"]), "status");
     assert!(status.contains("\"results_ready\""), "{status}\n{}", vm.console());
     ok(&run("results", Some(&alg), &["--out", &p("results.tar")]), "results");
@@ -369,6 +394,9 @@ fn the_demo_flow_runs_in_the_vm_and_it_powers_off_cleanly() {
     assert_eq!(summary["count"], 7);
     assert_eq!(summary["mean"], 50.142857);
     assert_eq!(summary["rows_per_dataset"]["hospital-b.csv"], 3);
+    // The model was used: -2 + 0.05 * age, over 0.5 for the ages over 50.
+    assert_eq!(summary["model"]["mean_risk"], 0.507143, "{summary}");
+    assert_eq!(summary["model"]["over_threshold"], 4, "{summary}");
 
     // The logs: the whole story, and no dataset content.
     let console = vm.console();
@@ -381,12 +409,15 @@ fn the_demo_flow_runs_in_the_vm_and_it_powers_off_cleanly() {
         "the SIMULATED SNP provider is in use",
         &format!("manifest {digest}; serving attested TLS on 0.0.0.0:7002"),
         "received hospital-a.csv",
+        "released by its owner; reading /dev/vda",
+        "verified and decrypted into locked memory",
         "algorithm succeeded",
         "every result consumer fetched the results",
     ] {
         assert!(console.contains(line), "the guest's log lacks {line:?}:\n{console}");
     }
     assert!(!console.contains("a1,34"), "dataset content in the log");
+    assert!(!console.contains("per_year"), "the model's plaintext in the log");
     let ready: f64 = console
         .lines()
         .find_map(|l| l.split("ready to serve ").nth(1))
@@ -425,6 +456,20 @@ fn the_demo_flow_runs_in_the_vm_and_it_powers_off_cleanly() {
         assert!(stream.contains(line), "the log stream over vsock lacks {line:?}:\n{stream}");
     }
     assert!(!stream.contains("a1,34"), "dataset content in the log stream");
+    assert!(!stream.contains("per_year"), "the model's plaintext in the log stream");
+    // The host holds the model's ciphertext only: the disk, and nothing in
+    // the VM's directory (console, logs, TPM state) has its plaintext.
+    for entry in walk(d) {
+        if entry.file_name() == Some(std::ffi::OsStr::new("model.json")) && entry.parent() == Some(d) {
+            continue; // the lab's own copy, on the lab's machine
+        }
+        let bytes = std::fs::read(&entry).unwrap_or_default();
+        assert!(
+            !bytes.windows(MODEL_MARKER.len()).any(|w| w == MODEL_MARKER.as_bytes()),
+            "{} holds the model's plaintext",
+            entry.display()
+        );
+    }
 
     let figures = format!(
         "vm: kernel start to agent ready {ready:.3} s (agent log, CLOCK_BOOTTIME, QEMU TCG); launch to ready {} s; \
@@ -468,7 +513,7 @@ fn the_debugging_image_runs_the_agent_next_to_busybox_init() {
         .trim()
         .to_owned();
     let image = vm::busybox_image();
-    let vm = Vm::launch_image(image, &d.join("manifest.json"), &d.join("vm"));
+    let vm = Vm::launch_image(image, &d.join("manifest.json"), &d.join("vm"), &[]);
     let measurement = vm.value("measurement").unwrap();
     assert_ne!(measurement.len(), 0);
     std::fs::write(d.join("policy.json"), serde_json::json!({"measurements": [measurement]}).to_string())

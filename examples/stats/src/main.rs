@@ -4,8 +4,11 @@
 //! `stats --column NAME`: reads every CSV file in `$CVM_DATASETS` (a header
 //! line, then rows), takes the numeric column NAME, and writes
 //! `$CVM_RESULTS/summary.json` with the count, mean, sample standard
-//! deviation and rows per dataset. Runs inside cvm-agent's sandbox: no
-//! network, datasets read-only, results the only writable place.
+//! deviation and rows per dataset. If the manifest gives a sealed artifact
+//! `model.json` (a small linear risk model the agent decrypted in memory and
+//! hands over in `$CVM_ARTIFACTS`), it also reports the model's mean risk
+//! and how many rows are over its threshold. Runs inside cvm-agent's
+//! sandbox: no network, inputs read-only, results the only writable place.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -54,16 +57,22 @@ fn run() -> Result<(), String> {
     } else {
         0.0
     };
-    let rows: Vec<String> = per_dataset.iter().map(|(k, v)| format!("    {}: {v}", json_string(k))).collect();
-    let summary = format!(
-        "{{\n  \"column\": {},\n  \"count\": {n},\n  \"mean\": {},\n  \"rows_per_dataset\": {{\n{}\n  }},\n  \"stdev\": {}\n}}",
-        json_string(&column),
-        round6(mean),
-        rows.join(",\n"),
-        round6(stdev)
-    );
-    std::fs::write(Path::new(&results).join("summary.json"), summary)
-        .map_err(|e| format!("{results}: {e}"))?;
+    let mut summary = serde_json::json!({
+        "column": column,
+        "count": n,
+        "mean": round6(mean),
+        "rows_per_dataset": per_dataset,
+        "stdev": round6(stdev),
+    });
+    if let Some(model) = load_model()? {
+        let risks: Vec<f64> = values.iter().map(|v| model.intercept + model.per_year * v).collect();
+        summary["model"] = serde_json::json!({
+            "mean_risk": round6(risks.iter().sum::<f64>() / n as f64),
+            "over_threshold": risks.iter().filter(|r| **r > model.threshold).count(),
+        });
+    }
+    let text = serde_json::to_string_pretty(&summary).map_err(|e| format!("summary: {e}"))?;
+    std::fs::write(Path::new(&results).join("summary.json"), text).map_err(|e| format!("{results}: {e}"))?;
     println!("{n} rows, mean {mean:.3}");
     Ok(())
 }
@@ -90,16 +99,23 @@ fn round6(x: f64) -> f64 {
     (x * 1e6).round() / 1e6
 }
 
-fn json_string(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+/// The sealed model's parameters.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Model {
+    intercept: f64,
+    per_year: f64,
+    threshold: f64,
+}
+
+/// Reads `$CVM_ARTIFACTS/model.json` when the manifest provides it.
+fn load_model() -> Result<Option<Model>, String> {
+    let Ok(dir) = std::env::var("CVM_ARTIFACTS") else { return Ok(None) };
+    let path = Path::new(&dir).join("model.json");
+    let text = match std::fs::read(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    serde_json::from_slice(&text).map(Some).map_err(|e| format!("{}: {e}", path.display()))
 }
