@@ -388,6 +388,21 @@ fn the_demo_flow_runs_in_the_vm_and_it_powers_off_cleanly() {
     ok(&run("release-key", Some(&alg), &release), "release-key");
     let status = ok(&run("status", Some(&alg), &["--wait", "120", "--json"]), "status");
     assert!(status.contains("\"results_ready\""), "{status}\n{}", vm.console());
+    // Every input was measured into the guest's vTPM: the event log replays
+    // to the quoted PCR, and tpm2-tools checks the exported quote on its own.
+    let events = ok(&run("attest", None, &["--events", "--export-quote", &p("quote")]), "attest --events");
+    assert!(events.contains("event log (6 events, oldest first)"), "{events}");
+    for kind in ["manifest", "algorithm", "dataset", "sealed_artifact", "results"] {
+        assert!(events.contains(&format!("  {kind} ")), "{kind}: {events}");
+    }
+    assert!(events.contains("vTPM quote: verified"), "{events}");
+    let nonce = std::fs::read_to_string(d.join("quote/nonce")).unwrap();
+    let check = Command::new("tpm2_checkquote")
+        .args(["-u", &p("quote/ak.pem"), "-m", &p("quote/quote.msg"), "-s", &p("quote/quote.sig")])
+        .args(["-f", &p("quote/quote.pcrs"), "-g", "sha256", "-q", nonce.trim()])
+        .output()
+        .expect("tpm2_checkquote (tpm2-tools; run scripts/setup)");
+    ok(&check, "tpm2_checkquote on the guest's quote");
     ok(&run("results", Some(&alg), &["--out", &p("results.tar")]), "results");
     let o = Command::new("tar").args(["-xOf", &p("results.tar"), "results/summary.json"]).output().unwrap();
     let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
