@@ -92,6 +92,23 @@ pub fn vm_hwm(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// `openssl speed ARGS...` in MB/s: the last column of its last line
+/// (the largest block size asked for).
+pub fn openssl_speed_mbps(args: &[&str]) -> Result<f64, String> {
+    let o = Command::new("openssl")
+        .arg("speed")
+        .args(args)
+        .output()
+        .map_err(|e| format!("openssl speed: {e}"))?;
+    let text = String::from_utf8_lossy(&o.stdout);
+    text.lines()
+        .last()
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.trim_end_matches('k').parse::<f64>().ok())
+        .map(|kbps| kbps / 1000.0)
+        .ok_or_else(|| format!("openssl speed {}: no figure in its output: {text}", args.join(" ")))
+}
+
 /// A simulated SNP platform: its chain bundle and ARK on disk.
 ///
 /// Generating one costs two RSA-4096 keys (tens of seconds unoptimised), so
@@ -354,6 +371,20 @@ impl Scenario {
         let v: serde_json::Value = serde_json::from_str(line.trim())
             .unwrap_or_else(|e| panic!("{e}: {line} {}", String::from_utf8_lossy(&o.stderr)));
         v["data"].clone()
+    }
+
+    /// Uploads the algorithm (`stats.py`) and both datasets, each by its owner.
+    pub fn upload_inputs(&self) {
+        assert_exit(
+            &self.run("upload-algorithm", Some(&self.alg), &[&self.path("stats.py")]),
+            cvmctl::exit_codes::OK,
+        );
+        for (owner, name) in [(&self.a, "hospital-a.csv"), (&self.b, "hospital-b.csv")] {
+            assert_exit(
+                &self.run("upload-dataset", Some(owner), &[name, &self.path(name)]),
+                cvmctl::exit_codes::OK,
+            );
+        }
     }
 
     /// Waits until the state is final; returns the status.

@@ -8,18 +8,6 @@ use std::time::Duration;
 use cvm_tests::{assert_exit, cvmctl, stderr, Options, Scenario};
 use cvmctl::exit_codes;
 
-fn upload_inputs(s: &Scenario) {
-    assert_exit(&s.run("upload-algorithm", Some(&s.alg), &[&s.path("stats.py")]), exit_codes::OK);
-    assert_exit(
-        &s.run("upload-dataset", Some(&s.a), &["hospital-a.csv", &s.path("hospital-a.csv")]),
-        exit_codes::OK,
-    );
-    assert_exit(
-        &s.run("upload-dataset", Some(&s.b), &["hospital-b.csv", &s.path("hospital-b.csv")]),
-        exit_codes::OK,
-    );
-}
-
 #[test]
 fn full_flow_with_three_owners_gives_the_right_result() {
     let s = Scenario::start(Options::default());
@@ -28,7 +16,7 @@ fn full_flow_with_three_owners_gives_the_right_result() {
     assert!(String::from_utf8_lossy(&o.stdout).contains("bound to this TLS session"));
     let o = s.run("attest", None, &["--verbose"]);
     assert!(String::from_utf8_lossy(&o.stdout).contains("PASS  session_binding"));
-    upload_inputs(&s);
+    s.upload_inputs();
     let status = s.wait_final(Duration::from_secs(30));
     assert_eq!(status["state"], "results_ready", "{status}\n{}", s.log());
 
@@ -170,7 +158,7 @@ fn a_malformed_manifest_stops_the_agent_naming_the_field() {
 }
 
 fn run_to_the_end(s: &Scenario) -> serde_json::Value {
-    upload_inputs(s);
+    s.upload_inputs();
     s.wait_final(Duration::from_secs(60))
 }
 

@@ -24,15 +24,7 @@ fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 /// Uploads everything and waits for the end; returns the time that took.
 fn run_computation(s: &Scenario) -> Duration {
     let t = Instant::now();
-    assert_exit(&s.run("upload-algorithm", Some(&s.alg), &[&s.path("stats.py")]), exit_codes::OK);
-    assert_exit(
-        &s.run("upload-dataset", Some(&s.a), &["hospital-a.csv", &s.path("hospital-a.csv")]),
-        exit_codes::OK,
-    );
-    assert_exit(
-        &s.run("upload-dataset", Some(&s.b), &["hospital-b.csv", &s.path("hospital-b.csv")]),
-        exit_codes::OK,
-    );
+    s.upload_inputs();
     let status = s.wait_final(Duration::from_secs(120));
     assert_eq!(status["state"], "results_ready", "{status}\n{}", s.log());
     t.elapsed()

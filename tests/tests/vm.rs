@@ -213,6 +213,14 @@ fn cvmctl_measure_equals_sev_snp_measure_on_the_project_image() {
 const MODEL: &str = "{\"intercept\": -2.0, \"per_year\": 0.05, \"threshold\": 0.5}\n";
 const MODEL_MARKER: &str = "\"per_year\": 0.05";
 
+/// Asserts that `text` holds every one of `lines`; `lacks` says whose text it is.
+#[track_caller]
+fn assert_has(text: &str, lacks: &str, lines: &[&str]) {
+    for line in lines {
+        assert!(text.contains(line), "{lacks} {line:?}:\n{text}");
+    }
+}
+
 /// Every regular file below a directory.
 fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
@@ -415,7 +423,7 @@ fn the_demo_flow_runs_in_the_vm_and_it_powers_off_cleanly() {
 
     // The logs: the whole story, and no dataset content.
     let console = vm.console();
-    for line in [
+    assert_has(&console, "the guest's log lacks", &[
         "init: started as PID 1",
         "modules loaded",
         // swtpm is the guest's TPM, vsock goes through the userspace backend, fw_cfg carries the inputs.
@@ -428,9 +436,7 @@ fn the_demo_flow_runs_in_the_vm_and_it_powers_off_cleanly() {
         "verified and decrypted into locked memory",
         "algorithm succeeded",
         "every result consumer fetched the results",
-    ] {
-        assert!(console.contains(line), "the guest's log lacks {line:?}:\n{console}");
-    }
+    ]);
     assert!(!console.contains("a1,34"), "dataset content in the log");
     assert!(!console.contains("per_year"), "the model's plaintext in the log");
     let ready: f64 = console
@@ -444,32 +450,36 @@ fn the_demo_flow_runs_in_the_vm_and_it_powers_off_cleanly() {
     let (clean, last) = vm.power_off(Duration::from_secs(90));
     let console = std::fs::read_to_string(d.join("vm/console.log")).unwrap();
     assert!(clean && last == "launch-vm: poweroff clean", "{last}\n{console}");
-    for line in [
-        "init: stop requested",
-        "work directory /run/cvm-agent wiped",
-        "init: the agent stopped",
-        "init: powering off",
-        "reboot: Power down",
-    ] {
-        assert!(console.contains(line), "the guest's log lacks {line:?}:\n{console}");
-    }
+    assert_has(
+        &console,
+        "the guest's log lacks",
+        &[
+            "init: stop requested",
+            "work directory /run/cvm-agent wiped",
+            "init: the agent stopped",
+            "init: powering off",
+            "reboot: Power down",
+        ],
+    );
 
     // The operator's view: the log stream over real vsock (the userspace
     // backend's Unix socket on the host), and the manifest handed over on it.
     let stream = std::fs::read_to_string(d.join("vm/agent-logs.txt")).unwrap();
     let listener = std::fs::read_to_string(d.join("vm/logs-listen.err")).unwrap();
     assert!(listener.contains(&format!("manifest accepted by the agent: {digest}")), "{listener}");
-    for line in [
-        "log link vsock:2:7100: connected",
-        &format!("manifest mean-age-vm ({digest}) received from the operator"),
-        "ready to serve",
-        "received hospital-a.csv",
-        "algorithm succeeded",
-        "EVENT cvm_agent::computation: state results_ready",
-        "work directory /run/cvm-agent wiped",
-    ] {
-        assert!(stream.contains(line), "the log stream over vsock lacks {line:?}:\n{stream}");
-    }
+    assert_has(
+        &stream,
+        "the log stream over vsock lacks",
+        &[
+            "log link vsock:2:7100: connected",
+            &format!("manifest mean-age-vm ({digest}) received from the operator"),
+            "ready to serve",
+            "received hospital-a.csv",
+            "algorithm succeeded",
+            "EVENT cvm_agent::computation: state results_ready",
+            "work directory /run/cvm-agent wiped",
+        ],
+    );
     assert!(!stream.contains("a1,34"), "dataset content in the log stream");
     assert!(!stream.contains("per_year"), "the model's plaintext in the log stream");
     // The host holds the model's ciphertext only: the disk, and nothing in
@@ -551,24 +561,28 @@ fn the_debugging_image_runs_the_agent_next_to_busybox_init() {
     let console = vm.console();
     // busybox is PID 1; the agent's supervisor did the set-up and started the agent.
     assert!(!console.contains("init: started as PID 1"), "{console}");
-    for line in [
-        "init: devices: TPM /dev/tpmrm0 yes",
-        "init: eth0 is 10.0.2.15/24",
-        "init: agent started",
-        "serving attested TLS",
-    ] {
-        assert!(console.contains(line), "the guest's log lacks {line:?}:\n{console}");
-    }
+    assert_has(
+        &console,
+        "the guest's log lacks",
+        &[
+            "init: devices: TPM /dev/tpmrm0 yes",
+            "init: eth0 is 10.0.2.15/24",
+            "init: agent started",
+            "serving attested TLS",
+        ],
+    );
     let (clean, last) = vm.power_off(Duration::from_secs(90));
     let console = std::fs::read_to_string(d.join("vm/console.log")).unwrap();
     assert!(clean, "{last}\n{console}");
     // busybox's poweroff sends SIGTERM to everyone: the agent still stops cleanly and wipes.
-    for line in [
-        "Sent SIGTERM to all processes",
-        "work directory /run/cvm-agent wiped",
-        "init: the agent stopped",
-        "reboot: Power down",
-    ] {
-        assert!(console.contains(line), "the guest's log lacks {line:?}:\n{console}");
-    }
+    assert_has(
+        &console,
+        "the guest's log lacks",
+        &[
+            "Sent SIGTERM to all processes",
+            "work directory /run/cvm-agent wiped",
+            "init: the agent stopped",
+            "reboot: Power down",
+        ],
+    );
 }

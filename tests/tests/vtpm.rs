@@ -24,10 +24,7 @@ fn with_vtpm() -> Options {
 }
 
 fn run_computation(s: &Scenario) {
-    assert_exit(&s.run("upload-algorithm", Some(&s.alg), &[&s.path("stats.py")]), exit_codes::OK);
-    for (owner, name) in [(&s.a, "hospital-a.csv"), (&s.b, "hospital-b.csv")] {
-        assert_exit(&s.run("upload-dataset", Some(owner), &[name, &s.path(name)]), exit_codes::OK);
-    }
+    s.upload_inputs();
     let status = s.wait_final(Duration::from_secs(30));
     assert_eq!(status["state"], "results_ready", "{status}\n{}", s.log());
 }

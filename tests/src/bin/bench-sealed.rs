@@ -246,7 +246,7 @@ fn cpu_secs() -> f64 {
 /// `openssl speed -evp aes-256-gcm` in MB/s (16 KiB blocks, 1 s), by CPU
 /// time (openssl's default) or wall time (`-elapsed`).
 fn openssl_speed(decrypt: bool, elapsed: bool) -> f64 {
-    let mut args = vec!["speed", "-seconds", "1", "-bytes", "16384"];
+    let mut args = vec!["-seconds", "1", "-bytes", "16384"];
     if decrypt {
         args.push("-decrypt");
     }
@@ -254,20 +254,8 @@ fn openssl_speed(decrypt: bool, elapsed: bool) -> f64 {
         args.push("-elapsed");
     }
     args.extend(["-evp", "aes-256-gcm"]);
-    match std::process::Command::new("openssl").args(&args).output() {
-        Ok(o) => {
-            let text = String::from_utf8_lossy(&o.stdout);
-            let line = text.lines().last().unwrap_or("").to_owned();
-            let kbps: f64 = line
-                .split_whitespace()
-                .last()
-                .and_then(|v| v.trim_end_matches('k').parse().ok())
-                .unwrap_or(0.0);
-            kbps / 1000.0
-        }
-        Err(e) => {
-            println!("openssl speed: {e}");
-            0.0
-        }
-    }
+    cvm_tests::openssl_speed_mbps(&args).unwrap_or_else(|e| {
+        println!("{e}");
+        0.0
+    })
 }
