@@ -17,6 +17,15 @@ use crate::{Digest, PublicKey};
 pub const MAX_DATASETS: usize = 64;
 /// Most artifacts a manifest may name.
 pub const MAX_ARTIFACTS: usize = 64;
+/// Most runtime paths an algorithm may declare.
+pub const MAX_RUNTIME_PATHS: usize = 32;
+/// `limits.results_bytes` when the manifest gives none: 64 MiB.
+pub const DEFAULT_RESULTS_BYTES: u64 = 64 << 20;
+/// `limits.max_processes` when the manifest gives none.
+pub const DEFAULT_MAX_PROCESSES: u64 = 64;
+/// Where no runtime path or interpreter may lie: the kernel's and the
+/// agent's own file systems.
+const FORBIDDEN_RUNTIME_ROOTS: [&str; 5] = ["/proc", "/sys", "/dev", "/run", "/tmp"];
 
 /// A computation's manifest.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,6 +71,13 @@ pub struct Algorithm {
     /// Arguments after the program (or the script's path).
     #[serde(default)]
     pub args: Vec<String>,
+    /// Absolute paths of the guest image the algorithm may read and execute
+    /// (read-only): what an interpreter or a dynamically linked program
+    /// needs, e.g. `["/usr/lib/python3.11", "/usr/lib/x86_64-linux-gnu",
+    /// "/lib64"]`. Nothing else of the image is inside the sandbox; the
+    /// interpreter itself is always included.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub runtime: Vec<String>,
 }
 
 /// How the algorithm is started.
@@ -167,8 +183,30 @@ pub struct Limits {
     pub max_upload_bytes: u64,
     /// Wall-clock limit of the run, in seconds.
     pub run_timeout_s: u64,
-    /// Memory (address space) limit of the algorithm, in bytes.
+    /// Memory of the whole sandbox (every process of the algorithm, its
+    /// results and its /tmp), in bytes.
     pub memory_bytes: u64,
+    /// Largest size of the results directory and /tmp together, in bytes;
+    /// [`DEFAULT_RESULTS_BYTES`] (or `memory_bytes`, if smaller) when
+    /// absent. A run that fills it fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub results_bytes: Option<u64>,
+    /// Most processes (and threads) the algorithm may have at once;
+    /// [`DEFAULT_MAX_PROCESSES`] when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_processes: Option<u64>,
+}
+
+impl Limits {
+    /// `results_bytes`, or its default.
+    pub fn results_bytes(&self) -> u64 {
+        self.results_bytes.unwrap_or(DEFAULT_RESULTS_BYTES.min(self.memory_bytes))
+    }
+
+    /// `max_processes`, or its default.
+    pub fn max_processes(&self) -> u64 {
+        self.max_processes.unwrap_or(DEFAULT_MAX_PROCESSES)
+    }
 }
 
 /// What happens to the algorithm's stdout and stderr.
@@ -213,6 +251,32 @@ fn check_name(field: String, name: &str) -> Result<(), ManifestError> {
     Ok(())
 }
 
+/// An absolute, normalised path of the image that the sandbox may show:
+/// not `/` itself, not in [`FORBIDDEN_RUNTIME_ROOTS`].
+fn check_image_path(field: String, path: &str) -> Result<(), ManifestError> {
+    let normalised = path.starts_with('/')
+        && path.len() > 1
+        && path.len() <= 256
+        && !path.ends_with('/')
+        && !path.contains('\0')
+        && path[1..].split('/').all(|c| !c.is_empty() && c != "." && c != "..");
+    if !normalised {
+        return Err(err(
+            field,
+            format!(
+                "{path:?} is not a normalised absolute path below / (no `.`, `..`, `//` or trailing `/`)"
+            ),
+        ));
+    }
+    if let Some(root) = FORBIDDEN_RUNTIME_ROOTS
+        .iter()
+        .find(|r| path == **r || path.strip_prefix(**r).is_some_and(|rest| rest.starts_with('/')))
+    {
+        return Err(err(field, format!("{path:?} is under {root}, which the sandbox never shows")));
+    }
+    Ok(())
+}
+
 fn check_pin(field: &str, digest: bool, sealed: bool) -> Result<(), ManifestError> {
     match (digest, sealed) {
         (true, false) | (false, true) => Ok(()),
@@ -247,10 +311,21 @@ impl Manifest {
             (AlgorithmKind::Binary, Some(_)) => {
                 return Err(err("algorithm.interpreter", "not allowed when kind is \"binary\""))
             }
-            (AlgorithmKind::Script, Some(i)) if !i.starts_with('/') || i.contains("..") => {
-                return Err(err("algorithm.interpreter", format!("{i:?} is not an absolute path")))
-            }
+            (AlgorithmKind::Script, Some(i)) => check_image_path("algorithm.interpreter".into(), i)?,
             _ => {}
+        }
+        if a.runtime.len() > MAX_RUNTIME_PATHS {
+            return Err(err(
+                "algorithm.runtime",
+                format!("at most {MAX_RUNTIME_PATHS} paths, found {}", a.runtime.len()),
+            ));
+        }
+        let mut seen = BTreeSet::new();
+        for (i, path) in a.runtime.iter().enumerate() {
+            check_image_path(format!("algorithm.runtime[{i}]"), path)?;
+            if !seen.insert(path.as_str()) {
+                return Err(err(format!("algorithm.runtime[{i}]"), format!("{path:?} is named twice")));
+            }
         }
         check_pin("algorithm", a.digest.is_some(), a.sealed.is_some())?;
         if let Some(i) = a.args.iter().position(|s| s.contains('\0')) {
@@ -306,6 +381,22 @@ impl Manifest {
         }
         if l.memory_bytes < 16 << 20 {
             return Err(err("limits.memory_bytes", "must be at least 16 MiB"));
+        }
+        let results = l.results_bytes();
+        if results < 64 << 10 || results > l.memory_bytes {
+            return Err(err(
+                "limits.results_bytes",
+                format!(
+                    "{results} is not between 64 KiB and memory_bytes ({}): results live in the sandbox's memory",
+                    l.memory_bytes
+                ),
+            ));
+        }
+        if !(1..=4096).contains(&l.max_processes()) {
+            return Err(err(
+                "limits.max_processes",
+                format!("{} is not between 1 and 4096", l.max_processes()),
+            ));
         }
         Ok(())
     }
@@ -424,6 +515,66 @@ mod tests {
         assert_eq!(Manifest::from_json(bad_source.as_bytes()).unwrap_err().field, "artifacts[0].source");
         let short_id = text.replacen(&"11".repeat(16), "11", 1);
         assert_eq!(Manifest::from_json(short_id.as_bytes()).unwrap_err().field, "datasets[0].sealed.key_id");
+    }
+
+    #[test]
+    fn runtime_paths_and_sandbox_limits_are_checked() {
+        let with = |runtime: &str, limits: &str| {
+            sample()
+                .replace(
+                    "\"args\": [\"--column\", \"age\"]",
+                    &format!("\"args\": [], \"runtime\": {runtime}"),
+                )
+                .replace("\"memory_bytes\": 268435456", &format!("\"memory_bytes\": 268435456{limits}"))
+        };
+        let m = Manifest::from_json(with(r#"["/usr/lib/python3.11", "/lib64"]"#, "").as_bytes()).unwrap();
+        assert_eq!(m.algorithm.runtime, ["/usr/lib/python3.11", "/lib64"]);
+        assert_eq!((m.limits.results_bytes(), m.limits.max_processes()), (DEFAULT_RESULTS_BYTES, 64));
+        let m =
+            Manifest::from_json(with("[]", r#", "results_bytes": 1048576, "max_processes": 8"#).as_bytes())
+                .unwrap();
+        assert_eq!((m.limits.results_bytes(), m.limits.max_processes()), (1 << 20, 8));
+        // Absent fields leave the canonical form (and so every older digest) as it was.
+        let canon =
+            String::from_utf8(Manifest::from_json(sample().as_bytes()).unwrap().canonical_json()).unwrap();
+        assert!(!canon.contains("runtime") && !canon.contains("results_bytes"), "{canon}");
+        for (runtime, field) in [
+            (r#"["/"]"#, "algorithm.runtime[0]"),
+            (r#"["/usr", "usr/lib"]"#, "algorithm.runtime[1]"),
+            (r#"["/usr/../proc"]"#, "algorithm.runtime[0]"),
+            (r#"["/usr//lib"]"#, "algorithm.runtime[0]"),
+            (r#"["/usr/lib/"]"#, "algorithm.runtime[0]"),
+            (r#"["/proc"]"#, "algorithm.runtime[0]"),
+            (r#"["/sys/firmware"]"#, "algorithm.runtime[0]"),
+            (r#"["/dev/tpmrm0"]"#, "algorithm.runtime[0]"),
+            (r#"["/run/cvm-agent"]"#, "algorithm.runtime[0]"),
+            (r#"["/usr", "/usr"]"#, "algorithm.runtime[1]"),
+        ] {
+            let e = Manifest::from_json(with(runtime, "").as_bytes()).unwrap_err();
+            assert_eq!(e.field, field, "{runtime}: {e}");
+        }
+        // A path that only starts like a forbidden root is fine.
+        Manifest::from_json(with(r#"["/devtools", "/procfs-lib"]"#, "").as_bytes()).unwrap();
+        let too_many =
+            format!("[{}]", (0..33).map(|i| format!("\"/opt/{i}\"")).collect::<Vec<_>>().join(","));
+        assert_eq!(
+            Manifest::from_json(with(&too_many, "").as_bytes()).unwrap_err().field,
+            "algorithm.runtime"
+        );
+        let interp = sample().replace("/usr/bin/python3", "/proc/self/exe");
+        assert_eq!(Manifest::from_json(interp.as_bytes()).unwrap_err().field, "algorithm.interpreter");
+        for (limits, field) in [
+            (r#", "results_bytes": 1024"#, "limits.results_bytes"),
+            (r#", "results_bytes": 268435457"#, "limits.results_bytes"),
+            (r#", "max_processes": 0"#, "limits.max_processes"),
+            (r#", "max_processes": 5000"#, "limits.max_processes"),
+        ] {
+            let e = Manifest::from_json(with("[]", limits).as_bytes()).unwrap_err();
+            assert_eq!(e.field, field, "{limits}: {e}");
+        }
+        // A small sandbox gets results of at most its memory by default.
+        let small = sample().replace("268435456", "16777216");
+        assert_eq!(Manifest::from_json(small.as_bytes()).unwrap().limits.results_bytes(), 16 << 20);
     }
 
     #[test]
