@@ -97,7 +97,7 @@ impl BootEvidence {
 
     /// Finds and reads the evidence in a DER certificate.
     pub fn from_certificate(cert_der: &[u8]) -> Result<(BootEvidence, Vec<u8>), BindingError> {
-        let cert = x509_cert::Certificate::from_der(cert_der)
+        let cert = crate::certs::decode_der::<x509_cert::Certificate>(cert_der)
             .map_err(|e| BindingError(format!("certificate: {e}")))?;
         let ext = cert
             .tbs_certificate

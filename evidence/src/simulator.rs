@@ -13,7 +13,7 @@ use std::str::FromStr;
 use std::time::Duration as StdDuration;
 
 use der::asn1::{BitString, Ia5String, OctetString, UtcTime};
-use der::{Decode, DecodePem, Encode, EncodePem};
+use der::{Decode, Encode, EncodePem};
 use p384::ecdsa::signature::Signer as _;
 use p384::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey};
 use rand_core::{OsRng, RngCore};
@@ -447,15 +447,25 @@ impl SimulatedChain {
         if blocks.len() != 6 {
             return Err(bad(format!("expected 6 PEM blocks, found {}", blocks.len())));
         }
+        // Every block's DER has its lengths checked before it is decoded
+        // (`certs::check_lengths`), as every DER from outside is.
+        let key_der = |i: usize| {
+            crate::certs::pem_body(blocks[i].as_bytes(), "PRIVATE KEY")
+                .and_then(|der| crate::certs::check_lengths(&der).map(|()| der))
+                .map_err(|e| bad(format!("key {i}: {e}")))
+        };
         let rsa_key = |i: usize| {
-            rsa::pkcs8::DecodePrivateKey::from_pkcs8_pem(blocks[i]).map_err(|e| bad(format!("key {i}: {e}")))
+            rsa::pkcs8::DecodePrivateKey::from_pkcs8_der(&key_der(i)?)
+                .map_err(|e| bad(format!("key {i}: {e}")))
         };
         let ark_key: rsa::RsaPrivateKey = rsa_key(0)?;
         let ask_key: rsa::RsaPrivateKey = rsa_key(1)?;
-        let vek_key =
-            p384::ecdsa::SigningKey::from_pkcs8_pem(blocks[2]).map_err(|e| bad(format!("VEK key: {e}")))?;
-        let cert =
-            |i: usize| Certificate::from_pem(blocks[i]).map_err(|e| bad(format!("certificate {i}: {e}")));
+        let vek_key = p384::ecdsa::SigningKey::from_pkcs8_der(&key_der(2)?)
+            .map_err(|e| bad(format!("VEK key: {e}")))?;
+        let cert = |i: usize| {
+            crate::certs::parse_certificate(blocks[i].as_bytes(), &format!("certificate {i}"))
+                .map_err(|e| bad(e.to_string()))
+        };
         let params = ChainParams { product, signing_key, chip_id, tcb, vek_not_before, vek_not_after };
         Ok(SimulatedChain { params, ark_key, ask_key, vek_key, ark: cert(3)?, ask: cert(4)?, vek: cert(5)? })
     }

@@ -5,13 +5,15 @@
 //! reports. [`CertChain`] holds what came with the evidence; what is missing
 //! is taken from the built-in [`roots`].
 
+mod der_bounds;
 pub mod extensions;
 pub mod roots;
 mod signature;
 
-use der::{Decode, DecodePem, Encode};
+use der::{Decode, Encode};
 use sha2::{Digest, Sha256};
 
+pub(crate) use der_bounds::check_lengths;
 pub use roots::TrustAnchors;
 pub(crate) use signature::{vek_public_key, verify_ecdsa_p384, verify_issued_by};
 /// An X.509 certificate (re-exported from `x509-cert`).
@@ -43,18 +45,19 @@ pub struct CertChain {
 /// Parses one certificate from PEM or DER; `what` names it in errors.
 ///
 /// Only canonical DER is accepted, so the bytes whose signature is checked
-/// are exactly the bytes that were received.
+/// are exactly the bytes that were received. Every length in it is checked
+/// against the bytes that are there before anything is decoded, so hostile
+/// bytes cost at most their own size in memory.
 pub fn parse_certificate(bytes: &[u8], what: &str) -> Result<Certificate, CertError> {
     let decode_err = |reason: String| CertError::Decode { what: what.to_owned(), reason };
-    let (cert, der) = if bytes.starts_with(b"-----BEGIN") {
-        let text = std::str::from_utf8(bytes).map_err(|e| decode_err(e.to_string()))?;
-        let cert = Certificate::from_pem(text).map_err(|e| decode_err(e.to_string()))?;
-        let der = pem_body(text).map_err(decode_err)?;
-        (cert, der)
+    let pem;
+    let der = if bytes.starts_with(b"-----BEGIN") {
+        pem = pem_body(bytes, "CERTIFICATE").map_err(decode_err)?;
+        &pem[..]
     } else {
-        let cert = Certificate::from_der(bytes).map_err(|e| decode_err(e.to_string()))?;
-        (cert, bytes.to_vec())
+        bytes
     };
+    let cert = decode_der::<Certificate>(der).map_err(decode_err)?;
     let again = cert.to_der().map_err(|e| decode_err(e.to_string()))?;
     if again != der {
         return Err(CertError::NotCanonical { what: what.to_owned() });
@@ -62,8 +65,20 @@ pub fn parse_certificate(bytes: &[u8], what: &str) -> Result<Certificate, CertEr
     Ok(cert)
 }
 
-fn pem_body(text: &str) -> Result<Vec<u8>, String> {
-    let (_, der) = der::pem::decode_vec(text.as_bytes()).map_err(|e| e.to_string())?;
+/// Decodes DER whose every length was first checked against the input
+/// (see [`der_bounds`]); the only way this crate decodes DER from outside.
+pub(crate) fn decode_der<'a, T: Decode<'a>>(der: &'a [u8]) -> Result<T, String> {
+    check_lengths(der)?;
+    T::from_der(der).map_err(|e| e.to_string())
+}
+
+/// The DER inside one PEM block labelled `label`.
+pub(crate) fn pem_body(pem: &[u8], label: &str) -> Result<Vec<u8>, String> {
+    // The decoded bytes are at most three quarters of the text: bounded by the input.
+    let (found, der) = der::pem::decode_vec(pem).map_err(|e| format!("PEM: {e}"))?;
+    if found != label {
+        return Err(format!("PEM block labelled {found:?}, expected {label:?}"));
+    }
     Ok(der)
 }
 
@@ -134,6 +149,22 @@ mod tests {
         assert!(err.to_string().starts_with("vcek.der: not an X.509 certificate"), "{err}");
         let err = parse_certificate(&VCEK[..VCEK.len() - 1], "vcek.der").unwrap_err();
         assert!(matches!(err, CertError::Decode { .. }), "{err}");
+        let key = b"-----BEGIN PRIVATE KEY-----\nMAA=\n-----END PRIVATE KEY-----\n";
+        let err = parse_certificate(key, "ark.pem").unwrap_err().to_string();
+        assert!(err.contains("labelled \"PRIVATE KEY\", expected \"CERTIFICATE\""), "{err}");
+    }
+
+    #[test]
+    fn issue13_lengths_past_the_input_are_refused_before_decoding_der_or_pem() {
+        let der = hex::decode("300d300ba00302010202840fffffff").unwrap();
+        let pem = format!(
+            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &der)
+        );
+        for bytes in [&der[..], pem.as_bytes()] {
+            let err = parse_certificate(bytes, "server").unwrap_err().to_string();
+            assert!(err.contains("claims 268435455 bytes, but only 0 remain"), "{err}");
+        }
     }
 
     #[test]
