@@ -5,6 +5,18 @@
 //! canonical form, so whitespace and key order do not change it. The agent
 //! binds that digest into its evidence; a client that pins it knows which
 //! roles, keys, inputs and limits the agent enforces.
+//!
+//! # Integers
+//!
+//! Every integer in a manifest (sizes, limits, a sealed input's `size`) is
+//! at most [`MAX_SAFE_INTEGER`], 2^53 - 1; validation refuses a larger one
+//! and names its field. RFC 8785 writes numbers as IEEE 754 doubles, which
+//! hold every integer up to 2^53 exactly and no longer all of them above:
+//! 2^53 + 1 would be written as 2^53, so two manifests would share one
+//! digest, and 2^64 - 1 as `18446744073709552000`, which no longer parses as
+//! a manifest. With the rule, the canonical form of every manifest that
+//! parses parses back to that same manifest, and the digest names exactly
+//! one manifest.
 
 use std::collections::BTreeSet;
 
@@ -23,6 +35,10 @@ pub const MAX_RUNTIME_PATHS: usize = 32;
 pub const DEFAULT_RESULTS_BYTES: u64 = 64 << 20;
 /// `limits.max_processes` when the manifest gives none.
 pub const DEFAULT_MAX_PROCESSES: u64 = 64;
+/// The largest integer a manifest may hold: 2^53 - 1, the largest that
+/// every JSON reader (and RFC 8785's canonical form, which writes numbers
+/// as IEEE 754 doubles) represents exactly.
+pub const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
 /// Where no runtime path or interpreter may lie: the kernel's and the
 /// agent's own file systems.
 const FORBIDDEN_RUNTIME_ROOTS: [&str; 5] = ["/proc", "/sys", "/dev", "/run", "/tmp"];
@@ -277,6 +293,51 @@ fn check_image_path(field: String, path: &str) -> Result<(), ManifestError> {
     Ok(())
 }
 
+/// Every integer of the manifest, wherever it is, is at most
+/// [`MAX_SAFE_INTEGER`]: checked on the serialised form, so a field added
+/// later is covered too.
+fn check_integers(m: &Manifest) -> Result<(), ManifestError> {
+    fn walk(v: &serde_json::Value, path: &mut String) -> Result<(), ManifestError> {
+        match v {
+            serde_json::Value::Number(n) => match n.as_u64() {
+                Some(i) if i <= MAX_SAFE_INTEGER => Ok(()),
+                _ => Err(err(
+                    path.clone(),
+                    format!(
+                        "{n} is above {MAX_SAFE_INTEGER} (2^53 - 1), the largest integer the canonical form (RFC 8785) keeps exact"
+                    ),
+                )),
+            },
+            serde_json::Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    let len = path.len();
+                    path.push_str(&format!("[{i}]"));
+                    walk(item, path)?;
+                    path.truncate(len);
+                }
+                Ok(())
+            }
+            serde_json::Value::Object(fields) => {
+                for (name, item) in fields {
+                    let len = path.len();
+                    if !path.is_empty() {
+                        path.push('.');
+                    }
+                    path.push_str(name);
+                    walk(item, path)?;
+                    path.truncate(len);
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+    // Serialising plain strings, integers, booleans, arrays and objects
+    // cannot fail; if it did, the whole document is named.
+    let value = serde_json::to_value(m).map_err(|e| err(".", e.to_string()))?;
+    walk(&value, &mut String::new())
+}
+
 fn check_pin(field: &str, digest: bool, sealed: bool) -> Result<(), ManifestError> {
     match (digest, sealed) {
         (true, false) | (false, true) => Ok(()),
@@ -299,6 +360,7 @@ impl Manifest {
 
     /// Checks what the types alone cannot.
     pub fn validate(&self) -> Result<(), ManifestError> {
+        check_integers(self)?;
         check_name("id".into(), &self.id)?;
         if self.name.trim().is_empty() || self.name.len() > 256 {
             return Err(err("name", "must be 1-256 characters"));
@@ -575,6 +637,73 @@ mod tests {
         // A small sandbox gets results of at most its memory by default.
         let small = sample().replace("268435456", "16777216");
         assert_eq!(Manifest::from_json(small.as_bytes()).unwrap().limits.results_bytes(), 16 << 20);
+    }
+
+    #[test]
+    fn integers_above_2_pow_53_minus_1_are_refused_naming_the_field() {
+        let sealed = |size: &str| {
+            format!(
+                r#"{{"key_id": "{}", "stream_id": "{}", "size": {size}}}"#,
+                "11".repeat(16),
+                "22".repeat(16)
+            )
+        };
+        let base = sample()
+            .replace(
+                &format!(r#""digest": "sha256:{}", "provider_key": "{KEY_B}""#, "ab".repeat(32)),
+                &format!(r#""sealed": {}, "provider_key": "{KEY_B}""#, sealed("DS")),
+            )
+            .replace(
+                r#""result_consumers""#,
+                &format!(
+                    r#""artifacts": [{{"name": "w", "sealed": {}, "source": "upload", "provider_key": "{KEY_B}"}}], "result_consumers""#,
+                    sealed("AS")
+                ),
+            )
+            .replace("\"memory_bytes\": 268435456", "\"memory_bytes\": 268435456, \"results_bytes\": RB, \"max_processes\": MP");
+        let fill = |text: &str, name: &str, value: &str| {
+            let mut t = text.to_owned();
+            for (n, v) in [("DS", "42"), ("AS", "43"), ("RB", "1048576"), ("MP", "8")] {
+                t = t.replace(n, if n == name { value } else { v });
+            }
+            t
+        };
+        assert!(Manifest::from_json(fill(&base, "", "").as_bytes()).is_ok());
+        let fields = [
+            ("DS", "datasets[0].sealed.size"),
+            ("AS", "artifacts[0].sealed.size"),
+            ("RB", "limits.results_bytes"),
+            ("MP", "limits.max_processes"),
+        ];
+        for big in ["9007199254740992", "9007199254740993", "18446744073709551615"] {
+            for (name, field) in fields {
+                let e = Manifest::from_json(fill(&base, name, big).as_bytes()).unwrap_err();
+                assert_eq!(e.field, field, "{big}: {e}");
+                assert!(e.message.contains("2^53 - 1"), "{e}");
+            }
+            for (field, now) in
+                [("max_upload_bytes", "1048576"), ("run_timeout_s", "30"), ("memory_bytes", "268435456")]
+            {
+                let text = fill(&base, "", "").replacen(
+                    &format!("\"{field}\": {now}"),
+                    &format!("\"{field}\": {big}"),
+                    1,
+                );
+                let e = Manifest::from_json(text.as_bytes()).unwrap_err();
+                assert_eq!(e.field, format!("limits.{field}"), "{big}: {e}");
+            }
+            // The algorithm's sealed size too.
+            let alg = fill(&base, "", "").replacen(
+                &format!(r#""digest": "sha256:{}", "provider_key": "{KEY_A}""#, "ab".repeat(32)),
+                &format!(r#""sealed": {}, "provider_key": "{KEY_A}""#, sealed(big)),
+                1,
+            );
+            assert_eq!(Manifest::from_json(alg.as_bytes()).unwrap_err().field, "algorithm.sealed.size");
+        }
+        // 2^53 - 1 itself is kept exactly by the canonical form.
+        let max = fill(&base, "DS", "9007199254740991");
+        let m = Manifest::from_json(max.as_bytes()).unwrap();
+        assert_eq!(Manifest::from_json(&m.canonical_json()).unwrap(), m);
     }
 
     #[test]
