@@ -43,6 +43,11 @@ pub const MAX_MESSAGE: usize = 16 << 10;
 pub const MAX_SOURCE: usize = 256;
 /// Largest manifest a request may carry, in bytes.
 pub const MAX_MANIFEST: usize = 512 << 10;
+/// Largest record number: 2^53 - 1. Every JSON reader holds it exactly, and
+/// every count derived from record numbers (`seq + 1`, `seq - first_seq + 1`)
+/// fits in a `u64`. A record numbered above it is refused at decode; an agent
+/// making a million records a second reaches it after 285 years.
+pub const MAX_SEQ: u64 = (1 << 53) - 1;
 
 /// What went wrong with a frame or a message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -166,10 +171,32 @@ pub struct Record {
 }
 
 impl Record {
-    /// For a `dropped` record: how many records were dropped.
+    /// Checks the numbering rules a decoded record always meets: `seq` in
+    /// 1 ..= [`MAX_SEQ`], and for a `dropped` record `first_seq` in 1 ..= `seq`.
+    pub fn check(&self) -> Result<(), LogStreamError> {
+        if self.seq == 0 {
+            return Err(invalid("seq", "records are numbered from 1"));
+        }
+        if self.seq > MAX_SEQ {
+            return Err(invalid(
+                "seq",
+                format!("{} is above {MAX_SEQ} (2^53 - 1), the largest record number", self.seq),
+            ));
+        }
+        if let RecordKind::Dropped { first_seq } = self.kind {
+            if first_seq == 0 || first_seq > self.seq {
+                return Err(invalid("first_seq", format!("{first_seq} is not in 1 ..= seq {}", self.seq)));
+            }
+        }
+        Ok(())
+    }
+
+    /// For a `dropped` record: how many records were dropped,
+    /// `seq - first_seq + 1` (exact for a record that passes
+    /// [`Record::check`]; saturating, never wrapping, for one that does not).
     pub fn dropped_count(&self) -> Option<u64> {
         match self.kind {
-            RecordKind::Dropped { first_seq } => Some((self.seq + 1).saturating_sub(first_seq)),
+            RecordKind::Dropped { first_seq } => Some(self.seq.saturating_sub(first_seq).saturating_add(1)),
             _ => None,
         }
     }
@@ -408,26 +435,15 @@ impl From<&Record> for RecordWire {
 impl TryFrom<RecordWire> for Record {
     type Error = LogStreamError;
     fn try_from(w: RecordWire) -> Result<Record, LogStreamError> {
-        if w.seq == 0 {
-            return Err(invalid("seq", "records are numbered from 1"));
-        }
         let kind = match w.kind.as_str() {
             "log" => RecordKind::Log,
             "event" => RecordKind::Event { state: w.state.ok_or_else(|| invalid("state", "missing"))? },
             "dropped" => {
-                let first_seq = w.first_seq.ok_or_else(|| invalid("first_seq", "missing"))?;
-                if first_seq == 0 || first_seq > w.seq {
-                    return Err(invalid("first_seq", format!("{first_seq} is not in 1 ..= seq {}", w.seq)));
-                }
-                let count = w.seq - first_seq + 1;
-                if w.count != Some(count) {
-                    return Err(invalid("count", format!("{:?} but seq - first_seq + 1 = {count}", w.count)));
-                }
-                RecordKind::Dropped { first_seq }
+                RecordKind::Dropped { first_seq: w.first_seq.ok_or_else(|| invalid("first_seq", "missing"))? }
             }
             other => return Err(invalid("kind", format!("{other:?} is not log, event or dropped"))),
         };
-        Ok(Record {
+        let record = Record {
             seq: w.seq,
             time_ms: w.time_ms,
             level: w.level,
@@ -435,7 +451,15 @@ impl TryFrom<RecordWire> for Record {
             source: w.source,
             computation: w.computation,
             message: w.message,
-        })
+        };
+        // The numbering first: the count below is computed from it.
+        record.check()?;
+        if let Some(count) = record.dropped_count() {
+            if w.count != Some(count) {
+                return Err(invalid("count", format!("{:?} but seq - first_seq + 1 = {count}", w.count)));
+            }
+        }
+        Ok(record)
     }
 }
 
@@ -511,6 +535,7 @@ impl AgentMessage {
     /// Appends `record` as one frame to `out`, as [`AgentMessage::encode`]
     /// would, without owning it.
     pub fn encode_record(record: &Record, out: &mut Vec<u8>) -> Result<(), LogStreamError> {
+        record.check()?;
         encode_json(out, &AgentWire::Record(record.into()))
     }
 
@@ -518,7 +543,10 @@ impl AgentMessage {
     pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), LogStreamError> {
         let wire = match self {
             AgentMessage::Hello(h) => AgentWire::Hello(h.clone()),
-            AgentMessage::Record(r) => AgentWire::Record(r.into()),
+            AgentMessage::Record(r) => {
+                r.check()?;
+                AgentWire::Record(r.into())
+            }
             AgentMessage::Reply(r) => AgentWire::Reply(match &r.result {
                 Ok(data) => ReplyWire { id: r.id, result: Some(data.clone()), error: None },
                 Err(e) => ReplyWire { id: r.id, result: None, error: Some(e.clone()) },
@@ -883,6 +911,31 @@ mod tests {
         assert_eq!(r.lost_after(6), Some(4));
         assert_eq!(r.lost_after(10), Some(0));
         assert_eq!(record(1, RecordKind::Log).lost_after(0), None);
+    }
+
+    #[test]
+    fn records_numbered_past_max_seq_are_refused_both_ways() {
+        let json = |seq: u64, first: u64| {
+            format!(
+                r#"{{"type":"record","seq":{seq},"time_ms":1,"level":"info","kind":"dropped","first_seq":{first},"count":{},"source":"s","message":"m"}}"#,
+                seq - first + 1
+            )
+        };
+        let last = AgentMessage::decode(json(MAX_SEQ, 1).as_bytes()).unwrap();
+        let AgentMessage::Record(r) = &last else { panic!("{last:?}") };
+        assert_eq!(r.dropped_count(), Some(MAX_SEQ));
+        for seq in [MAX_SEQ + 1, u64::MAX] {
+            let e = AgentMessage::decode(json(seq, 1).as_bytes()).unwrap_err();
+            assert!(matches!(e, LogStreamError::Invalid { field: "seq", .. }), "{e}");
+            let mut out = vec![9];
+            let r = record(seq, RecordKind::Dropped { first_seq: 1 });
+            assert!(AgentMessage::Record(r.clone()).encode(&mut out).is_err());
+            assert!(AgentMessage::encode_record(&r, &mut out).is_err());
+            assert_eq!(out, [9]);
+            // Counting never wraps, even on a record that could not be sent.
+            assert_eq!(r.dropped_count(), Some(seq));
+            assert_eq!(r.lost_after(u64::MAX), Some(0));
+        }
     }
 
     #[test]
