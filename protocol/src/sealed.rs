@@ -256,7 +256,7 @@ pub struct Header {
 }
 
 impl Header {
-    fn encode(&self) -> [u8; HEADER_LEN] {
+    pub(crate) fn encode(&self) -> [u8; HEADER_LEN] {
         let mut h = [0u8; HEADER_LEN];
         h[0..8].copy_from_slice(MAGIC);
         h[8] = VERSION;
@@ -344,6 +344,30 @@ fn aad(header: &[u8; HEADER_LEN], index: u64, last: bool) -> [u8; HEADER_LEN + 9
     a[HEADER_LEN..HEADER_LEN + 8].copy_from_slice(&index.to_be_bytes());
     a[HEADER_LEN + 8] = u8::from(last);
     a
+}
+
+/// Reads up to `len` bytes into the start of `buf`, growing it (from 64 KiB,
+/// doubling, up to `len`) only as bytes arrive; returns how many were read.
+/// A grown buffer replaces the old one, which is zeroed when dropped: it may
+/// still hold the previous chunk's plaintext.
+fn read_growing(r: &mut impl Read, buf: &mut Zeroizing<Vec<u8>>, len: usize) -> io::Result<usize> {
+    const FIRST: usize = 64 << 10;
+    let mut filled = 0;
+    while filled < len {
+        if buf.len() <= filled {
+            let size = FIRST.max(filled.saturating_mul(2)).min(len);
+            let mut bigger = Zeroizing::new(vec![0u8; size]);
+            bigger[..filled].copy_from_slice(&buf[..filled]);
+            *buf = bigger;
+        }
+        let end = buf.len().min(len);
+        let n = read_full(r, &mut buf[filled..end])?;
+        filled += n;
+        if filled < end {
+            break;
+        }
+    }
+    Ok(filled)
 }
 
 /// Reads until `buf` is full or the input ends; returns how much was read.
@@ -471,15 +495,26 @@ impl<R: Read> Opener<R> {
     }
 
     /// The next chunk's plaintext, or `None` after the last one.
+    ///
+    /// The opener's buffer grows as the chunk's ciphertext arrives, not to
+    /// the chunk size the header claims: a stream of a few bytes whose
+    /// header claims 16 MiB chunks costs a few bytes.
     pub fn next_chunk(&mut self) -> Result<Option<&[u8]>, SealError> {
         if self.index >= self.header.chunks() {
             return Ok(None);
         }
+        let len = self.header.chunk_len(self.index);
         let mut buf = std::mem::take(&mut self.buf);
-        if buf.len() < self.header.chunk_len(self.index) {
-            buf.resize(self.header.chunk_size as usize, 0);
-        }
-        let result = self.next_chunk_into(&mut buf);
+        let mut tag = [0u8; TAG_LEN];
+        let got = read_growing(&mut self.input, &mut buf, len).and_then(|n| {
+            if n < len {
+                Ok(n)
+            } else {
+                read_full(&mut self.input, &mut tag).map(|t| n + t)
+            }
+        });
+        let end = len.min(buf.len());
+        let result = self.open_chunk(&mut buf[..end], got, tag);
         self.buf = buf;
         match result? {
             Some(n) => Ok(Some(&self.buf[..n])),
@@ -491,8 +526,7 @@ impl<R: Read> Opener<R> {
     /// chunk's length), in place; returns its length, or `None` after the
     /// last chunk. On error the bytes written to `dest` are zeroed.
     pub fn next_chunk_into(&mut self, dest: &mut [u8]) -> Result<Option<usize>, SealError> {
-        let chunks = self.header.chunks();
-        if self.index >= chunks {
+        if self.index >= self.header.chunks() {
             return Ok(None);
         }
         let len = self.header.chunk_len(self.index);
@@ -506,6 +540,19 @@ impl<R: Read> Opener<R> {
             Ok(_) => read_full(&mut self.input, &mut tag).map(|n| n + len),
             Err(e) => Err(e),
         };
+        self.open_chunk(out, got, tag)
+    }
+
+    /// Opens the chunk read into `out` (its whole plaintext length when
+    /// `got`, the bytes read with the tag, is complete), in place.
+    fn open_chunk(
+        &mut self,
+        out: &mut [u8],
+        got: io::Result<usize>,
+        tag: [u8; TAG_LEN],
+    ) -> Result<Option<usize>, SealError> {
+        let chunks = self.header.chunks();
+        let len = self.header.chunk_len(self.index);
         let got = match got {
             Ok(n) => n,
             Err(e) => {
@@ -513,7 +560,7 @@ impl<R: Read> Opener<R> {
                 return Err(e.into());
             }
         };
-        if got < len + TAG_LEN {
+        if got < len + TAG_LEN || out.len() != len {
             out.zeroize();
             return Err(SealError::Truncated { index: self.index, chunks });
         }
