@@ -142,6 +142,19 @@ mod tests {
     }
 
     #[test]
+    fn a_clock_safe_byte_other_than_0_or_1_is_refused() {
+        // Found by the tpm_quote fuzz target: `safe` was any non-zero byte,
+        // so quotes differing in that byte parsed to one value.
+        let mut q = QUOTE.to_vec();
+        assert_eq!(q[92], 1, "clockInfo.safe of the test quote");
+        q[92] = 7;
+        let err = Quote::parse(&q).unwrap_err().to_string();
+        assert!(err.contains("clockInfo.safe") && err.contains("found 7"), "{err}");
+        q[92] = 0;
+        assert!(!Quote::parse(&q).unwrap().clock.safe);
+    }
+
+    #[test]
     fn a_key_that_is_not_restricted_is_no_attestation_key() {
         let mut ak = AK.to_vec();
         ak[5] &= !0x01; // clear `restricted` (bit 16 of objectAttributes at bytes 4..8)

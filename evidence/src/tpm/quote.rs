@@ -94,8 +94,21 @@ impl Quote {
         }
         let qualified_signer = r.tpm2b()?.to_vec();
         let extra_data = r.tpm2b()?.to_vec();
-        let clock =
-            ClockInfo { clock: r.u64()?, reset_count: r.u32()?, restart_count: r.u32()?, safe: r.u8()? != 0 };
+        let (clock, reset_count, restart_count) = (r.u64()?, r.u32()?, r.u32()?);
+        // TPMI_YES_NO: 0 or 1, nothing else (Part 2, 9.2). Reading any
+        // non-zero byte as "yes" would let two byte strings be one quote.
+        let safe = match r.u8()? {
+            0 => false,
+            1 => true,
+            other => {
+                return Err(TpmError::Unexpected {
+                    what: "clockInfo.safe (TPMI_YES_NO)",
+                    expected: "0 or 1".into(),
+                    found: other.to_string(),
+                })
+            }
+        };
+        let clock = ClockInfo { clock, reset_count, restart_count, safe };
         let firmware_version = r.u64()?;
         let count = r.u32()?;
         if count > 16 {
