@@ -4,7 +4,7 @@
 CARGO ?= cargo
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: demo demo-host test lint unit static bench setup
+.PHONY: demo demo-host test lint unit static bench fuzz setup
 
 setup:
 	@scripts/setup
@@ -36,3 +36,8 @@ static:
 ## Benchmarks: figures printed, not asserted.
 bench: setup
 	@scripts/bench
+
+## Fuzzing (nightly, cargo-fuzz): every target for FUZZ_SECONDS (default 180)
+## each; prints executions and findings per target (docs/fuzzing.md).
+fuzz:
+	@scripts/fuzz

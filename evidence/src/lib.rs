@@ -55,6 +55,9 @@ pub mod binding;
 pub mod certs;
 pub mod error;
 pub mod eventlog;
+#[cfg(feature = "simulator")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod product;
 pub mod report;
 

@@ -15,6 +15,8 @@
 
 pub mod api;
 mod digest;
+#[doc(hidden)]
+pub mod fuzzing;
 mod key;
 pub mod logstream;
 pub mod manifest;

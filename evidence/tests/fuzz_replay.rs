@@ -1,0 +1,289 @@
+//! The fuzz targets' properties on stable Rust: every input of the committed
+//! corpus (`fuzz/corpus-replay/<target>/`) and every past finding
+//! (`fuzz/findings/<target>/`) goes through the same property function the
+//! fuzz target calls, under the same allocation bound, so a regression fails
+//! `make test` without nightly or cargo-fuzz. See `docs/fuzzing.md`.
+//!
+//! `CVM_FUZZ_SEEDS=DIR cargo test -p cvm-evidence --test fuzz_replay -- --ignored write_seeds`
+//! writes seed inputs made from the test vectors and the crate's own
+//! encoders into `DIR/<target>/` (`scripts/fuzz` does this before fuzzing).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests panic on broken fixtures")]
+
+use std::alloc::System;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, Once};
+
+use cap::Cap;
+use cvm_evidence::binding::{boot_report_data, BootEvidence, CMW_EXTENSION_ARCS};
+use cvm_evidence::certs::parse_certificate;
+use cvm_evidence::fuzzing::{self, allocation_bound, TARGETS};
+use der::Encode;
+
+/// Counts every allocation; a limit set around a property call makes any
+/// allocation past the bound fail (and the test process abort, naming the size).
+#[global_allocator]
+static ALLOCATOR: Cap<System> = Cap::new(System, usize::MAX);
+
+/// The limit is process-wide: one property call at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+struct Unlimit;
+
+impl Drop for Unlimit {
+    fn drop(&mut self) {
+        let _ = ALLOCATOR.set_limit(usize::MAX);
+    }
+}
+
+/// Runs `f` on `input` with at most [`allocation_bound`] more bytes allocated at once.
+fn bounded(f: fn(&[u8]), input: &[u8]) {
+    // A failed property panics; reporting it (message, backtrace) is not
+    // the parser's allocation, so the hook lifts the limit first.
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let report = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let _ = ALLOCATOR.set_limit(usize::MAX);
+            report(info);
+        }));
+    });
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    fuzzing::warm_up();
+    let _unlimit = Unlimit;
+    ALLOCATOR.set_limit(ALLOCATOR.allocated() + allocation_bound(input.len())).unwrap();
+    f(input);
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// The committed corpus and the findings of `target`, sorted.
+fn inputs(target: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for dir in ["fuzz/corpus-replay", "fuzz/findings"] {
+        if let Ok(entries) = std::fs::read_dir(repo().join(dir).join(target)) {
+            out.extend(entries.map(|e| e.unwrap().path()).filter(|p| p.is_file()));
+        }
+    }
+    out.sort();
+    out
+}
+
+fn replay(target: &str) {
+    let (_, f) = TARGETS.iter().find(|(name, _)| *name == target).expect("a target of this crate");
+    let files = inputs(target);
+    assert!(!files.is_empty(), "no committed inputs for {target} under fuzz/corpus-replay or fuzz/findings");
+    // Straight to stderr (not captured): if an input allocates past the
+    // bound the process aborts, and this line says where it was.
+    let _ = writeln!(std::io::stderr(), "fuzz replay: {target}: {} inputs", files.len());
+    for path in files {
+        let data = std::fs::read(&path).unwrap();
+        bounded(*f, &data);
+    }
+}
+
+#[test]
+fn snp_report() {
+    replay("snp_report");
+}
+
+#[test]
+fn snp_verify() {
+    replay("snp_verify");
+}
+
+#[test]
+fn certificate() {
+    replay("certificate");
+}
+
+#[test]
+fn boot_evidence() {
+    replay("boot_evidence");
+}
+
+#[test]
+fn policy() {
+    replay("policy");
+}
+
+#[test]
+fn tpm_quote() {
+    replay("tpm_quote");
+}
+
+#[test]
+fn tpm_signature() {
+    replay("tpm_signature");
+}
+
+#[test]
+fn tpm_public() {
+    replay("tpm_public");
+}
+
+#[test]
+fn event_log() {
+    replay("event_log");
+}
+
+#[test]
+fn vtpm_check() {
+    replay("vtpm_check");
+}
+
+#[test]
+fn simulated_bundle() {
+    replay("simulated_bundle");
+}
+
+#[test]
+fn every_target_has_a_test_here() {
+    let source = include_str!("fuzz_replay.rs");
+    for (name, _) in TARGETS {
+        assert!(source.contains(&format!("replay(\"{name}\")")), "no replay test for {name}");
+    }
+}
+
+// ---- issue 13's finding, by name ------------------------------------------
+
+/// 15 bytes whose serial number claims 0x0fffffff bytes made the der crate
+/// allocate 256 MiB before it found the bytes missing, in
+/// `parse_certificate` (DER and PEM) and `BootEvidence::from_certificate`:
+/// cvmctl runs both on the certificate a server shows. Under the replay's
+/// allocation bound (1 MiB here) that allocation now aborts this test
+/// process; the lengths are refused first.
+#[test]
+fn issue13_der_lengths_past_the_input_allocate_nothing() {
+    for file in
+        ["certificate/issue13-serial-claims-256mib.der", "certificate/issue13-serial-claims-256mib.pem"]
+    {
+        let bytes = std::fs::read(repo().join("fuzz/findings").join(file)).unwrap();
+        bounded(fuzzing::certificate, &bytes);
+        let err = parse_certificate(&bytes, "server").unwrap_err().to_string();
+        assert!(err.contains("claims 268435455 bytes"), "{file}: {err}");
+    }
+    let der =
+        std::fs::read(repo().join("fuzz/findings/boot_evidence/issue13-serial-claims-256mib.der")).unwrap();
+    bounded(fuzzing::boot_evidence, &der);
+    let err = BootEvidence::from_certificate(&der).unwrap_err().to_string();
+    assert!(err.contains("claims 268435455 bytes"), "{err}");
+}
+
+// ---- seeds -----------------------------------------------------------------
+
+fn testdata(path: &str) -> Vec<u8> {
+    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata").join(path)).unwrap()
+}
+
+/// An agent's certificate as the agent makes it (rcgen, a P-256 key, the
+/// evidence in id-pe-cmw), over a report of the simulated chain.
+fn agent_certificate(with_chain: bool, ak_public: Option<Vec<u8>>) -> Vec<u8> {
+    let chain = fuzzing::simulated_chain();
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let spki = rcgen::PublicKeyData::subject_public_key_info(&key);
+    let manifest_digest = [0x42; 32];
+    let mut body = chain.report_template();
+    body.report_data = boot_report_data(&spki, &manifest_digest, ak_public.as_deref());
+    let report = chain.sign(&body).unwrap();
+    let der = |c: &cvm_evidence::certs::Certificate| c.to_der().unwrap();
+    let boot = BootEvidence {
+        version: 1,
+        report: report.raw().to_vec(),
+        vek: Some(der(chain.vek())),
+        ask: with_chain.then(|| der(chain.ask())),
+        ark: with_chain.then(|| der(chain.ark())),
+        manifest_digest,
+        ak_public,
+    };
+    let mut params = rcgen::CertificateParams::new(vec!["cvm-agent".to_owned()]).unwrap();
+    params.distinguished_name.push(rcgen::DnType::CommonName, "cvm-agent attested TLS");
+    params.custom_extensions.push(rcgen::CustomExtension::from_oid_content(
+        &CMW_EXTENSION_ARCS,
+        boot.to_extension_value().unwrap(),
+    ));
+    params.self_signed(&key).unwrap().der().to_vec()
+}
+
+/// Seeds of every target, from the test vectors and the crate's own encoders.
+fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
+    let mut out: Vec<(&'static str, String, Vec<u8>)> = Vec::new();
+    let vectors = ["milan-virtee", "milan-trustee", "genoa-oak-v5", "milan-vlek-trustee"];
+    for v in vectors {
+        out.push(("snp_report", v.into(), testdata(&format!("amd/{v}/report.bin"))));
+    }
+    let chain = fuzzing::simulated_chain();
+    for body in fuzzing::simulated_bodies(chain) {
+        let report = chain.sign(&body).unwrap();
+        out.push(("snp_report", format!("simulated-v{}", body.version), report.raw().to_vec()));
+    }
+    for (i, seed) in fuzzing::snp_verify_seeds().into_iter().enumerate() {
+        out.push(("snp_verify", format!("chain-{}-{i}", seed[0]), seed));
+    }
+    for (name, path) in [
+        ("milan-vcek.der", "amd/milan-virtee/vcek.der"),
+        ("milan-trustee-vcek.der", "amd/milan-trustee/vcek.der"),
+        ("genoa-vcek.der", "amd/genoa-oak-v5/vcek.der"),
+        ("milan-vlek.der", "amd/milan-vlek-trustee/vlek.der"),
+        ("milan-ark.pem", "amd/milan-virtee/ark.pem"),
+        ("milan-ask.pem", "amd/milan-virtee/ask.pem"),
+        ("genoa-ask.pem", "amd/genoa-oak-v5/ask.pem"),
+        ("milan-asvk.pem", "amd/milan-vlek-trustee/asvk.pem"),
+    ] {
+        out.push(("certificate", name.into(), testdata(path)));
+    }
+    for (name, cert) in [("ark", chain.ark()), ("ask", chain.ask()), ("vek", chain.vek())] {
+        out.push(("certificate", format!("simulated-{name}.der"), cert.to_der().unwrap()));
+    }
+    let agent = agent_certificate(true, Some(testdata("tpm/ak.pub.tpmt")));
+    out.push(("certificate", "agent.der".into(), agent.clone()));
+    out.push(("boot_evidence", "agent-with-chain-and-ak.der".into(), agent));
+    out.push(("boot_evidence", "agent-vek-only.der".into(), agent_certificate(false, None)));
+    out.push(("policy", "example.json".into(), std::fs::read(repo().join("examples/policy.json")).unwrap()));
+    let full = serde_json::json!({
+        "measurements": ["00".repeat(48)], "min_tcb": {"bootloader": 3, "tee": 0, "snp": 8, "microcode": 115, "fmc": 1},
+        "min_guest_svn": 2, "allow_debug": true, "allow_migration_agent": false, "allow_smt": false,
+        "vmpl": 1, "host_data": "11".repeat(32), "report_data": "22".repeat(64),
+        "id_key_digests": ["33".repeat(48)], "author_key_digests": ["44".repeat(48)],
+        "signing_keys": ["vcek", "vlek"], "require_vtpm": true
+    });
+    out.push(("policy", "every-field.json".into(), full.to_string().into_bytes()));
+    out.push(("tpm_quote", "swtpm.msg".into(), testdata("tpm/quote.msg")));
+    out.push(("tpm_signature", "swtpm.sig".into(), testdata("tpm/quote.sig")));
+    out.push(("tpm_public", "swtpm-ak.tpmt".into(), testdata("tpm/ak.pub.tpmt")));
+    let events = serde_json::json!([
+        {"kind": "manifest", "name": "stats-1", "identity": format!("sha256:{}", "ab".repeat(32))},
+        {"kind": "algorithm", "name": "stats.py", "identity": format!("sha256:{}", "cd".repeat(32))},
+        {"kind": "sealed_artifact", "name": "weights.bin", "identity": format!("sealed:{}:{}:42", "11".repeat(16), "22".repeat(16))},
+        {"kind": "results", "name": "", "identity": "\u{e9}\u{0}"}
+    ]);
+    out.push(("event_log", "four-events.json".into(), events.to_string().into_bytes()));
+    out.push(("event_log", "empty.json".into(), b"[]".to_vec()));
+    for (i, seed) in fuzzing::vtpm_check_seeds().into_iter().enumerate() {
+        out.push(("vtpm_check", format!("swtpm-{i}"), seed));
+    }
+    out.push(("simulated_bundle", "milan-chain.txt".into(), fuzzing::SIMULATED_CHAIN.as_bytes().to_vec()));
+    out
+}
+
+#[test]
+fn every_seed_holds_its_property() {
+    for (target, _, data) in seeds() {
+        let (_, f) = TARGETS.iter().find(|(t, _)| *t == target).unwrap();
+        bounded(*f, &data);
+    }
+}
+
+#[test]
+#[ignore = "writes seed files: CVM_FUZZ_SEEDS=DIR (scripts/fuzz runs it)"]
+fn write_seeds() {
+    let dir = PathBuf::from(std::env::var_os("CVM_FUZZ_SEEDS").expect("CVM_FUZZ_SEEDS=DIR"));
+    for (target, name, data) in seeds() {
+        let target_dir = dir.join(target);
+        std::fs::create_dir_all(&target_dir).unwrap();
+        std::fs::write(target_dir.join(format!("seed-{name}")), data).unwrap();
+    }
+}

@@ -1,0 +1,2 @@
+#![no_main]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| cvm_fuzz::protocol(cvm_protocol::fuzzing::log_deframer, data));
