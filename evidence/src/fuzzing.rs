@@ -327,9 +327,12 @@ fn assert_each_check_once(result: &VerificationReport) {
 pub fn certificate(data: &[u8]) {
     let Ok(cert) = certs::parse_certificate(data, "fuzz input") else { return };
     let der = cert.to_der().expect("a parsed certificate encodes");
-    if !data.starts_with(b"-----BEGIN") {
-        assert_eq!(der, data, "the certificate encodes to other bytes than it was parsed from");
-    }
+    let given = if data.starts_with(b"-----BEGIN") {
+        certs::pem_body(data, "CERTIFICATE").expect("it parsed, so its PEM decodes")
+    } else {
+        data.to_vec()
+    };
+    assert_eq!(der, given, "the certificate encodes to other bytes than it was parsed from");
     let fingerprint: [u8; 32] = Sha256::digest(&der).into();
     assert_eq!(certs::fingerprint(&cert), fingerprint);
     let _ =
