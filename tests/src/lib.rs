@@ -209,6 +209,8 @@ pub struct Options {
     pub memory_bytes: u64,
     /// The interpreter of a script; `None` makes the algorithm a binary.
     pub interpreter: Option<String>,
+    /// `algorithm.runtime`: the host's paths the algorithm's sandbox shows.
+    pub runtime: Vec<String>,
     /// Edits the manifest (e.g. sealed inputs) and adds agent environment.
     pub prepare: Option<Prepare>,
     /// `logging.algorithm_output = forward` instead of the default `drop`.
@@ -229,6 +231,7 @@ impl Default for Options {
             run_timeout_s: 30,
             memory_bytes: 512 << 20,
             interpreter: Some("/usr/bin/python3".into()),
+            runtime: HOST_RUNTIME.iter().map(|p| (*p).to_owned()).collect(),
             prepare: None,
             forward_output: false,
             agent_env: Vec::new(),
@@ -237,6 +240,10 @@ impl Default for Options {
         }
     }
 }
+
+/// What a script or a dynamically linked program needs of this host
+/// (Debian's merged /usr): its sandbox shows these read-only.
+pub const HOST_RUNTIME: [&str; 4] = ["/usr", "/bin", "/lib", "/lib64"];
 
 /// A file of the statistics example.
 pub fn example(name: &str) -> PathBuf {
@@ -274,7 +281,7 @@ impl Scenario {
         for f in ["hospital-a.csv", "hospital-b.csv"] {
             std::fs::copy(example(f), d.join(f)).unwrap();
         }
-        let algorithm = match &opts.interpreter {
+        let mut algorithm = match &opts.interpreter {
             Some(i) => serde_json::json!({
                 "digest": sha256_file(&d.join("stats.py")), "provider_key": alg.public, "kind": "script",
                 "interpreter": i, "args": ["--column", "age"]
@@ -284,6 +291,9 @@ impl Scenario {
                 "args": ["--column", "age"]
             }),
         };
+        if !opts.runtime.is_empty() {
+            algorithm["runtime"] = serde_json::json!(opts.runtime);
+        }
         let mut manifest = serde_json::json!({
             "id": "mean-age",
             "name": "Mean age over two hospitals",
@@ -490,6 +500,9 @@ pub fn spawn_agent_as(
         .env("CVM_WORK_DIR", work)
         .env("CVM_SANDBOX_UID", &uid)
         .env("CVM_SANDBOX_GID", &uid)
+        // Development hosts give cgroup v2 no memory controller: the
+        // algorithm runs without that layer, and the agent says so.
+        .env("CVM_SANDBOX", "best-effort")
         .env("CVM_LOG_LEVEL", "debug")
         // No vTPM unless a test gives one: the host's TPM, if any, is not the tests'.
         .env("CVM_VTPM", "off")
