@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use std::sync::OnceLock;
 
 use cvm_agent::sandbox::{FailReason, Mode, Program, RunOutcome, RunSpec, Sandbox, Scratch};
+use cvm_tests::processes_of;
 
 /// A uid per test, so one test's clean-up cannot kill another's processes.
 fn uid() -> u32 {
@@ -80,23 +81,6 @@ fn run(c: &Case) -> RunOutcome {
 
 fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap().block_on(f)
-}
-
-/// Live (not zombie) processes of `uid`: killed orphans stay zombies until
-/// this machine's PID 1 reaps them.
-fn processes_of(uid: u32) -> usize {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())))
-        .filter(|e| {
-            std::fs::read_to_string(e.path().join("status")).is_ok_and(|s| {
-                s.lines()
-                    .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some(&uid.to_string()))
-                    && !s.lines().any(|l| l.starts_with("State:") && l.contains("Z (zombie)"))
-            })
-        })
-        .count()
 }
 
 fn stdout(o: &RunOutcome) -> String {
@@ -184,6 +168,19 @@ fn exit_codes_and_signals_are_failures() {
     assert!(matches!(outcome, RunOutcome::Failed { reason: FailReason::ExitCode(3), .. }), "{outcome:?}");
     let outcome = run(&sandbox("kill -SEGV $$"));
     assert!(matches!(outcome, RunOutcome::Failed { reason: FailReason::Signal(11), .. }), "{outcome:?}");
+}
+
+#[test]
+fn inherits_no_descriptor_whatever_flags_it_was_opened_with() {
+    // What tpm2-tss does with the vTPM: a descriptor without O_CLOEXEC.
+    let leaky = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    nix::fcntl::fcntl(&leaky, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty())).unwrap();
+    let s = sandbox("ls /proc/self/fd | sort -n | tr '\\n' ' '");
+    let outcome = run(&s);
+    assert!(matches!(outcome, RunOutcome::Succeeded { .. }), "{outcome:?}");
+    // 0, 1, 2, and the directory ls reads.
+    assert_eq!(stdout(&outcome).trim(), "0 1 2 3", "{outcome:?}");
+    drop(leaky);
 }
 
 #[test]

@@ -80,6 +80,22 @@ pub fn assert_exit(o: &Output, code: i32) {
     );
 }
 
+/// Live (not zombie) processes of `uid` on this machine: killed orphans
+/// stay zombies until their reaper collects them, and hold nothing.
+pub fn processes_of(uid: u32) -> usize {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return 0 };
+    dir.flatten()
+        .filter(|e| e.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())))
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("status")).is_ok_and(|s| {
+                s.lines()
+                    .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some(&uid.to_string()))
+                    && !s.lines().any(|l| l.starts_with("State:") && l.contains("Z (zombie)"))
+            })
+        })
+        .count()
+}
+
 /// A process's peak resident set (VmHWM) in KiB; 0 once it is gone.
 pub fn vm_hwm(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -173,6 +189,8 @@ pub struct Scenario {
     pub addr: SocketAddr,
     /// The agent's work directory.
     pub work: PathBuf,
+    /// The sandbox's uid (and gid), this scenario's own.
+    pub sandbox_uid: u32,
     agent: Child,
     log: Arc<Mutex<String>>,
     /// The agent's vTPM, when the scenario has one (dropped after the agent).
@@ -201,6 +219,8 @@ pub type Prepare = Box<dyn FnOnce(&Prepared<'_>, &mut serde_json::Value) -> Vec<
 pub struct Options {
     /// The algorithm script's text.
     pub algorithm: String,
+    /// A file to upload as the algorithm instead (a binary), if any.
+    pub algorithm_file: Option<PathBuf>,
     /// `limits.max_upload_bytes`.
     pub max_upload_bytes: u64,
     /// `limits.run_timeout_s`.
@@ -227,6 +247,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             algorithm: std::fs::read_to_string(example("stats.py")).unwrap(),
+            algorithm_file: None,
             max_upload_bytes: 1 << 20,
             run_timeout_s: 30,
             memory_bytes: 512 << 20,
@@ -277,7 +298,10 @@ impl Scenario {
         let a = owner(d, "a", "ed25519");
         let b = owner(d, "b", "p384");
         let consumer = owner(d, "consumer", "p256");
-        std::fs::write(d.join("stats.py"), &opts.algorithm).unwrap();
+        match &opts.algorithm_file {
+            Some(file) => std::fs::copy(file, d.join("stats.py")).map(drop).unwrap(),
+            None => std::fs::write(d.join("stats.py"), &opts.algorithm).unwrap(),
+        }
         for f in ["hospital-a.csv", "hospital-b.csv"] {
             std::fs::copy(example(f), d.join(f)).unwrap();
         }
@@ -322,6 +346,9 @@ impl Scenario {
             env.push(("CVM_VTPM".into(), "required".into()));
             env.push(("CVM_TPM_TCTI".into(), t.tcti()));
         }
+        let sandbox_uid = sandbox_uid();
+        env.push(("CVM_SANDBOX_UID".into(), sandbox_uid.to_string()));
+        env.push(("CVM_SANDBOX_GID".into(), sandbox_uid.to_string()));
         env.extend(opts.agent_env.iter().cloned());
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let (agent, log, addr) =
@@ -331,7 +358,7 @@ impl Scenario {
             std::fs::write(&path, p.to_string()).unwrap();
             path
         });
-        Scenario { dir, alg, a, b, consumer, digest, addr, work, agent, log, swtpm, policy }
+        Scenario { dir, alg, a, b, consumer, digest, addr, work, sandbox_uid, agent, log, swtpm, policy }
     }
 
     /// The arguments every agent command needs, with `key` if given.

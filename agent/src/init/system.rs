@@ -41,7 +41,8 @@ const fn m(
 }
 
 /// The file systems everything else needs: /proc (the kernel command line,
-/// where the configuration starts), /sys, /dev, /dev/pts, /run, securityfs.
+/// where the configuration starts), /sys, /dev, /dev/pts, /run, securityfs,
+/// cgroup2.
 pub fn mount_early() -> anyhow::Result<()> {
     let nosuid_nodev_noexec = MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV).union(MsFlags::MS_NOEXEC);
     let early = [
@@ -57,6 +58,9 @@ pub fn mount_early() -> anyhow::Result<()> {
         ),
         m("tmpfs", "/run", MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV), "mode=0755", true),
         m("securityfs", "/sys/kernel/security", nosuid_nodev_noexec, "", false),
+        // The sandbox's memory and process limits; the agent refuses to
+        // start (sandbox = strict) without it.
+        m("cgroup2", "/sys/fs/cgroup", nosuid_nodev_noexec, "nsdelegate", false),
     ];
     for mnt in &early {
         mount_one(mnt)?;

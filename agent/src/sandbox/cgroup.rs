@@ -48,8 +48,13 @@ impl CgroupParent {
             .lines()
             .find_map(|l| l.strip_prefix("0::").map(str::to_owned))
             .ok_or("this process is in no cgroup2 group")?;
-        let relative = Path::new(&own).strip_prefix(&mount_root).unwrap_or(Path::new(&own)).to_path_buf();
-        let dir = Path::new(&mount_point).join(relative.strip_prefix("/").unwrap_or(&relative));
+        let relative = Path::new(&own).strip_prefix(&mount_root).unwrap_or(Path::new(&own));
+        let relative = relative.strip_prefix("/").unwrap_or(relative);
+        let dir = if relative.as_os_str().is_empty() {
+            PathBuf::from(&mount_point)
+        } else {
+            Path::new(&mount_point).join(relative)
+        };
         let available = std::fs::read_to_string(dir.join("cgroup.controllers"))
             .map_err(|e| format!("{}: {e}", dir.join("cgroup.controllers").display()))?;
         let missing: Vec<&str> =
