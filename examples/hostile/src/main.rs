@@ -362,10 +362,7 @@ fn processes(r: &mut Report) {
     let rc = unsafe { libc::kill(-1, 0) };
     r.insert(
         "info.kill_minus_one".into(),
-        format!(
-            "{}",
-            if rc < 0 { errno().to_string() } else { "some process of this uid is visible".into() }
-        ),
+        if rc < 0 { errno().to_string() } else { "some process of this uid is visible".into() },
     );
     let mut local = [0u8; 16];
     let iov_local = libc::iovec { iov_base: local.as_mut_ptr().cast(), iov_len: local.len() };
@@ -547,19 +544,16 @@ fn identity(r: &mut Report) {
 /// the run it writes into the results and tries the host.
 fn daemon(args: &[String]) {
     // SAFETY: fork in a single-threaded program.
-    match unsafe { libc::fork() } {
-        0 => {
-            // SAFETY: setsid takes no arguments.
-            unsafe { libc::setsid() };
-            std::thread::sleep(Duration::from_secs(3));
-            let _ = std::fs::write(format!("{}/daemon-was-here", results_dir()), b"late");
-            if let Some(port) = arg_value(args, "--vsock-port").and_then(|p| p.parse::<u32>().ok()) {
-                let _ = connect_vsock(2, port);
-            }
-            std::thread::sleep(Duration::from_secs(600));
-            std::process::exit(0);
+    if unsafe { libc::fork() } == 0 {
+        // SAFETY: setsid takes no arguments.
+        unsafe { libc::setsid() };
+        std::thread::sleep(Duration::from_secs(3));
+        let _ = std::fs::write(format!("{}/daemon-was-here", results_dir()), b"late");
+        if let Some(port) = arg_value(args, "--vsock-port").and_then(|p| p.parse::<u32>().ok()) {
+            let _ = connect_vsock(2, port);
         }
-        _ => {}
+        std::thread::sleep(Duration::from_secs(600));
+        std::process::exit(0);
     }
 }
 
