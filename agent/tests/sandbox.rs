@@ -184,6 +184,43 @@ fn inherits_no_descriptor_whatever_flags_it_was_opened_with() {
 }
 
 #[test]
+fn a_script_runs_with_only_its_interpreter_and_the_runtime_it_declares() {
+    // /usr/bin/python3 is a link to python3.11, /lib64 a link to usr/lib64,
+    // and the loader in it a link through /lib: the links are recreated and
+    // followed inside.
+    let mut s = sandbox(
+        "import os, sys\nprint(sys.version_info[0], sorted(os.listdir('/')), sorted(os.listdir('/usr')))\n",
+    );
+    s.spec.interpreter = Some("/usr/bin/python3".into());
+    let runtime = ["/usr/lib/python3.11", "/usr/lib/x86_64-linux-gnu", "/lib64/ld-linux-x86-64.so.2"];
+    s.spec.runtime = runtime.iter().map(Into::into).collect();
+    let outcome = run(&s);
+    assert!(matches!(outcome, RunOutcome::Succeeded { .. }), "{outcome:?}");
+    assert_eq!(
+        stdout(&outcome).trim(),
+        "3 ['algorithm', 'artifacts', 'datasets', 'dev', 'lib', 'lib64', 'proc', 'results', 'tmp', 'usr'] \
+         ['bin', 'lib', 'lib64']",
+        "{outcome:?}"
+    );
+    // Without the loader, the error names it.
+    s.spec.runtime.pop();
+    let outcome = run(&s);
+    assert!(
+        matches!(&outcome, RunOutcome::Failed { reason: FailReason::SpawnFailed(e), .. }
+            if e.contains("its ELF interpreter /lib64/ld-linux-x86-64.so.2 is not in the sandbox")),
+        "{outcome:?}"
+    );
+    // A runtime path that leads to the agent's own files is refused.
+    let mut s = sandbox("true");
+    s.spec.runtime = vec![s.dir.path().to_path_buf()];
+    let outcome = run(&s);
+    assert!(
+        matches!(&outcome, RunOutcome::Failed { reason: FailReason::SpawnFailed(e), .. } if e.contains("never shows")),
+        "{outcome:?}"
+    );
+}
+
+#[test]
 fn cannot_regain_root() {
     let s = sandbox("su -c id 2>/dev/null && echo root; sudo id 2>/dev/null && echo root; cat /etc/shadow 2>/dev/null && echo shadow; echo done");
     let outcome = run(&s);

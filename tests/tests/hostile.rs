@@ -106,6 +106,7 @@ fn a_probing_algorithm_escapes_nowhere_and_the_event_log_still_replays() {
         "clone.newuser",
         "mount",
         "caps.CapBnd",
+        "oom_score_adj",
         "caps.CapEff",
     ] {
         let v =

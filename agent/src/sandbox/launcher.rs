@@ -3,14 +3,14 @@
 //!
 //! The agent is multi-threaded; what happens between fork and exec there
 //! must not allocate or take locks. So the agent starts its own binary
-//! again, a fresh single-threaded process, and hands it a [`LaunchSpec`]
+//! again, a fresh single-threaded process, and hands it a `LaunchSpec` (`spec.rs`)
 //! on stdin. Three processes follow:
 //!
 //! 1. the launcher (in the agent's namespaces): closes every descriptor it
 //!    was not given on purpose, joins the run's cgroup, unshares the mount,
 //!    PID, network, IPC, UTS and cgroup namespaces, forks, and waits;
 //! 2. the sandbox's init (PID 1 of the new PID namespace): builds the file
-//!    system ([`super::mounts`]), forks the algorithm, drops every
+//!    system (`mounts.rs`), forks the algorithm, drops every
 //!    capability, and reaps until the algorithm's main process ends; then it
 //!    reports how it ended and exits, and the kernel kills whatever else is
 //!    left in the namespace (daemons, forgotten children);
@@ -19,7 +19,7 @@
 //!    no_new_privs, resource limits, Landlock, the seccomp filter, exec.
 //!
 //! Errors and the ending go to the agent on a status pipe, one JSON
-//! [`StatusLine`] per line; the descriptor is close-on-exec, so the
+//! `StatusLine` per line; the descriptor is close-on-exec, so the
 //! algorithm never holds it.
 
 use std::io::{Read, Write};
@@ -95,6 +95,17 @@ fn launch(spec: &LaunchSpec, status: &mut Status) -> std::io::Result<std::conver
     let null = std::fs::File::open("/dev/null")?;
     nix::unistd::dup2_stdin(&null).map_err(|e| std::io::Error::other(format!("dup2 /dev/null: {e}")))?;
     drop(null);
+    // The agent shields itself from the out-of-memory killer (-1000), and
+    // children inherit that: undone here, the sandbox is the first to go
+    // (and in its cgroup, an out-of-memory kill finds nothing killable
+    // otherwise, and the run hangs at its limit).
+    if let Err(e) = std::fs::write("/proc/self/oom_score_adj", "1000") {
+        // Some hosts refuse any change; what matters is not to be shielded.
+        let now = std::fs::read_to_string("/proc/self/oom_score_adj").unwrap_or_default();
+        if now.trim().parse::<i32>().map_or(true, |v| v < 0) {
+            return Err(std::io::Error::other(format!("oom_score_adj is {}: {e}", now.trim())));
+        }
+    }
     let mut keep: Vec<RawFd> = spec.inherit_fds.clone();
     keep.push(spec.status_fd);
     p::close_all_except(&keep)?;
@@ -212,12 +223,42 @@ fn confine_and_exec(spec: &LaunchSpec) -> String {
         Err(e) => return format!("confining the algorithm: {e}"),
     }
     let e = exec(spec);
-    let hint = if e.raw_os_error() == Some(libc::ENOENT) && spec.program.exists() {
-        " (a script or a dynamically linked program needs its interpreter and libraries in algorithm.runtime)"
-    } else {
-        ""
+    let hint = match elf_interpreter(&spec.program) {
+        Some(loader) if e.raw_os_error() == Some(libc::ENOENT) && !loader.exists() => format!(
+            " (its ELF interpreter {} is not in the sandbox: add it to algorithm.runtime, with the libraries it loads)",
+            loader.display()
+        ),
+        _ if e.raw_os_error() == Some(libc::ENOENT) && spec.program.exists() => {
+            " (a script's interpreter, or a program's libraries, belong in algorithm.runtime)".to_owned()
+        }
+        _ => String::new(),
     };
     format!("cannot execute {}: {e}{hint}", spec.program.display())
+}
+
+/// The PT_INTERP path of a 64-bit little-endian ELF program, if it has one.
+fn elf_interpreter(program: &std::path::Path) -> Option<std::path::PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut head = Vec::new();
+    std::fs::File::open(program).ok()?.take(64 << 10).read_to_end(&mut head).ok()?;
+    let u16_at = |o: usize| head.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let u64_at = |o: usize| head.get(o..o + 8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
+    if head.get(..6)? != b"\x7fELF\x02\x01" {
+        return None;
+    }
+    let (phoff, phentsize, phnum) =
+        (usize::try_from(u64_at(0x20)?).ok()?, usize::from(u16_at(0x36)?), u16_at(0x38)?);
+    (0..usize::from(phnum)).find_map(|i| {
+        let ph = phoff.checked_add(i.checked_mul(phentsize)?)?;
+        const PT_INTERP: u32 = 3;
+        if head.get(ph..ph + 4)? != PT_INTERP.to_le_bytes() {
+            return None;
+        }
+        let (off, size) = (usize::try_from(u64_at(ph + 8)?).ok()?, usize::try_from(u64_at(ph + 32)?).ok()?);
+        let path = head.get(off..off.checked_add(size)?)?;
+        let path = path.split(|&b| b == 0).next()?;
+        Some(std::path::PathBuf::from(std::ffi::OsStr::from_bytes(path)))
+    })
 }
 
 fn confine(spec: &LaunchSpec) -> std::io::Result<()> {

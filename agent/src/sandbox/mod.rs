@@ -15,17 +15,17 @@
 //!
 //! - namespaces: mount, PID, network, IPC, UTS and cgroup; the whole PID
 //!   namespace dies when the run ends, for any reason;
-//! - a root of its own ([`mounts`]): a tmpfs with the program, the runtime
+//! - a root of its own (`mounts.rs`): a tmpfs with the program, the runtime
 //!   paths the manifest declares, the datasets and artifacts read-only,
-//!   results and /tmp on a size-limited tmpfs ([`scratch`]), a minimal
+//!   results and /tmp on a size-limited tmpfs (`scratch.rs`), a minimal
 //!   /dev and its own /proc; no /sys, nothing of the agent's;
-//! - every descriptor closed but the sealed inputs' ([`privileges`]);
+//! - every descriptor closed but the sealed inputs' (`privileges.rs`);
 //!   no capabilities, the dedicated uid and gid, no supplementary groups,
 //!   no_new_privs;
-//! - Landlock as a second layer on the file system ([`access_rules`]);
+//! - Landlock as a second layer on the file system (`access_rules.rs`);
 //! - a seccomp filter: sockets of every family but AF_UNIX, and the system
 //!   calls a sandbox has no business with ([`syscalls`]);
-//! - cgroup v2 for the whole run ([`cgroup`]): memory (swap off), processes,
+//! - cgroup v2 for the whole run (`cgroup.rs`): memory (swap off), processes,
 //!   and an out-of-memory kill that takes the whole run and never the agent.
 //!
 //! Where the kernel lacks a layer, [`Mode`] decides: `strict` refuses to
@@ -218,9 +218,16 @@ impl Sandbox {
         let stdout = out_task.await.unwrap_or_default();
         let stderr = err_task.await.unwrap_or_default();
         if let Some(cg) = cgroup {
-            if let Some(peak) = events.memory_peak {
-                log::debug!("sandbox: memory peak {peak} bytes of {}", spec.memory_bytes);
-            }
+            log::info!(
+                "sandbox: the run's cgroup {}: memory peak {} of {} bytes, {} out-of-memory kills, \
+                 {} forks refused at {} processes",
+                cg.dir().display(),
+                events.memory_peak.map_or_else(|| "?".to_owned(), |p| p.to_string()),
+                spec.memory_bytes,
+                events.oom_kills,
+                events.pids_max,
+                processes
+            );
             let _ = tokio::task::spawn_blocking(move || drop(cg)).await;
         }
         let lines: Vec<StatusLine> =
@@ -331,9 +338,11 @@ impl Sandbox {
             inherit_fds: spec.inherit_fds.clone(),
             status_fd,
             rlimits: Rlimits {
-                // Without a cgroup, a limit per process is all there is.
+                // Without a cgroup, limits per process (memory) and per uid
+                // (processes) are all there is; with one, pids.max counts
+                // the sandbox's processes and its events say when it was hit.
                 address_space: cgroup.is_none().then_some(spec.memory_bytes),
-                processes: Some(spec.max_processes),
+                processes: cgroup.is_none().then_some(spec.max_processes),
             },
             strict: self.mode == Mode::Strict,
             timeout_ms: u64::try_from(spec.timeout.as_millis()).unwrap_or(u64::MAX),

@@ -98,11 +98,7 @@ pub(crate) fn build_root(spec: &LaunchSpec) -> io::Result<()> {
     )
     .map_err(|e| err("mounting the sandbox's /proc", e))?;
 
-    // Into the new root; the old one is detached and gone from this namespace.
-    nix::unistd::chdir(root).map_err(|e| err(root.display(), e))?;
-    nix::unistd::pivot_root(".", ".").map_err(|e| err("pivot_root", e))?;
-    umount2(".", MntFlags::MNT_DETACH).map_err(|e| err("detaching the old root", e))?;
-    nix::unistd::chdir("/").map_err(|e| err("chdir /", e))?;
+    enter(root)?;
     mount(
         None::<&str>,
         "/",
@@ -111,6 +107,78 @@ pub(crate) fn build_root(spec: &LaunchSpec) -> io::Result<()> {
         None::<&str>,
     )
     .map_err(|e| err("making the sandbox's root read-only", e))
+}
+
+/// Makes `root` this process's root, with nothing of the old one reachable.
+///
+/// `pivot_root` detaches the old root entirely. The kernel refuses it when
+/// the old root is the initramfs itself (rootfs, which can never be
+/// unmounted): that is the VM's case. There, every other mount of this
+/// namespace is detached first, and the new root is moved over `/` and
+/// entered with chroot; what stays underneath is the initramfs's own files
+/// (the measured image), out of reach by any path, and a way around a
+/// chroot needs a capability or a descriptor from outside, none of which
+/// the algorithm has (nor chroot itself: the seccomp filter refuses it).
+fn enter(root: &Path) -> io::Result<()> {
+    nix::unistd::chdir(root).map_err(|e| err(root.display(), e))?;
+    match nix::unistd::pivot_root(".", ".") {
+        Ok(()) => {
+            umount2(".", MntFlags::MNT_DETACH).map_err(|e| err("detaching the old root", e))?;
+        }
+        Err(nix::errno::Errno::EINVAL) => {
+            detach_all_but(root)?;
+            mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+                .map_err(|e| err("moving the sandbox's root over /", e))?;
+            nix::unistd::chroot(".").map_err(|e| err("chroot", e))?;
+        }
+        Err(e) => return Err(err("pivot_root", e)),
+    }
+    nix::unistd::chdir("/").map_err(|e| err("chdir /", e))
+}
+
+/// Detaches every mount of this namespace that is neither `root`, below
+/// it, nor one of its ancestors, deepest first.
+fn detach_all_but(root: &Path) -> io::Result<()> {
+    let mountinfo =
+        std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| err("/proc/self/mountinfo", e))?;
+    let mut points: Vec<PathBuf> = mountinfo
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4))
+        .map(unescape_mountinfo)
+        // The new root's ancestors stay: detaching one would take the new
+        // root with it. They end up under it, out of reach, like the rootfs.
+        .filter(|p| !p.starts_with(root) && !root.starts_with(p))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    points.dedup();
+    for p in points {
+        match umount2(&p, MntFlags::MNT_DETACH) {
+            Ok(()) | Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOENT) => {}
+            Err(e) => return Err(err(format_args!("detaching {}", p.display()), e)),
+        }
+    }
+    Ok(())
+}
+
+/// A mount point of /proc/self/mountinfo, whose spaces, tabs, newlines and
+/// backslashes are octal escapes.
+fn unescape_mountinfo(field: &str) -> PathBuf {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b))
+        {
+            out.push((bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    PathBuf::from(<OsString as std::os::unix::ffi::OsStringExt>::from_vec(out))
 }
 
 fn bind_into(root: &Path, b: &Bind) -> io::Result<()> {

@@ -1,6 +1,6 @@
 //! A deliberately hostile algorithm, for the sandbox's tests.
 //!
-//! `hostile probe [--vsock-port P] [--tcp-port P] [--abstract NAME]` tries
+//! `hostile probe [--vsock-ports P,...] [--tcp-port P] [--abstract NAME]` tries
 //! every attack that does not end the run and writes what happened to
 //! `$CVM_RESULTS/report.json`: each entry is `blocked: ...` when the attack
 //! failed, or starts with `ESCAPED` when it worked; entries under `info.`
@@ -15,7 +15,7 @@
 //! - `sparse-results`: a sparse file of 1 TiB in the results;
 //! - `x32`: a system call through the x32 ABI, which the filter kills.
 //!
-//! vsock is tried only when `--vsock-port` is given: never on a
+//! vsock is tried only when `--vsock-ports` is given: never on a
 //! development machine, whose vsock device belongs to the machine.
 
 use std::collections::BTreeMap;
@@ -164,11 +164,18 @@ fn sockets(r: &mut Report, args: &[String]) {
     if let Some(port) = arg_value(args, "--tcp-port").and_then(|p| p.parse::<u16>().ok()) {
         r.insert("tcp.loopback".into(), connect_tcp(port));
     }
-    if let Some(port) = arg_value(args, "--vsock-port").and_then(|p| p.parse::<u32>().ok()) {
+    for port in vsock_ports(args) {
         for cid in [2u32, 1] {
-            r.insert(format!("vsock.cid{cid}"), connect_vsock(cid, port));
+            r.insert(format!("vsock.cid{cid}.port{port}"), connect_vsock(cid, port));
         }
     }
+}
+
+/// The vsock ports of `--vsock-ports P[,P...]`.
+fn vsock_ports(args: &[String]) -> Vec<u32> {
+    arg_value(args, "--vsock-ports")
+        .map(|v| v.split(',').filter_map(|p| p.parse().ok()).collect())
+        .unwrap_or_default()
 }
 
 fn connect_abstract(name: &str) -> String {
@@ -533,6 +540,18 @@ fn identity(r: &mut Report) {
             if value == "0000000000000000" { "blocked: empty".into() } else { format!("ESCAPED {value}") };
         r.insert(format!("caps.{field}"), v);
     }
+    // A process the out-of-memory killer spares could hold the sandbox at
+    // its limit forever (the agent shields itself with -1000).
+    let adj = std::fs::read_to_string("/proc/self/oom_score_adj").unwrap_or_default();
+    let lowered = std::fs::write("/proc/self/oom_score_adj", "-1000");
+    r.insert(
+        "oom_score_adj".into(),
+        match (adj.trim().parse::<i32>(), lowered) {
+            (_, Ok(())) => "ESCAPED lowered its oom_score_adj to -1000".into(),
+            (Ok(v), Err(e)) if v >= 0 => format!("blocked: {v}, and lowering it: {e}"),
+            (v, _) => format!("ESCAPED inherited oom_score_adj {v:?}"),
+        },
+    );
     for field in ["NoNewPrivs", "Seccomp", "Uid", "Gid", "Groups"] {
         let value =
             status.lines().find_map(|l| l.strip_prefix(&format!("{field}:"))).map(str::trim).unwrap_or("?");
@@ -549,7 +568,7 @@ fn daemon(args: &[String]) {
         unsafe { libc::setsid() };
         std::thread::sleep(Duration::from_secs(3));
         let _ = std::fs::write(format!("{}/daemon-was-here", results_dir()), b"late");
-        if let Some(port) = arg_value(args, "--vsock-port").and_then(|p| p.parse::<u32>().ok()) {
+        for port in vsock_ports(args) {
             let _ = connect_vsock(2, port);
         }
         std::thread::sleep(Duration::from_secs(600));
