@@ -587,6 +587,9 @@ fn the_debugging_image_runs_the_agent_next_to_busybox_init() {
     );
 }
 
+/// `cvmctl COMMAND` against the VM, as the lab (`true`) or a hospital, with extra arguments.
+type OwnerCommand = Box<dyn Fn(&str, bool, &[&str]) -> std::process::Output>;
+
 /// One computation of the hostile algorithm in its own VM (strict sandbox:
 /// namespaces, seccomp, Landlock, cgroup v2), run to its end.
 struct HostileRun {
@@ -594,7 +597,7 @@ struct HostileRun {
     d: PathBuf,
     vm: Vm,
     status: serde_json::Value,
-    run: Box<dyn Fn(&str, bool, &[&str]) -> std::process::Output>,
+    run: OwnerCommand,
 }
 
 /// Boots a VM whose algorithm is `hostile ARGS` with the extra `limits`,
