@@ -228,6 +228,14 @@ fn print_checks(report: &VerificationReport, title: &str) -> anyhow::Result<()> 
 async fn connect(args: &AgentArgs) -> Result<Agent, i32> {
     match args.connect().await {
         Ok(agent) => Ok(agent),
+        Err(e @ ConnectError::Unpinned { .. }) => {
+            eprintln!("cvmctl: error: {e}");
+            Err(exit_codes::USAGE)
+        }
+        Err(ConnectError::Input(e)) => {
+            eprintln!("cvmctl: error: {e:#}");
+            Err(exit_codes::USAGE)
+        }
         Err(ConnectError::Rejected(report)) => {
             let _ = print_checks(&report, "the agent's evidence was REJECTED; nothing was sent:");
             for f in report.failures() {
