@@ -59,7 +59,7 @@ fn main() -> ExitCode {
     match run(config_file.as_deref()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("cvm-agent: {e:#}");
+            eprintln!("cvm-agent: {}", cvm_protocol::terminal::escape(&format!("{e:#}")));
             ExitCode::from(1)
         }
     }
