@@ -420,7 +420,10 @@ fn the_unix_socket_target_reaches_cvmctl_listen_uds() {
         ..Options::default()
     });
     host.wait_for("the first event", Duration::from_secs(20), has_event("awaiting_algorithm"));
-    assert!(messages(&host.records()).iter().any(|m| m.contains("serving attested TLS on")));
+    // The agent logs that it serves right after that event: wait for it too.
+    host.wait_for("the serving record", Duration::from_secs(20), |r| {
+        messages(r).iter().any(|m| m.contains("serving attested TLS on"))
+    });
     drop(s);
 }
 

@@ -66,8 +66,9 @@ pub const FILE_PROTECTIONS: [(&str, &str); 4] = [
 ];
 
 /// The file systems everything else needs: /proc (the kernel command line,
-/// where the configuration starts), /sys, /dev, /dev/pts, /run, securityfs;
-/// and, once /proc is there, the kernel's file protections ([`protect_files`]).
+/// where the configuration starts), /sys, /dev, /dev/pts, /run, securityfs,
+/// cgroup2; and, once /proc is there, the kernel's file protections
+/// ([`protect_files`]).
 pub fn mount_early() -> anyhow::Result<()> {
     let nosuid_nodev_noexec = MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV).union(MsFlags::MS_NOEXEC);
     let early = [
@@ -83,6 +84,9 @@ pub fn mount_early() -> anyhow::Result<()> {
         ),
         m("tmpfs", "/run", MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV), "mode=0755", true),
         m("securityfs", "/sys/kernel/security", nosuid_nodev_noexec, "", false),
+        // The sandbox's memory and process limits; the agent refuses to
+        // start (sandbox = strict) without it.
+        m("cgroup2", "/sys/fs/cgroup", nosuid_nodev_noexec, "nsdelegate", false),
     ];
     for mnt in &early {
         mount_one(mnt)?;

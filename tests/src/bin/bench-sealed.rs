@@ -156,7 +156,7 @@ fn main() {
     );
     let manifest = serde_json::json!({
         "id": "bench-sealed", "name": "bench",
-        "algorithm": {"digest": alg_digest, "provider_key": alg.public, "kind": "script", "interpreter": "/bin/sh"},
+        "algorithm": {"digest": alg_digest, "provider_key": alg.public, "kind": "script", "interpreter": "/bin/sh", "runtime": cvm_tests::HOST_RUNTIME},
         "datasets": [],
         "artifacts": [{"name": "weights.bin", "sealed": identity, "source": "host-path", "provider_key": alg.public}],
         "result_consumers": [{"key": alg.public}],
