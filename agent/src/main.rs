@@ -15,10 +15,11 @@ use cvm_agent::{init, logs, server, tee, vtpm};
 use cvm_protocol::Manifest;
 
 const USAGE: &str = "usage: cvm-agent run [--config FILE] | cvm-agent init [--system] [--config FILE]\n\
-    As PID 1 (the initramfs's /init) it runs init mode whatever its arguments: mounts, modules,\n\
-    network, then the agent as its child, and a poweroff at the end. `init` is the same\n\
-    supervisor next to another init (a child subreaper that reaps orphans and forwards signals);\n\
-    with --system it also does PID 1's set-up (mounts, modules, network), for busybox's inittab.\n\
+    As PID 1 (the initramfs's /init) it runs init mode whatever its arguments: mounts, file\n\
+    protections, modules, network, then the agent as its child, and a poweroff at the end.\n\
+    `init` is the same supervisor next to another init (a child subreaper that reaps orphans\n\
+    and forwards signals); with --system it also does PID 1's set-up (mounts, file protections,\n\
+    modules, network), for busybox's inittab.\n\
     Configuration keys come from the kernel command line (cvm.KEY=VALUE), the file, and CVM_KEY\n\
     environment variables; see the README.";
 
@@ -64,7 +65,7 @@ fn main() -> ExitCode {
     match run(config_file.as_deref()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("cvm-agent: {e:#}");
+            eprintln!("cvm-agent: {}", cvm_protocol::terminal::escape(&format!("{e:#}")));
             ExitCode::from(1)
         }
     }

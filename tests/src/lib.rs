@@ -171,6 +171,26 @@ pub struct Owner {
 pub const MEASUREMENT: &str =
     "5a6e1d2f8e0c9b7a5a6e1d2f8e0c9b7a5a6e1d2f8e0c9b7a5a6e1d2f8e0c9b7a5a6e1d2f8e0c9b7a5a6e1d2f8e0c9b7a";
 
+/// A policy of `fields` (a JSON object, or null for none) that pins the
+/// simulated platform's [`MEASUREMENT`], unless `fields` sets `measurements`
+/// itself: cvmctl talks to no agent without a pinned measurement.
+pub fn pinned_policy(fields: serde_json::Value) -> serde_json::Value {
+    let mut policy = match fields {
+        serde_json::Value::Null => serde_json::json!({}),
+        other => other,
+    };
+    if let Some(map) = policy.as_object_mut() {
+        map.entry("measurements").or_insert_with(|| serde_json::json!([MEASUREMENT]));
+    }
+    policy
+}
+
+/// Writes [`pinned_policy`] of `fields` to `path`; returns the path as text.
+pub fn write_pinned_policy(path: &Path, fields: serde_json::Value) -> String {
+    std::fs::write(path, pinned_policy(fields).to_string()).unwrap();
+    path.display().to_string()
+}
+
 /// Three owners, the statistics example, a manifest, and a running agent.
 pub struct Scenario {
     /// The scenario's directory.
@@ -195,7 +215,8 @@ pub struct Scenario {
     log: Arc<Mutex<String>>,
     /// The agent's vTPM, when the scenario has one (dropped after the agent).
     pub swtpm: Option<Swtpm>,
-    policy: Option<PathBuf>,
+    /// The policy every cvmctl command of the scenario uses (pins [`MEASUREMENT`]).
+    pub policy: PathBuf,
 }
 
 /// What a scenario's `prepare` hook sees: its directory and owners.
@@ -239,7 +260,9 @@ pub struct Options {
     pub agent_env: Vec<(String, String)>,
     /// Give the agent its own fresh swtpm as a required vTPM.
     pub vtpm: bool,
-    /// Policy fields for every cvmctl command (JSON object), if any.
+    /// Policy fields for every cvmctl command (JSON object), if any; they
+    /// are merged into [`pinned_policy`], so the simulated platform's
+    /// [`MEASUREMENT`] is pinned unless they set `measurements` themselves.
     pub policy: Option<serde_json::Value>,
 }
 
@@ -353,16 +376,19 @@ impl Scenario {
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let (agent, log, addr) =
             start_agent_env(d, &d.join("manifest.json"), &work, &env).unwrap_or_else(|e| panic!("{e}"));
-        let policy = opts.policy.map(|p| {
-            let path = d.join("policy.json");
-            std::fs::write(&path, p.to_string()).unwrap();
-            path
-        });
+        let policy = d.join("policy.json");
+        std::fs::write(&policy, pinned_policy(opts.policy.unwrap_or_default()).to_string()).unwrap();
         Scenario { dir, alg, a, b, consumer, digest, addr, work, sandbox_uid, agent, log, swtpm, policy }
     }
 
-    /// The arguments every agent command needs, with `key` if given.
+    /// The arguments every agent command needs, with `key` if given; the
+    /// policy is the scenario's (pinning [`MEASUREMENT`]).
     pub fn agent_args(&self, key: Option<&Owner>) -> Vec<String> {
+        self.agent_args_with_policy(key, &self.policy)
+    }
+
+    /// [`Scenario::agent_args`] with another policy file.
+    pub fn agent_args_with_policy(&self, key: Option<&Owner>, policy: &Path) -> Vec<String> {
         let mut v = vec![
             "--agent".to_owned(),
             self.addr.to_string(),
@@ -370,11 +396,9 @@ impl Scenario {
             self.digest.clone(),
             "--trust-ark".to_owned(),
             platform().2.display().to_string(),
+            "--policy".to_owned(),
+            policy.display().to_string(),
         ];
-        if let Some(p) = &self.policy {
-            v.push("--policy".into());
-            v.push(p.display().to_string());
-        }
         if let Some(k) = key {
             v.push("--key".into());
             v.push(k.key.display().to_string());
@@ -386,6 +410,21 @@ impl Scenario {
     pub fn run(&self, command: &str, key: Option<&Owner>, extra: &[&str]) -> Output {
         let mut args: Vec<String> = vec![command.to_owned()];
         args.extend(self.agent_args(key));
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        cvmctl(&refs)
+    }
+
+    /// [`Scenario::run`] with another policy file.
+    pub fn run_with_policy(
+        &self,
+        command: &str,
+        key: Option<&Owner>,
+        policy: &Path,
+        extra: &[&str],
+    ) -> Output {
+        let mut args: Vec<String> = vec![command.to_owned()];
+        args.extend(self.agent_args_with_policy(key, policy));
         args.extend(extra.iter().map(|s| (*s).to_owned()));
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         cvmctl(&refs)

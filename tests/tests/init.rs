@@ -54,9 +54,12 @@ fn the_sandboxes_orphans_die_with_it_and_the_supervisor_stops_the_agent_cleanly(
     .unwrap()
     .trim()
     .to_owned();
+    let policy = cvm_tests::write_pinned_policy(&d.join("policy.json"), serde_json::Value::Null);
     let args = |cmd: &str, extra: &[&str]| {
         let mut v = vec![
             cmd.to_owned(),
+            "--policy".into(),
+            policy.clone(),
             "--agent".into(),
             addr.to_string(),
             "--manifest-digest".into(),

@@ -425,6 +425,7 @@ fn the_demo_flow_runs_in_the_vm_and_it_powers_off_cleanly() {
     let console = vm.console();
     assert_has(&console, "the guest's log lacks", &[
         "init: started as PID 1",
+        "init: fs.protected_hardlinks = 1, protected_symlinks = 1, protected_fifos = 2, protected_regular = 2",
         "modules loaded",
         // swtpm is the guest's TPM, vsock goes through the userspace backend, fw_cfg carries the inputs.
         "init: devices: TPM /dev/tpmrm0 yes, /dev/sev-guest no, configfs-tsm yes, vsock /dev/vsock yes, fw_cfg yes",

@@ -231,6 +231,14 @@ async fn connect(args: &AgentArgs) -> Result<Agent, i32> {
             warn_weak_sandbox(&mut agent).await;
             Ok(agent)
         }
+        Err(e @ ConnectError::Unpinned { .. }) => {
+            eprintln!("cvmctl: error: {e}");
+            Err(exit_codes::USAGE)
+        }
+        Err(ConnectError::Input(e)) => {
+            eprintln!("cvmctl: error: {e:#}");
+            Err(exit_codes::USAGE)
+        }
         Err(ConnectError::Rejected(report)) => {
             let _ = print_checks(&report, "the agent's evidence was REJECTED; nothing was sent:");
             for f in report.failures() {

@@ -80,8 +80,11 @@ fn main() {
         cvm_tests::start_agent(d, &d.join("manifest.json"), &d.join("work")).unwrap();
     let pid = agent.id();
     let ark = cvm_tests::platform().2.display().to_string();
+    let policy = cvm_tests::write_pinned_policy(&d.join("policy.json"), serde_json::Value::Null);
     let common = |key: &cvm_tests::Owner| {
         vec![
+            "--policy".to_owned(),
+            policy.clone(),
             "--agent".to_owned(),
             addr.to_string(),
             "--manifest-digest".into(),

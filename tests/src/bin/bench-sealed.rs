@@ -175,9 +175,12 @@ fn main() {
     .unwrap();
     let pid = agent.id();
     let ark = cvm_tests::platform().2.display().to_string();
+    let policy = cvm_tests::write_pinned_policy(&d.join("policy.json"), serde_json::Value::Null);
     let rss_before = vm_hwm(pid);
     let args = [
         "release-key",
+        "--policy",
+        &policy,
         "--agent",
         &addr.to_string(),
         "--manifest-digest",
