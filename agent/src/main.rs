@@ -187,6 +187,8 @@ fn start_sandbox(mode: Mode) -> anyhow::Result<Sandbox> {
 /// Forgets what the computation held: the uploads and results in the work
 /// directory (a tmpfs in the VM) are removed when the agent stops.
 fn wipe(work_dir: &std::path::Path) {
+    // A run cut short by the stop may still have its results tmpfs mounted.
+    cvm_agent::sandbox::Scratch::unmount_all_below(work_dir);
     match std::fs::remove_dir_all(work_dir) {
         Ok(()) => log::info!("work directory {} wiped", work_dir.display()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

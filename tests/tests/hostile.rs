@@ -101,6 +101,7 @@ fn a_probing_algorithm_escapes_nowhere_and_the_event_log_still_replays() {
         "exec.from_results",
         "io_uring_setup",
         "ptrace.attach_init",
+        "ptrace.any_pid",
         "process_vm_readv.init",
         "unshare.user",
         "clone.newuser",
@@ -190,4 +191,45 @@ fn a_fork_bomb_is_contained_and_nothing_of_it_outlives_the_run() {
     assert!(["failed", "results_ready"].contains(&status["state"].as_str().unwrap()), "{status}");
     still_healthy(&mut s);
     assert!(std::process::Command::new("true").status().unwrap().success(), "this machine no longer forks");
+}
+
+#[test]
+fn a_best_effort_sandbox_is_shown_to_every_owner_and_strict_refuses_to_start_without_a_layer() {
+    let s = Scenario::start(Options::default());
+    // attest: a warning before anything else, a record in --json, a line in the claims.
+    let o = s.run("attest", None, &["--json"]);
+    assert_exit(&o, exit_codes::OK);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("WARNING: this agent's sandbox is best-effort"), "{err}");
+    let sandbox = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["type"] == "sandbox")
+        .expect("no sandbox record");
+    assert_eq!(sandbox["data"]["mode"], "best-effort");
+    assert!(!sandbox["data"]["missing"].as_array().unwrap().is_empty(), "{sandbox}");
+    let o = s.run("attest", None, &[]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("  sandbox         best-effort (WITHOUT: "));
+    let o = s.run("status", Some(&s.consumer), &[]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("sandbox:            best-effort (without: "));
+
+    // The same agent, strict: it starts only where every layer is there.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(s.dir.path().join("manifest.json"), dir.path().join("manifest.json")).unwrap();
+    let started = cvm_tests::start_agent_env(
+        dir.path(),
+        &dir.path().join("manifest.json"),
+        &dir.path().join("work"),
+        &[("CVM_SANDBOX", "strict")],
+    );
+    match started {
+        Err(log) => {
+            assert!(log.contains("refusing to start (sandbox = strict)") && log.contains("cgroup2"), "{log}");
+        }
+        Ok((mut agent, log, _)) => {
+            let _ = agent.kill();
+            let log = log.lock().unwrap().clone();
+            assert!(log.contains("sandbox: strict: namespaces, Landlock ABI"), "{log}");
+        }
+    }
 }

@@ -739,6 +739,7 @@ fn a_hostile_algorithm_in_the_vm_escapes_nowhere_not_even_over_vsock() {
         "proc.other_processes",
         "io_uring_setup",
         "ptrace.attach_init",
+        "ptrace.any_pid",
         "socket.netlink",
         "socket.packet",
         "caps.CapBnd",

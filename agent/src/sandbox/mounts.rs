@@ -162,7 +162,7 @@ fn detach_all_but(root: &Path) -> io::Result<()> {
 
 /// A mount point of /proc/self/mountinfo, whose spaces, tabs, newlines and
 /// backslashes are octal escapes.
-fn unescape_mountinfo(field: &str) -> PathBuf {
+pub(crate) fn unescape_mountinfo(field: &str) -> PathBuf {
     let bytes = field.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -296,4 +296,23 @@ fn expose(
         std::fs::create_dir_all(&inside).map_err(|e| err(inside.display(), e))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes_are_undone() {
+        assert_eq!(unescape_mountinfo("/run/a\\040b\\011c\\134d"), PathBuf::from("/run/a b\tc\\d"));
+        assert_eq!(unescape_mountinfo("/plain"), PathBuf::from("/plain"));
+        // A backslash that starts no escape stays.
+        assert_eq!(unescape_mountinfo("/x\\9"), PathBuf::from("/x\\9"));
+    }
+
+    #[test]
+    fn paths_are_normalised_lexically() {
+        assert_eq!(normalise(Path::new("/usr/lib/../bin/./python3")), PathBuf::from("/usr/bin/python3"));
+        assert_eq!(normalise(Path::new("/../../etc")), PathBuf::from("/etc"));
+    }
 }

@@ -71,6 +71,20 @@ impl Scratch {
     }
 }
 
+impl Scratch {
+    /// Unmounts every file system mounted below `dir` (a run's scratch
+    /// space left mounted when the agent stops during a run).
+    pub fn unmount_all_below(dir: &Path) {
+        let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") else { return };
+        for point in mountinfo.lines().filter_map(|l| l.split_whitespace().nth(4)) {
+            let point = super::mounts::unescape_mountinfo(point);
+            if point.starts_with(dir) && point != dir {
+                let _ = umount2(&point, MntFlags::MNT_DETACH);
+            }
+        }
+    }
+}
+
 impl Drop for Scratch {
     fn drop(&mut self) {
         if let Err(e) = umount2(&self.dir, MntFlags::MNT_DETACH) {

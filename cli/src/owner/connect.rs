@@ -122,6 +122,8 @@ pub struct Agent {
     pub measured: Option<Measured>,
     /// The nonce the session evidence was requested over.
     pub nonce: [u8; 32],
+    /// The agent's sandbox as its status reports it, once asked.
+    pub sandbox: Option<cvm_protocol::api::SandboxStatus>,
     spki: Vec<u8>,
     verifier: Arc<EvidenceVerifier>,
 }
@@ -371,6 +373,7 @@ impl Handshake {
             boot: self.boot,
             measured: None,
             nonce: [0; 32],
+            sandbox: None,
             spki: self.spki,
             verifier: self.verifier,
         })

@@ -117,6 +117,13 @@ fn print_claims(agent: &Agent, args: &AgentArgs) -> anyhow::Result<()> {
         _ => "none".to_owned(),
     };
     writeln!(out, "  vTPM            {vtpm}")?;
+    match &agent.sandbox {
+        Some(s) if s.is_strict() => {
+            writeln!(out, "  sandbox         strict (every layer; the agent's own report)")?
+        }
+        Some(s) => writeln!(out, "  sandbox         {} (WITHOUT: {})", s.mode, s.missing.join("; "))?,
+        None => writeln!(out, "  sandbox         unknown (the agent gave no status)")?,
+    }
     writeln!(out, "  boot evidence   {boot_ok} checks passed, {boot_skip} not required by the policy")?;
     writeln!(
         out,
@@ -253,13 +260,14 @@ async fn connect(args: &AgentArgs) -> Result<Agent, i32> {
     }
 }
 
-/// Tells the owner, before anything is sent, when the agent runs the
-/// algorithm without every layer of its sandbox (`sandbox = best-effort`,
-/// a development host); the VM always runs it strict.
+/// Asks for the agent's sandbox and tells the owner, before anything is
+/// sent, when it runs the algorithm without every layer (`sandbox =
+/// best-effort`, a development host); the VM always runs it strict.
 async fn warn_weak_sandbox(agent: &mut Agent) {
     let Ok((StatusCode::OK, body)) = agent.send(hyper::Method::GET, api::STATUS, None).await else { return };
     let Ok(status) = serde_json::from_slice::<Status>(&body) else { return };
     let s = &status.sandbox;
+    agent.sandbox = Some(s.clone());
     if !s.is_strict() {
         let mode = if s.mode.is_empty() { "unknown (an older agent)" } else { s.mode.as_str() };
         eprintln!("cvmctl: WARNING: this agent's sandbox is {mode}: the algorithm runs without:");
@@ -278,6 +286,9 @@ pub async fn attest(a: AttestArgs) -> anyhow::Result<i32> {
     if a.json {
         for c in agent.checks.checks.iter().chain(&agent.session.checks) {
             emit("check", c)?;
+        }
+        if let Some(sandbox) = &agent.sandbox {
+            emit("sandbox", sandbox)?;
         }
         emit(
             "verdict",
