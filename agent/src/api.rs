@@ -16,6 +16,7 @@ use hyper::body::{Frame, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 
 use crate::computation::{Computation, FlowError, Target};
+use crate::download::Completed;
 use crate::sealed_inputs::{InputRef, SealedInputError};
 use crate::tee::TeeProvider;
 
@@ -256,12 +257,21 @@ async fn results(c: &Arc<Computation>, key: Option<&PublicKey>) -> Response<Body
         Ok(f) => f,
         Err(e) => return error_response(&FlowError::Io(e.to_string())),
     };
-    let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
-    if let Some(k) = key {
-        c.results_fetched(k);
-    }
+    let len = match file.metadata().await {
+        Ok(m) => m.len(),
+        Err(e) => return error_response(&FlowError::Io(e.to_string())),
+    };
     let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024).map_ok(Frame::data);
-    let mut resp = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+    let body: Body = BodyExt::boxed(StreamBody::new(stream));
+    // Fetched only once every byte was handed over: a broken download leaves
+    // the state as it was, and can be retried.
+    let (c, key) = (Arc::clone(c), key.cloned());
+    let body = Completed::new(body, len, move || {
+        if let Some(k) = key {
+            c.results_fetched(&k);
+        }
+    });
+    let mut resp = Response::new(BodyExt::boxed(body));
     let headers = resp.headers_mut();
     headers.insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/x-tar"));
     if let Ok(v) = hyper::header::HeaderValue::from_str(&len.to_string()) {

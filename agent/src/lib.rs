@@ -16,6 +16,7 @@ pub mod api;
 pub mod atls;
 pub mod computation;
 pub mod config;
+pub mod download;
 pub mod init;
 pub mod logs;
 
