@@ -28,7 +28,7 @@ use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use crate::measurements::{Event, EventLog, Snapshot};
-use crate::runner::{self, RunOutcome, RunSpec};
+use crate::sandbox::{Program, RunOutcome, RunSpec, Sandbox, Scratch};
 use crate::sealed_inputs::{self, InputRef, SealedInputError, SealedInputs, SealedUpload};
 
 /// A role a key can have.
@@ -166,8 +166,10 @@ pub struct WorkDirs {
     pub datasets: PathBuf,
     /// Links to the sealed artifacts in memory (`/proc/self/fd/N`).
     pub artifacts: PathBuf,
-    /// The algorithm's results directory.
-    pub results: PathBuf,
+    /// Where the run's results and /tmp tmpfs is mounted.
+    pub scratch: PathBuf,
+    /// Where the sandbox's root is mounted (in the sandbox's namespace only).
+    pub sandbox_root: PathBuf,
     /// The packaged results.
     pub results_tar: PathBuf,
 }
@@ -192,14 +194,25 @@ impl WorkDirs {
             algorithm: root.join("algorithm").join("algorithm"),
             datasets: root.join("datasets"),
             artifacts: root.join("artifacts"),
-            results: root.join("results"),
+            scratch: root.join("scratch"),
+            sandbox_root: root.join("sandbox-root"),
             results_tar: root.join("results.tar"),
         };
-        for dir in [root, &d.incoming, d.algorithm.parent().unwrap_or(root), &d.datasets, &d.artifacts] {
+        for dir in [
+            root,
+            &d.incoming,
+            d.algorithm.parent().unwrap_or(root),
+            &d.datasets,
+            &d.artifacts,
+            &d.scratch,
+            &d.sandbox_root,
+        ] {
             std::fs::create_dir_all(dir)?;
         }
         std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o711))?;
-        std::fs::set_permissions(&d.incoming, std::fs::Permissions::from_mode(0o700))?;
+        for private in [&d.incoming, &d.scratch, &d.sandbox_root] {
+            std::fs::set_permissions(private, std::fs::Permissions::from_mode(0o700))?;
+        }
         if let Some(p) = d.algorithm.parent() {
             std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755))?;
         }
@@ -212,25 +225,30 @@ pub struct Computation {
     manifest: Manifest,
     digest: Digest,
     dirs: WorkDirs,
-    sandbox: (u32, u32),
+    runs: RunSettings,
     inner: Mutex<Inner>,
     log: Mutex<EventLog>,
     sealed: SealedInputs,
 }
 
-impl Computation {
-    /// A computation for `manifest`, awaiting its algorithm, measuring without a vTPM.
-    pub fn new(manifest: Manifest, dirs: WorkDirs, sandbox_uid: u32, sandbox_gid: u32) -> Arc<Computation> {
-        Computation::with_log(manifest, dirs, sandbox_uid, sandbox_gid, EventLog::default())
-    }
+/// Where and as whom the algorithm runs.
+#[derive(Clone, Debug)]
+pub struct RunSettings {
+    /// The sandbox.
+    pub sandbox: Arc<Sandbox>,
+    /// The sandbox's dedicated uid.
+    pub uid: u32,
+    /// The sandbox's dedicated gid.
+    pub gid: u32,
+}
 
+impl Computation {
     /// A computation for `manifest` whose events go into `log` (and its vTPM);
     /// the manifest is the first event.
     pub fn with_log(
         manifest: Manifest,
         dirs: WorkDirs,
-        sandbox_uid: u32,
-        sandbox_gid: u32,
+        runs: RunSettings,
         mut log: EventLog,
     ) -> Arc<Computation> {
         let digest = manifest.digest();
@@ -240,7 +258,7 @@ impl Computation {
             manifest,
             digest,
             dirs,
-            sandbox: (sandbox_uid, sandbox_gid),
+            runs,
             inner: Mutex::new(Inner {
                 state: State::AwaitingAlgorithm,
                 algorithm: None,
@@ -355,6 +373,7 @@ impl Computation {
             your_roles: key
                 .map(|k| self.roles(k).iter().map(ToString::to_string).collect())
                 .unwrap_or_default(),
+            sandbox: self.runs.sandbox.status(),
         }
     }
 
@@ -608,30 +627,23 @@ impl Computation {
 
     async fn run(self: Arc<Self>) {
         log::info!("all inputs received: running the algorithm");
-        let outcome = self.run_sandboxed().await;
-        // The run is over, for better or worse: no plaintext of a sealed input outlives it.
-        self.sealed.wipe();
-        let next = match outcome {
-            Ok(()) => match tokio::task::spawn_blocking({
-                let this = Arc::clone(&self);
-                move || -> std::io::Result<()> {
-                    let digest = this.package_results()?;
-                    this.record(Event {
-                        kind: "results",
-                        name: "results.tar".into(),
-                        digest: digest.to_string(),
-                    });
-                    Ok(())
+        let limits = &self.manifest.limits;
+        let next =
+            match Scratch::mount(&self.dirs.scratch, limits.results_bytes(), self.runs.uid, self.runs.gid) {
+                Ok(scratch) => {
+                    let outcome = self.run_sandboxed(&scratch).await;
+                    // The run is over, for better or worse: no plaintext of a sealed input outlives it.
+                    self.sealed.wipe();
+                    match outcome {
+                        Ok(()) => self.package(scratch).await,
+                        Err(reason) => State::Failed(reason),
+                    }
                 }
-            })
-            .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
-            {
-                Ok(()) => State::ResultsReady,
-                Err(e) => State::Failed(format!("packaging the results failed: {e}")),
-            },
-            Err(reason) => State::Failed(reason),
-        };
+                Err(e) => {
+                    self.sealed.wipe();
+                    State::Failed(format!("the algorithm could not be started: {e}"))
+                }
+            };
         match &next {
             State::Failed(reason) => log::warn!("computation failed: {reason}"),
             _ => log::info!("results ready"),
@@ -639,46 +651,68 @@ impl Computation {
         self.lock().enter(next);
     }
 
-    async fn run_sandboxed(&self) -> Result<(), String> {
+    /// Packs the results, records them, and lets the scratch space go.
+    async fn package(self: &Arc<Self>, scratch: Scratch) -> State {
+        let this = Arc::clone(self);
+        // Packed and recorded (a vTPM extend) on a blocking thread.
+        let packed = tokio::task::spawn_blocking(move || {
+            let r = this.package_results(&scratch.results(), scratch.limit());
+            drop(scratch);
+            let digest = r?;
+            this.record(Event { kind: "results", name: "results.tar".into(), digest: digest.to_string() });
+            Ok(())
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+        match packed {
+            Ok(()) => State::ResultsReady,
+            Err(e) => State::Failed(format!("packaging the results failed: {e}")),
+        }
+    }
+
+    async fn run_sandboxed(&self, scratch: &Scratch) -> Result<(), String> {
         use std::os::unix::fs::PermissionsExt;
         let a = &self.manifest.algorithm;
         // Sealed inputs reach the sandbox as inherited read-only descriptors
         // of their memfds, named by links to /proc/self/fd/N (see the README).
         let (fds, sealed_algorithm) = self.link_sealed_inputs().map_err(|e| format!("sealed inputs: {e}"))?;
-        let algo = match sealed_algorithm {
-            Some(path) => path,
+        let program = match sealed_algorithm {
+            Some(fd) => Program::Fd(fd),
             None => {
-                let algo = self.dirs.algorithm.clone();
-                let mode = if a.kind == AlgorithmKind::Binary { 0o555 } else { 0o444 };
-                std::fs::set_permissions(&algo, std::fs::Permissions::from_mode(mode))
+                let path = self.dirs.algorithm.clone();
+                let executable = a.kind == AlgorithmKind::Binary;
+                let mode = if executable { 0o555 } else { 0o444 };
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
                     .map_err(|e| e.to_string())?;
-                algo
+                Program::File { path, executable }
             }
         };
-        let (program, mut args) = match (&a.kind, &a.interpreter) {
-            (AlgorithmKind::Script, Some(interp)) => {
-                (PathBuf::from(interp), vec![algo.display().to_string()])
-            }
-            _ => (algo.clone(), Vec::new()),
+        let interpreter = match a.kind {
+            AlgorithmKind::Script => a.interpreter.as_ref().map(PathBuf::from),
+            AlgorithmKind::Binary => None,
         };
-        args.extend(a.args.iter().cloned());
-        let mut spec = RunSpec::new(program, self.dirs.datasets.clone(), self.dirs.results.clone());
-        spec.args = args;
-        spec.uid = self.sandbox.0;
-        spec.gid = self.sandbox.1;
-        spec.memory_bytes = self.manifest.limits.memory_bytes;
-        spec.timeout = Duration::from_secs(self.manifest.limits.run_timeout_s);
-        spec.inherit_fds = fds;
-        spec.env = vec![
-            ("CVM_DATASETS".into(), self.dirs.datasets.display().to_string()),
-            ("CVM_ARTIFACTS".into(), self.dirs.artifacts.display().to_string()),
-            ("CVM_RESULTS".into(), self.dirs.results.display().to_string()),
-            ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
-            ("LANG".into(), "C.UTF-8".into()),
-        ];
+        let limits = &self.manifest.limits;
+        let spec = RunSpec {
+            program,
+            interpreter,
+            args: a.args.clone(),
+            runtime: a.runtime.iter().map(PathBuf::from).collect(),
+            datasets: self.dirs.datasets.clone(),
+            artifacts: self.dirs.artifacts.clone(),
+            root: self.dirs.sandbox_root.clone(),
+            hidden: vec![self.dirs.results_tar.parent().map(Path::to_path_buf).unwrap_or_default()],
+            env: Vec::new(),
+            uid: self.runs.uid,
+            gid: self.runs.gid,
+            memory_bytes: limits.memory_bytes,
+            max_processes: limits.max_processes(),
+            timeout: Duration::from_secs(limits.run_timeout_s),
+            output_limit: 64 << 10,
+            inherit_fds: fds,
+        };
         let forward =
             self.manifest.logging.algorithm_output == cvm_protocol::manifest::AlgorithmOutput::Forward;
-        match runner::run(&spec).await {
+        match self.runs.sandbox.run(&spec, scratch).await {
             RunOutcome::Succeeded { stdout, stderr, elapsed } => {
                 if forward {
                     forward_output(&stdout, &stderr);
@@ -697,8 +731,8 @@ impl Computation {
 
     /// Links each sealed dataset and artifact to `/proc/self/fd/N` in the
     /// datasets or artifacts directory; returns the descriptors the sandbox
-    /// inherits and, for a sealed algorithm, the path to run.
-    fn link_sealed_inputs(&self) -> std::io::Result<(Vec<i32>, Option<PathBuf>)> {
+    /// inherits and, for a sealed algorithm, its descriptor.
+    fn link_sealed_inputs(&self) -> std::io::Result<(Vec<i32>, Option<i32>)> {
         self.sealed.with_plaintexts(|plaintexts| {
             let mut fds = Vec::new();
             let mut algorithm = None;
@@ -706,7 +740,7 @@ impl Computation {
                 let fd = plaintext.fd();
                 let target = PathBuf::from(format!("/proc/self/fd/{fd}"));
                 match input {
-                    InputRef::Algorithm => algorithm = Some(target),
+                    InputRef::Algorithm => algorithm = Some(fd),
                     InputRef::Dataset(n) => std::os::unix::fs::symlink(&target, self.dirs.datasets.join(n))?,
                     InputRef::Artifact(n) => {
                         std::os::unix::fs::symlink(&target, self.dirs.artifacts.join(n))?
@@ -724,12 +758,21 @@ impl Computation {
     }
 
     /// Packs the results directory into a tar file; returns its digest.
-    fn package_results(&self) -> std::io::Result<Digest> {
+    ///
+    /// The files' apparent sizes must fit in `limit` too: a sparse file
+    /// takes no space on the tmpfs but would take its whole length in the tar.
+    fn package_results(&self, results: &Path, limit: u64) -> std::io::Result<Digest> {
+        let apparent = apparent_size(results)?;
+        if apparent > limit {
+            return Err(std::io::Error::other(format!(
+                "the results add up to {apparent} bytes (sparse files counted whole), over their limit of {limit} bytes"
+            )));
+        }
         let file = std::fs::File::create(&self.dirs.results_tar)?;
         let mut builder = tar::Builder::new(file);
         builder.mode(tar::HeaderMode::Deterministic);
         builder.follow_symlinks(false);
-        builder.append_dir_all("results", &self.dirs.results)?;
+        builder.append_dir_all("results", results)?;
         builder.into_inner()?.sync_all()?;
         let mut file = std::fs::File::open(&self.dirs.results_tar)?;
         let mut hasher = Sha256::new();
@@ -757,6 +800,25 @@ impl Computation {
             log::info!("every result consumer fetched the results");
         }
     }
+}
+
+/// The sum of the lengths of the regular files below `dir` (links not
+/// followed; a stack, not recursion: the algorithm chooses the depth).
+fn apparent_size(dir: &Path) -> std::io::Result<u64> {
+    let mut total = 0u64;
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            let meta = entry.metadata()?;
+            if meta.is_dir() {
+                pending.push(entry.path());
+            } else if meta.is_file() {
+                total = total.saturating_add(meta.len());
+            }
+        }
+    }
+    Ok(total)
 }
 
 fn forward_output(stdout: &[u8], stderr: &[u8]) {

@@ -14,6 +14,7 @@
 //! | `simulated_chain` | simulated provider: chain bundle from `cvmctl report simulate` | (required for `simulated`) |
 //! | `simulated_measurement` | simulated provider: the launch measurement to report (96 hex digits) | zeros |
 //! | `sandbox_uid`, `sandbox_gid` | the unprivileged identity the algorithm runs as (dedicated) | `61000` |
+//! | `sandbox` | `strict`: refuse to start where the kernel lacks a layer of the sandbox; `best-effort`: run with what there is and tell every owner (development hosts only; init mode refuses it) | `strict` |
 //! | `log_level` | `error`, `warn`, `info`, `debug` or `trace` | `info` |
 //! | `host_artifacts` | `NAME=PATH[,NAME=PATH...]`: where each `host-path` artifact's ciphertext is (a file or block device) | none |
 //! | `log_target` | where logs go besides stderr: `vsock:PORT` (host CID 2), `vsock:CID:PORT`, `tcp:ADDR:PORT`, `unix:PATH` or `none` | `none` |
@@ -78,6 +79,8 @@ pub struct Config {
     pub sandbox_uid: u32,
     /// The sandbox group.
     pub sandbox_gid: u32,
+    /// What to do where the kernel lacks a layer of the sandbox.
+    pub sandbox: crate::sandbox::Mode,
     /// The log level.
     pub log_level: log::LevelFilter,
     /// Host storage (file or block device) of each `host-path` artifact, by name.
@@ -150,7 +153,7 @@ pub struct ConfigError {
     pub message: String,
 }
 
-const KEYS: [&str; 20] = [
+const KEYS: [&str; 21] = [
     "listen",
     "tee",
     "manifest",
@@ -159,6 +162,7 @@ const KEYS: [&str; 20] = [
     "simulated_measurement",
     "sandbox_uid",
     "sandbox_gid",
+    "sandbox",
     "log_level",
     "host_artifacts",
     "log_target",
@@ -269,6 +273,10 @@ impl Config {
         };
         let sandbox_uid = id("sandbox_uid")?;
         let sandbox_gid = id("sandbox_gid")?;
+        let sandbox = match get("sandbox") {
+            Some((_, v)) => v.parse().map_err(|e| bad("sandbox", e))?,
+            None => crate::sandbox::Mode::Strict,
+        };
         let log_level = match get("log_level") {
             Some((_, v)) => v
                 .parse()
@@ -352,6 +360,7 @@ impl Config {
             simulated_measurement,
             sandbox_uid,
             sandbox_gid,
+            sandbox,
             log_level,
             log_target,
             log_queue,
@@ -452,6 +461,15 @@ impl InitConfig {
                 .map_err(|_| bad("log_level", format!("{v:?} is not error, warn, info, debug or trace")))?,
             None => log::LevelFilter::Info,
         };
+        // In the VM the algorithm never runs in a weaker sandbox.
+        if let Some((_, v)) = values.get("sandbox") {
+            if v != "strict" {
+                return Err(bad(
+                    "sandbox",
+                    format!("{v:?}: init mode (the VM) runs the algorithm only in the strict sandbox"),
+                ));
+            }
+        }
         Ok(InitConfig { modules: values.get("modules").map(|(_, v)| PathBuf::from(v)), net, log_level })
     }
 }

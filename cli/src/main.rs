@@ -8,7 +8,9 @@ use cvmctl::report::ReportCommand;
 /// Command line of cvm-agent's computation owners and operators.
 ///
 /// Exit codes: 0 success (evidence accepted), 1 evidence rejected, 2 bad
-/// usage or unreadable input.
+/// usage or unreadable input (also: a policy that pins no launch measurement,
+/// for a command that talks to an agent), 3 the agent refused or could not be
+/// reached.
 #[derive(Debug, Parser)]
 #[command(name = "cvmctl", version)]
 struct Cli {

@@ -99,6 +99,28 @@ pub struct Status {
     pub artifacts_missing: Vec<String>,
     /// The roles the calling key has.
     pub your_roles: Vec<String>,
+    /// How strong the algorithm's sandbox is on this machine.
+    #[serde(default)]
+    pub sandbox: SandboxStatus,
+}
+
+/// The algorithm's sandbox, as the agent found it at start.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxStatus {
+    /// `strict` (every layer present) or `best-effort` (a development host:
+    /// `missing` lists what the algorithm is not confined by). Empty from
+    /// agents older than this field.
+    pub mode: String,
+    /// The layers this kernel lacks, one sentence each.
+    #[serde(default)]
+    pub missing: Vec<String>,
+}
+
+impl SandboxStatus {
+    /// Whether the algorithm runs with every layer.
+    pub fn is_strict(&self) -> bool {
+        self.mode == "strict" && self.missing.is_empty()
+    }
 }
 
 /// `POST /v1/evidence` body.

@@ -60,17 +60,27 @@ fn build_image(args: &[&str]) -> Image {
 /// The demo's algorithm as a static binary (built once).
 pub fn static_stats() -> &'static PathBuf {
     static STATS: OnceLock<PathBuf> = OnceLock::new();
-    STATS.get_or_init(|| {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "--locked", "-q", "--release", "--target", "x86_64-unknown-linux-gnu"])
-            .args(["-p", "cvm-example-stats"])
-            .env("RUSTFLAGS", "-C target-feature=+crt-static")
-            .current_dir(root())
-            .status()
-            .expect("cargo build");
-        assert!(status.success(), "building the static algorithm failed");
-        root().join("target/x86_64-unknown-linux-gnu/release/stats")
-    })
+    STATS.get_or_init(|| static_example("cvm-example-stats", "stats"))
+}
+
+/// The hostile algorithm of the sandbox's tests as a static binary (built once).
+pub fn static_hostile() -> &'static PathBuf {
+    static HOSTILE: OnceLock<PathBuf> = OnceLock::new();
+    HOSTILE.get_or_init(|| static_example("cvm-example-hostile", "hostile"))
+}
+
+/// Builds an example's binary statically: it runs in a sandbox that shows
+/// no library of the image.
+fn static_example(package: &str, bin: &str) -> PathBuf {
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--locked", "-q", "--release", "--target", "x86_64-unknown-linux-gnu"])
+        .args(["-p", package])
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .current_dir(root())
+        .status()
+        .expect("cargo build");
+    assert!(status.success(), "building the static {bin} failed");
+    root().join("target/x86_64-unknown-linux-gnu/release").join(bin)
 }
 
 /// The cache of scripts/setup-vm (vhost-device-vsock, the sev-snp-measure virtualenv, kernels).

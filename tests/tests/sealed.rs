@@ -217,7 +217,7 @@ fn model_weights_from_host_storage_are_used_and_no_file_holds_their_plaintext() 
     assert!(found.is_empty(), "plaintext of the weights in {found:?}");
     // The scan does find the marker where it is (a control, so that the
     // check above cannot pass by looking nowhere).
-    let control = s.work.join("results").join("control.bin");
+    let control = s.work.join("control.bin");
     std::fs::write(&control, weights(&sealed.marker)).unwrap();
     let mut found = Vec::new();
     files_containing(&std::env::temp_dir(), sealed.marker.as_bytes(), started, &mut found);

@@ -425,6 +425,7 @@ fn the_demo_flow_runs_in_the_vm_and_it_powers_off_cleanly() {
     let console = vm.console();
     assert_has(&console, "the guest's log lacks", &[
         "init: started as PID 1",
+        "init: fs.protected_hardlinks = 1, protected_symlinks = 1, protected_fifos = 2, protected_regular = 2",
         "modules loaded",
         // swtpm is the guest's TPM, vsock goes through the userspace backend, fw_cfg carries the inputs.
         "init: devices: TPM /dev/tpmrm0 yes, /dev/sev-guest no, configfs-tsm yes, vsock /dev/vsock yes, fw_cfg yes",
@@ -585,4 +586,209 @@ fn the_debugging_image_runs_the_agent_next_to_busybox_init() {
             "reboot: Power down",
         ],
     );
+}
+
+/// `cvmctl COMMAND` against the VM, as the lab (`true`) or a hospital, with extra arguments.
+type OwnerCommand = Box<dyn Fn(&str, bool, &[&str]) -> std::process::Output>;
+
+/// One computation of the hostile algorithm in its own VM (strict sandbox:
+/// namespaces, seccomp, Landlock, cgroup v2), run to its end.
+struct HostileRun {
+    _dir: tempfile::TempDir,
+    d: PathBuf,
+    vm: Vm,
+    status: serde_json::Value,
+    run: OwnerCommand,
+}
+
+/// Boots a VM whose algorithm is `hostile ARGS` with the extra `limits`,
+/// uploads it and both datasets, and waits for the end. `before_run` is
+/// called once the VM serves (the test's listeners go there).
+fn hostile_in_the_vm(args: &[&str], limits: serde_json::Value, before_run: impl FnOnce(&Path)) -> HostileRun {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    let p = |name: &str| d.join(name).display().to_string();
+    std::fs::copy(vm::static_hostile(), d.join("hostile")).unwrap();
+    for f in ["hospital-a.csv", "hospital-b.csv"] {
+        std::fs::copy(cvm_tests::example(f), d.join(f)).unwrap();
+    }
+    let alg = owner(&d, "alg", "p256");
+    let hospital = owner(&d, "a", "ed25519");
+    let mut manifest = serde_json::json!({
+        "id": "hostile", "name": "A hostile algorithm",
+        "algorithm": {"digest": format!("sha256:{}", sha256_file(&d.join("hostile"))), "provider_key": alg.public,
+                      "kind": "binary", "args": args},
+        "datasets": [
+            {"name": "hospital-a.csv", "digest": format!("sha256:{}", sha256_file(&d.join("hospital-a.csv"))), "provider_key": hospital.public},
+            {"name": "hospital-b.csv", "digest": format!("sha256:{}", sha256_file(&d.join("hospital-b.csv"))), "provider_key": hospital.public}
+        ],
+        "result_consumers": [{"key": alg.public}],
+        "limits": {"max_upload_bytes": 16 << 20, "run_timeout_s": 60, "memory_bytes": 128 << 20}
+    });
+    if let (Some(l), Some(extra)) = (manifest["limits"].as_object_mut(), limits.as_object()) {
+        l.extend(extra.clone());
+    }
+    std::fs::write(d.join("manifest.json"), serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
+    let digest =
+        ok(&cvmctl(&["manifest", "digest", &p("manifest.json")]), "manifest digest").trim().to_owned();
+    let vm = Vm::launch(&d.join("manifest.json"), &d.join("vm"), &[]);
+    let addr = vm.value("agent").unwrap();
+    let measurement = vm.value("measurement").unwrap();
+    std::fs::write(
+        d.join("policy.json"),
+        serde_json::json!({"measurements": [measurement], "require_vtpm": true}).to_string(),
+    )
+    .unwrap();
+    let ark = d.join("vm/platform/ark.pem").display().to_string();
+    let (policy, alg_key, a_key) =
+        (p("policy.json"), alg.key.display().to_string(), hospital.key.display().to_string());
+    let run = move |cmd: &str, as_alg: bool, extra: &[&str]| {
+        let mut v: Vec<&str> = vec![
+            cmd,
+            "--agent",
+            &addr,
+            "--manifest-digest",
+            &digest,
+            "--policy",
+            &policy,
+            "--trust-ark",
+            &ark,
+        ];
+        v.extend(["--key", if as_alg { &alg_key } else { &a_key }]);
+        v.extend(extra);
+        cvmctl(&v)
+    };
+    before_run(&d.join("vm"));
+    ok(&run("upload-algorithm", true, &[&p("hostile")]), "upload-algorithm");
+    for name in ["hospital-a.csv", "hospital-b.csv"] {
+        ok(&run("upload-dataset", false, &[name, &p(name)]), "upload-dataset");
+    }
+    let o = run("status", true, &["--wait", "120", "--json"]);
+    let line = String::from_utf8_lossy(&o.stdout).into_owned();
+    let status: serde_json::Value =
+        serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("{e}: {line}\n{}", vm.console()));
+    HostileRun { _dir: dir, d, vm, status: status["data"].clone(), run: Box::new(run) }
+}
+
+impl HostileRun {
+    /// After any attack: the agent still serves and attests with its
+    /// event log replaying, the sandbox was strict, and the VM powers off cleanly.
+    #[track_caller]
+    fn agent_and_vm_still_healthy(self) {
+        assert_eq!(self.status["sandbox"]["mode"], "strict", "{}", self.status);
+        assert_eq!(self.status["sandbox"]["missing"], serde_json::json!([]), "{}", self.status);
+        let events = ok(&(self.run)("attest", false, &["--events"]), "attest --events after the attack");
+        assert!(events.contains("vTPM quote: verified"), "{events}");
+        let (clean, last) = self.vm.power_off(Duration::from_secs(90));
+        let console = std::fs::read_to_string(self.d.join("vm/console.log")).unwrap_or_default();
+        assert!(clean, "{last}\n{console}");
+        // No global out-of-memory kill (only the run's cgroup may run out),
+        // no crash of the agent, no kernel trouble.
+        for bad in [
+            "Out of memory: Killed process",
+            "init: the agent exited",
+            "init: the agent was killed",
+            "Kernel panic",
+            "BUG:",
+        ] {
+            assert!(!console.contains(bad), "{bad}:\n{console}");
+        }
+    }
+}
+
+#[test]
+fn a_hostile_algorithm_in_the_vm_escapes_nowhere_not_even_over_vsock() {
+    // A listener on the host's side of vsock for the port the algorithm
+    // dials (the userspace backend hands a guest's connection to CID 2
+    // port P to the Unix socket vm.vsock_P), and the operator's log port.
+    const PORT: u32 = 7733;
+    let listener = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let slot = std::sync::Arc::clone(&listener);
+    let run = hostile_in_the_vm(
+        &["probe", "--vsock-ports", &format!("{PORT},7100")],
+        serde_json::json!({}),
+        move |vm_dir| {
+            let l = std::os::unix::net::UnixListener::bind(vm_dir.join(format!("vm.vsock_{PORT}"))).unwrap();
+            l.set_nonblocking(true).unwrap();
+            *slot.lock().unwrap() = Some(l);
+        },
+    );
+    assert_eq!(run.status["state"], "results_ready", "{}\n{}", run.status, run.vm.console());
+    let out = run.d.join("results.tar").display().to_string();
+    ok(&(run.run)("results", true, &["--out", &out]), "results");
+    let o = Command::new("tar").args(["-xOf", &out, "results/report.json"]).output().unwrap();
+    let report: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    let escaped: Vec<String> = report
+        .iter()
+        .filter(|(_, v)| v.as_str().is_some_and(|v| v.starts_with("ESCAPED")))
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect();
+    assert!(escaped.is_empty(), "the algorithm escaped:\n{}\n{report:#?}", escaped.join("\n"));
+    for probe in [
+        "vsock.cid2.port7733",
+        "vsock.cid1.port7733",
+        "vsock.cid2.port7100",
+        "fds.inherited",
+        "tpm.extend_through_inherited",
+        "open/dev/tpmrm0",
+        "see/dev/vda",
+        "see/sys/firmware/qemu_fw_cfg/by_name",
+        "see/dev/sev-guest",
+        "see/dev/vsock",
+        "read/proc/1/mem",
+        "proc.other_processes",
+        "io_uring_setup",
+        "ptrace.attach_init",
+        "socket.netlink",
+        "socket.packet",
+        "caps.CapBnd",
+        "oom_score_adj",
+    ] {
+        let v =
+            report.get(probe).and_then(|v| v.as_str()).unwrap_or_else(|| panic!("no {probe}: {report:#?}"));
+        assert!(v.starts_with("blocked"), "{probe}: {v}");
+    }
+    // The host's side of vsock received nothing, not even a connection.
+    std::thread::sleep(Duration::from_secs(4)); // the daemon's late attempt, had it survived
+    let l = listener.lock().unwrap().take().unwrap();
+    assert!(l.accept().is_err(), "the algorithm reached the host over vsock");
+    let ops = std::fs::read_to_string(run.d.join("vm/logs-listen.err")).unwrap_or_default();
+    assert!(
+        !ops.contains("a1,34") && !ops.contains("malformed"),
+        "the operator's log port saw the algorithm:\n{ops}"
+    );
+    run.agent_and_vm_still_healthy();
+}
+
+#[test]
+fn a_memory_bomb_over_many_processes_is_killed_as_one_and_the_agent_stays() {
+    // Eight processes of 48 MiB each: every one is under the 128 MiB limit,
+    // together three times over it.
+    let run = hostile_in_the_vm(&["membomb", "8", "48"], serde_json::json!({}), |_| {});
+    assert_eq!(run.status["state"], "failed", "{}", run.status);
+    let reason = run.status["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("ran out of memory (limit 134217728 bytes over all its processes)"),
+        "{reason}\n{}",
+        run.vm.console()
+    );
+    run.agent_and_vm_still_healthy();
+}
+
+#[test]
+fn a_fork_bomb_fails_at_the_process_limit_and_the_agent_stays() {
+    let run = hostile_in_the_vm(&["forkbomb"], serde_json::json!({"max_processes": 32}), |_| {});
+    assert_eq!(run.status["state"], "failed", "{}", run.status);
+    let reason = run.status["reason"].as_str().unwrap();
+    assert!(reason.contains("hit the process limit (32 processes and threads)"), "{reason}");
+    run.agent_and_vm_still_healthy();
+}
+
+#[test]
+fn results_over_their_limit_fail_the_run_in_the_vm() {
+    let run = hostile_in_the_vm(&["fill-results"], serde_json::json!({"results_bytes": 1 << 20}), |_| {});
+    assert_eq!(run.status["state"], "failed", "{}", run.status);
+    let reason = run.status["reason"].as_str().unwrap();
+    assert!(reason.contains("filled its results limit (1048576 bytes"), "{reason}");
+    run.agent_and_vm_still_healthy();
 }

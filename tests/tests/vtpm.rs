@@ -213,8 +213,9 @@ fn the_clients_policy_decides_about_an_agent_without_vtpm() {
     assert!(text.contains("vTPM: off in the agent's configuration"), "{text}");
     assert!(text.contains("event log (1 events"), "{text}");
     // ... and rejected, with the reason, by a policy that requires a vTPM.
-    std::fs::write(s.path("strict.json"), r#"{"require_vtpm": true}"#).unwrap();
-    let o = s.run("attest", None, &["--policy", &s.path("strict.json")]);
+    let strict = s.dir.path().join("strict.json");
+    cvm_tests::write_pinned_policy(&strict, serde_json::json!({"require_vtpm": true}));
+    let o = s.run_with_policy("attest", None, &strict, &[]);
     assert_exit(&o, exit_codes::REJECTED);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(

@@ -1,10 +1,23 @@
-//! What PID 1 sets up before the agent starts: file systems, kernel modules, network.
+//! What PID 1 sets up before the agent starts: file systems, the kernel's
+//! file protections, kernel modules, network.
 //!
 //! The kernel gives an initramfs's init nothing but the archive's files: no
 //! /proc, no /sys, no device nodes beyond those in the archive. The mounts
 //! follow the usual layout; those the agent cannot work without are fatal,
 //! the others (configfs, securityfs, devpts) are logged and skipped, so that
 //! a kernel without them still boots to a clear error at the point of use.
+//!
+//! Right after /proc is mounted, [`protect_files`] turns on the kernel's
+//! protections against link and file races in world-writable sticky
+//! directories (such as /tmp), which the kernel leaves off unless a
+//! distribution's init turns them on: `fs.protected_hardlinks = 1` and
+//! `fs.protected_symlinks = 1` (no hard link to a file one does not own, no
+//! following of another user's symbolic link there), `fs.protected_fifos =
+//! 2` and `fs.protected_regular = 2` (no O_CREAT open of another user's FIFO
+//! or regular file there, group-writable directories included). They keep
+//! the hostile algorithm, or anything else unprivileged, from steering a
+//! privileged process's file operations. A kernel that lacks one is logged
+//! as a warning, and the others are still set.
 
 use std::ffi::CString;
 use std::path::Path;
@@ -40,8 +53,22 @@ const fn m(
     Mount { source, target, fstype: source, flags, data, required }
 }
 
+/// Where [`FILE_PROTECTIONS`] are set.
+pub const PROC_SYS_FS: &str = "/proc/sys/fs";
+
+/// The kernel's file protections init mode sets, as (name under
+/// `/proc/sys/fs`, value); see the module documentation.
+pub const FILE_PROTECTIONS: [(&str, &str); 4] = [
+    ("protected_hardlinks", "1"),
+    ("protected_symlinks", "1"),
+    ("protected_fifos", "2"),
+    ("protected_regular", "2"),
+];
+
 /// The file systems everything else needs: /proc (the kernel command line,
-/// where the configuration starts), /sys, /dev, /dev/pts, /run, securityfs.
+/// where the configuration starts), /sys, /dev, /dev/pts, /run, securityfs,
+/// cgroup2; and, once /proc is there, the kernel's file protections
+/// ([`protect_files`]).
 pub fn mount_early() -> anyhow::Result<()> {
     let nosuid_nodev_noexec = MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV).union(MsFlags::MS_NOEXEC);
     let early = [
@@ -57,11 +84,52 @@ pub fn mount_early() -> anyhow::Result<()> {
         ),
         m("tmpfs", "/run", MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV), "mode=0755", true),
         m("securityfs", "/sys/kernel/security", nosuid_nodev_noexec, "", false),
+        // The sandbox's memory and process limits; the agent refuses to
+        // start (sandbox = strict) without it.
+        m("cgroup2", "/sys/fs/cgroup", nosuid_nodev_noexec, "nsdelegate", false),
     ];
     for mnt in &early {
         mount_one(mnt)?;
+        if mnt.target == "/proc" {
+            protect_files(Path::new(PROC_SYS_FS));
+        }
     }
     Ok(())
+}
+
+/// Writes each of [`FILE_PROTECTIONS`] into its file under `sys_fs`
+/// (`/proc/sys/fs`, a parameter for tests) and returns those it set.
+///
+/// Never fails: a setting the kernel lacks (no such file) or refuses is
+/// logged as a warning and the others are still written; what was set is
+/// logged once, on one line.
+pub fn protect_files(sys_fs: &Path) -> Vec<&'static str> {
+    let mut set = Vec::new();
+    for (name, value) in FILE_PROTECTIONS {
+        let path = sys_fs.join(name);
+        // Never create: a file that is not there is a setting the kernel lacks.
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&path)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, format!("{value}\n").as_bytes()));
+        match written {
+            Ok(()) => set.push(name),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                log::warn!("init: fs.{name} not set: this kernel lacks {}", path.display());
+            }
+            Err(e) => log::warn!("init: fs.{name} not set to {value}: {e}"),
+        }
+    }
+    let shown: Vec<String> = FILE_PROTECTIONS
+        .iter()
+        .filter(|(name, _)| set.contains(name))
+        .map(|(name, value)| format!("{name} = {value}"))
+        .collect();
+    if !shown.is_empty() {
+        log::info!("init: fs.{}", shown.join(", "));
+    }
+    set
 }
 
 /// Modules, configfs (which may itself be a module), the network.
@@ -155,4 +223,56 @@ pub fn load_modules(list: &Path) -> anyhow::Result<()> {
     }
     log::info!("init: {loaded} modules loaded, {skipped} skipped, in {} ms", start.elapsed().as_millis());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(dir: &Path, name: &str) -> String {
+        std::fs::read_to_string(dir.join(name)).unwrap()
+    }
+
+    #[test]
+    fn protect_files_sets_every_protection() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, _) in FILE_PROTECTIONS {
+            std::fs::write(dir.path().join(name), "0\n").unwrap();
+        }
+        let set = protect_files(dir.path());
+        assert_eq!(
+            set,
+            ["protected_hardlinks", "protected_symlinks", "protected_fifos", "protected_regular"]
+        );
+        assert_eq!(read(dir.path(), "protected_hardlinks"), "1\n");
+        assert_eq!(read(dir.path(), "protected_symlinks"), "1\n");
+        assert_eq!(read(dir.path(), "protected_fifos"), "2\n");
+        assert_eq!(read(dir.path(), "protected_regular"), "2\n");
+    }
+
+    #[test]
+    fn a_protection_the_kernel_lacks_is_skipped_and_the_others_are_still_set() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("protected_hardlinks"), "0\n").unwrap();
+        std::fs::write(dir.path().join("protected_regular"), "0\n").unwrap();
+        // One the kernel refuses to write (here: not a file at all).
+        std::fs::create_dir(dir.path().join("protected_symlinks")).unwrap();
+        let set = protect_files(dir.path());
+        assert_eq!(set, ["protected_hardlinks", "protected_regular"]);
+        assert_eq!(read(dir.path(), "protected_hardlinks"), "1\n");
+        assert_eq!(read(dir.path(), "protected_regular"), "2\n");
+        // A missing setting is not created.
+        assert!(!dir.path().join("protected_fifos").exists());
+    }
+
+    #[test]
+    fn every_protection_is_a_setting_of_this_kernel() {
+        // The development machines' and the guest's kernels have all four
+        // (protected_fifos and protected_regular since Linux 4.19): read only.
+        for (name, _) in FILE_PROTECTIONS {
+            let path = Path::new(PROC_SYS_FS).join(name);
+            let value = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert!(value.trim().parse::<u8>().is_ok(), "{}: {value:?}", path.display());
+        }
+    }
 }

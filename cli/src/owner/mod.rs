@@ -227,7 +227,18 @@ fn print_checks(report: &VerificationReport, title: &str) -> anyhow::Result<()> 
 /// Connects; on rejected evidence prints why and returns the exit code.
 async fn connect(args: &AgentArgs) -> Result<Agent, i32> {
     match args.connect().await {
-        Ok(agent) => Ok(agent),
+        Ok(mut agent) => {
+            warn_weak_sandbox(&mut agent).await;
+            Ok(agent)
+        }
+        Err(e @ ConnectError::Unpinned { .. }) => {
+            eprintln!("cvmctl: error: {e}");
+            Err(exit_codes::USAGE)
+        }
+        Err(ConnectError::Input(e)) => {
+            eprintln!("cvmctl: error: {e:#}");
+            Err(exit_codes::USAGE)
+        }
         Err(ConnectError::Rejected(report)) => {
             let _ = print_checks(&report, "the agent's evidence was REJECTED; nothing was sent:");
             for f in report.failures() {
@@ -238,6 +249,22 @@ async fn connect(args: &AgentArgs) -> Result<Agent, i32> {
         Err(ConnectError::Other(e)) => {
             eprintln!("cvmctl: error: {e:#}");
             Err(exit_codes::AGENT_ERROR)
+        }
+    }
+}
+
+/// Tells the owner, before anything is sent, when the agent runs the
+/// algorithm without every layer of its sandbox (`sandbox = best-effort`,
+/// a development host); the VM always runs it strict.
+async fn warn_weak_sandbox(agent: &mut Agent) {
+    let Ok((StatusCode::OK, body)) = agent.send(hyper::Method::GET, api::STATUS, None).await else { return };
+    let Ok(status) = serde_json::from_slice::<Status>(&body) else { return };
+    let s = &status.sandbox;
+    if !s.is_strict() {
+        let mode = if s.mode.is_empty() { "unknown (an older agent)" } else { s.mode.as_str() };
+        eprintln!("cvmctl: WARNING: this agent's sandbox is {mode}: the algorithm runs without:");
+        for m in &s.missing {
+            eprintln!("cvmctl: WARNING:   {m}");
         }
     }
 }
@@ -517,6 +544,16 @@ pub async fn status(a: StatusArgs) -> anyhow::Result<i32> {
                     writeln!(out, "artifacts missing:  {}", status.artifacts_missing.join(", "))?;
                 }
                 writeln!(out, "your roles:         {}", status.your_roles.join(", "))?;
+                let sandbox = &status.sandbox;
+                match sandbox.missing.as_slice() {
+                    [] => writeln!(out, "sandbox:            {}", sandbox.mode)?,
+                    missing => writeln!(
+                        out,
+                        "sandbox:            {} (without: {})",
+                        sandbox.mode,
+                        missing.join("; ")
+                    )?,
+                }
             }
             return Ok(if matches!(status.state, api::State::Failed(_)) {
                 exit_codes::AGENT_ERROR
