@@ -6,6 +6,14 @@
 //! matches the manifest is renamed into place and changes the state, so a
 //! broken or wrong upload loses nothing and can be retried. Sealed inputs
 //! never touch a file: see [`crate::sealed_inputs`] and [`crate::vault`].
+//!
+//! Two locks: the state (`inner`), taken briefly and never across a TPM
+//! command, and the event log with its vTPM (`log`), under which an event is
+//! recorded and extended, and a quote taken, so that the events sent with a
+//! quote are exactly the ones it covers. Both are taken only in blocking
+//! code (a TPM command blocks) and never one inside the other. An input's
+//! event is recorded before the state says it was received, so a client that
+//! sees the state finds the event in the log.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -137,7 +145,6 @@ struct Inner {
     artifacts: BTreeMap<String, String>,
     in_progress: BTreeSet<String>,
     fetched_by: BTreeSet<Vec<u8>>,
-    log: EventLog,
 }
 
 impl Inner {
@@ -220,6 +227,7 @@ pub struct Computation {
     dirs: WorkDirs,
     runs: RunSettings,
     inner: Mutex<Inner>,
+    log: Mutex<EventLog>,
     sealed: SealedInputs,
 }
 
@@ -258,8 +266,8 @@ impl Computation {
                 artifacts: BTreeMap::new(),
                 in_progress: BTreeSet::new(),
                 fetched_by: BTreeSet::new(),
-                log,
             }),
+            log: Mutex::new(log),
             sealed: SealedInputs::default(),
         })
     }
@@ -285,20 +293,31 @@ impl Computation {
         self.digest
     }
 
-    /// The event log's running digest.
-    pub fn event_log_digest(&self) -> [u8; 32] {
-        self.lock().log.digest()
+    fn log(&self) -> MutexGuard<'_, EventLog> {
+        // As for `inner`: a record is appended in one step.
+        self.log.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The event log.
+    /// The event log's running digest. Waits for a quote in progress.
+    pub fn event_log_digest(&self) -> [u8; 32] {
+        self.log().digest()
+    }
+
+    /// The event log. Waits for a quote in progress.
     pub fn events(&self) -> Vec<Event> {
-        self.lock().log.events().to_vec()
+        self.log().events().to_vec()
     }
 
     /// The event log with a vTPM quote over `nonce`, consistent with each
-    /// other (no event is recorded in between). Blocks on the TPM.
+    /// other (no event is recorded in between). Blocks on the TPM, holding
+    /// the log's lock but not the state's: call it from a blocking context.
     pub fn measurements(&self, nonce: &[u8; 32]) -> Snapshot {
-        self.lock().log.snapshot(nonce)
+        self.log().snapshot(nonce)
+    }
+
+    /// Appends `event` to the log and extends the vTPM. Blocks on the TPM.
+    fn record(&self, event: Event) {
+        self.log().record(event);
     }
 
     /// The roles `key` has.
@@ -531,21 +550,50 @@ impl Computation {
                 reason: "not configured (host_artifacts)".into(),
             }),
         };
-        self.lock().in_progress.remove(&input.to_string());
-        let plaintext = loaded.inspect_err(|e| log::warn!("{e}"))?;
+        let plaintext = match loaded {
+            Ok(p) => p,
+            Err(e) => {
+                self.lock().in_progress.remove(&input.to_string());
+                log::warn!("{e}");
+                return Err(e.into());
+            }
+        };
         let bytes = plaintext.len();
         self.sealed.store(input.clone(), plaintext);
-        self.finish_input(&Target::Artifact(name.clone()), input.event_kind(), spec.identity.measurement());
+        self.finish_input(Target::Artifact(name.clone()), input.event_kind(), spec.identity.measurement())
+            .await;
         Ok(KeyReleased { input: input.to_string(), loaded: true, bytes })
     }
 
     /// Records an input that is in (measured as `value`, an event of `kind`)
     /// and starts the run when it was the last one.
-    fn finish_input(self: &Arc<Self>, target: &Target, kind: &'static str, value: String) {
+    ///
+    /// # Cancel safety
+    /// The work runs to its end on a blocking thread even if the caller
+    /// stops waiting: the input is never left half recorded.
+    async fn finish_input(self: &Arc<Self>, target: Target, kind: &'static str, value: String) {
+        let this = Arc::clone(self);
+        let runtime = tokio::runtime::Handle::current();
+        let done =
+            tokio::task::spawn_blocking(move || this.finish_input_blocking(&target, kind, value, &runtime));
+        if let Err(e) = done.await {
+            log::error!("recording an input failed: {e}");
+        }
+    }
+
+    fn finish_input_blocking(
+        self: &Arc<Self>,
+        target: &Target,
+        kind: &'static str,
+        value: String,
+        runtime: &tokio::runtime::Handle,
+    ) {
+        // The event first (under the log's lock alone: this may wait for a
+        // quote), then the state.
+        self.record(Event { kind, name: target.name().to_owned(), digest: value.clone() });
         let start = {
             let mut inner = self.lock();
             inner.in_progress.remove(&target.input().to_string());
-            inner.log.record(Event { kind, name: target.name().to_owned(), digest: value.clone() });
             match target {
                 Target::Algorithm => {
                     inner.algorithm = Some(value.clone());
@@ -569,7 +617,7 @@ impl Computation {
         log::info!("received {} ({value})", target.name());
         if start {
             let this = Arc::clone(self);
-            tokio::spawn(async move { this.run().await });
+            runtime.spawn(async move { this.run().await });
         }
     }
 
@@ -606,22 +654,18 @@ impl Computation {
     /// Packs the results, records them, and lets the scratch space go.
     async fn package(self: &Arc<Self>, scratch: Scratch) -> State {
         let this = Arc::clone(self);
+        // Packed and recorded (a vTPM extend) on a blocking thread.
         let packed = tokio::task::spawn_blocking(move || {
             let r = this.package_results(&scratch.results(), scratch.limit());
             drop(scratch);
-            r
+            let digest = r?;
+            this.record(Event { kind: "results", name: "results.tar".into(), digest: digest.to_string() });
+            Ok(())
         })
         .await
         .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
         match packed {
-            Ok(digest) => {
-                self.lock().log.record(Event {
-                    kind: "results",
-                    name: "results.tar".into(),
-                    digest: digest.to_string(),
-                });
-                State::ResultsReady
-            }
+            Ok(()) => State::ResultsReady,
             Err(e) => State::Failed(format!("packaging the results failed: {e}")),
         }
     }
@@ -892,7 +936,7 @@ impl Upload {
                     Target::Algorithm => "algorithm",
                     _ => "dataset",
                 };
-                self.computation.finish_input(&self.target, kind, digest.to_string());
+                self.computation.finish_input(self.target.clone(), kind, digest.to_string()).await;
                 Ok((Some(digest), None, self.received))
             }
             Sink::Sealed(mut up) => {
@@ -901,7 +945,9 @@ impl Upload {
                 let identity = sealed_inputs::spec(&self.computation.manifest, &input)?.identity;
                 self.done = true;
                 self.computation.sealed.store(input.clone(), plaintext);
-                self.computation.finish_input(&self.target, input.event_kind(), identity.measurement());
+                self.computation
+                    .finish_input(self.target.clone(), input.event_kind(), identity.measurement())
+                    .await;
                 Ok((None, Some(identity), self.received))
             }
         }

@@ -24,6 +24,9 @@
 //! | `tpm_pcr` | the PCR the event log is extended into, 0-15 (see `vtpm`) | `15` |
 //! | `modules` | init mode: a file listing the kernel modules to load, in order | (none) |
 //! | `net` | init mode: `IFACE=ADDRESS/PREFIX`, an IPv4 address to give an interface | (only `lo`) |
+//! | `idle_timeout_s` | seconds without a byte either way (while the agent is not working on a request) that close a connection, 1-3600 | `30` |
+//! | `body_min_rate` | bytes/s a request body must keep up on average after a fixed grace of 10 s (see `body`), 1024 or more | `65536` |
+//! | `anonymous_connections` | connection slots, of the 64, that clients without an owner key may hold (see `admission`), 1-48 | `16` |
 //!
 //! `simulated_measurement` may also be the absolute path of a file holding
 //! the 96 hex digits: that is how a simulated platform (the VM launcher,
@@ -96,6 +99,8 @@ pub struct Config {
     pub modules: Option<PathBuf>,
     /// Init mode: the address of a network interface.
     pub net: Option<NetConfig>,
+    /// How clients are held to time and to their share of the connections.
+    pub client_limits: crate::admission::ClientLimits,
 }
 
 /// An IPv4 address for a network interface (init mode).
@@ -148,7 +153,7 @@ pub struct ConfigError {
     pub message: String,
 }
 
-const KEYS: [&str; 18] = [
+const KEYS: [&str; 21] = [
     "listen",
     "tee",
     "manifest",
@@ -167,6 +172,9 @@ const KEYS: [&str; 18] = [
     "tpm_pcr",
     "modules",
     "net",
+    "idle_timeout_s",
+    "body_min_rate",
+    "anonymous_connections",
 ];
 
 /// The raw inputs, so that loading is testable without a real /proc/cmdline.
@@ -326,7 +334,21 @@ impl Config {
             Some((_, v)) => Some(v.parse().map_err(|e| bad("net", e))?),
             None => None,
         };
+        let number = |key: &str, range: std::ops::RangeInclusive<u64>, default: u64| match get(key) {
+            Some((_, v)) => v
+                .parse::<u64>()
+                .ok()
+                .filter(|n| range.contains(n))
+                .ok_or_else(|| bad(key, format!("{v:?} is not a number in {range:?}"))),
+            None => Ok(default),
+        };
+        let client_limits = crate::admission::ClientLimits {
+            idle_timeout: std::time::Duration::from_secs(number("idle_timeout_s", 1..=3600, 30)?),
+            body_min_rate: number("body_min_rate", 1024..=u64::MAX, 64 << 10)?,
+            anonymous_connections: number("anonymous_connections", 1..=48, 16)? as usize,
+        };
         Ok(Config {
+            client_limits,
             host_artifacts,
             modules,
             net,
@@ -507,6 +529,26 @@ mod tests {
         let c =
             Config::load(&sources("cvm.manifest=/a cvm.vtpm=required cvm.tpm_pcr=14", None, &[])).unwrap();
         assert_eq!((c.vtpm, c.tpm_pcr), (VtpmMode::Required, 14));
+    }
+
+    #[test]
+    fn client_limits_default_and_are_checked() {
+        let c = Config::load(&sources("cvm.manifest=/a", None, &[])).unwrap();
+        assert_eq!(c.client_limits, crate::admission::ClientLimits::default());
+        assert_eq!(c.client_limits.idle_timeout.as_secs(), 30);
+        let s = sources(
+            "cvm.manifest=/a cvm.idle_timeout_s=2 cvm.body_min_rate=4096 cvm.anonymous_connections=4",
+            None,
+            &[],
+        );
+        let l = Config::load(&s).unwrap().client_limits;
+        assert_eq!((l.idle_timeout.as_secs(), l.body_min_rate, l.anonymous_connections), (2, 4096, 4));
+        for bad in
+            ["idle_timeout_s=0", "body_min_rate=10", "anonymous_connections=49", "anonymous_connections=x"]
+        {
+            let e = Config::load(&sources(&format!("cvm.manifest=/a cvm.{bad}"), None, &[])).unwrap_err();
+            assert_eq!(Some(e.key.as_str()), bad.split('=').next(), "{bad}");
+        }
     }
 
     #[test]

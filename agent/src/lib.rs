@@ -12,10 +12,14 @@
 //! deliver the manifest, ask for the status and set the level on the same
 //! link ([`operator`]).
 
+pub mod activity;
+pub mod admission;
 pub mod api;
 pub mod atls;
+pub mod body;
 pub mod computation;
 pub mod config;
+pub mod download;
 pub mod init;
 pub mod logs;
 

@@ -143,7 +143,8 @@ async fn serve(
     let computation = Computation::with_log(manifest, dirs, runs, EventLog::new(vtpm));
     computation.sealed().set_host_paths(config.host_artifacts.clone());
     operator.set_computation(Arc::clone(&computation));
-    let state = Arc::new(AppState { computation, tee, tls_spki: identity.spki().to_vec() });
+    let admission = cvm_agent::admission::Admission::new(config.client_limits);
+    let state = Arc::new(AppState { computation, tee, tls_spki: identity.spki().to_vec(), admission });
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

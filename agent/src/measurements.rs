@@ -13,9 +13,10 @@
 //! vTPM:       PCR_bank = H_bank(PCR_bank || H_bank(record)) for SHA-256 and SHA-384
 //! ```
 //!
-//! The log and the PCR move together under one lock (the computation's), and
-//! a quote is taken under that same lock, so the events sent with a quote
-//! are exactly the ones it covers. If an extend fails, the log keeps the
+//! The log and the PCR move together under one lock (the log's own, apart
+//! from the computation's state, see [`crate::computation`]), and a quote is
+//! taken under that same lock, so the events sent with a quote are exactly
+//! the ones it covers. If an extend fails, the log keeps the
 //! event (the SNP-covered digest stays authoritative) and the vTPM is marked
 //! failed: later session evidence says so instead of carrying a quote that
 //! no longer matches.
