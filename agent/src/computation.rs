@@ -529,7 +529,31 @@ impl Computation {
                 return Err(FlowError::Conflict(format!("{input} is being loaded already")));
             }
         }
+        // The load runs to its end (and frees the target) even when the
+        // owner's connection goes away meanwhile: the key was released.
+        let this = Arc::clone(self);
+        let key = input.clone();
+        tokio::spawn(async move { this.load_host_artifact(input, spec, sealing_key).await })
+            .await
+            .unwrap_or_else(|e| {
+                self.lock().in_progress.remove(&key.to_string());
+                Err(FlowError::Sealed(SealedInputError::Memory {
+                    input: key.to_string(),
+                    reason: e.to_string(),
+                }))
+            })
+    }
+
+    /// Reads and decrypts a host-path artifact, then records it; frees its
+    /// target in any case.
+    async fn load_host_artifact(
+        self: Arc<Self>,
+        input: InputRef,
+        spec: sealed_inputs::SealedSpec,
+        sealing_key: SealingKey,
+    ) -> Result<KeyReleased, FlowError> {
         let InputRef::Artifact(name) = &input else {
+            self.lock().in_progress.remove(&input.to_string());
             return Err(FlowError::Conflict(format!("{input} cannot come from host storage")));
         };
         let loaded = match self.sealed.host_path(name) {
