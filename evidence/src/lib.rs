@@ -62,8 +62,11 @@ pub use error::{CertError, ParseError, PolicyError};
 pub use product::Product;
 pub use report::AttestationReport;
 mod hexbytes;
+pub mod pe;
 pub mod policy;
+pub mod tcglog;
 pub mod tpm;
+pub mod uki;
 pub mod verify;
 pub mod vtpm;
 
