@@ -62,6 +62,7 @@ pub use error::{CertError, ParseError, PolicyError};
 pub use product::Product;
 pub use report::AttestationReport;
 mod hexbytes;
+pub mod measured_boot;
 pub mod pe;
 pub mod policy;
 pub mod tcglog;

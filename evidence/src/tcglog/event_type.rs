@@ -89,6 +89,23 @@ impl fmt::Display for EventType {
     }
 }
 
+impl serde::Serialize for EventType {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for EventType {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        EventType::from_name(&name).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "unknown event type {name:?} (a TCG name such as EV_EFI_BOOT_SERVICES_APPLICATION, or 0x hex)"
+            ))
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
