@@ -239,6 +239,7 @@ async fn session_evidence(state: &Arc<AppState>, peer: &Peer, req: Request<Incom
                 event_log_digest: Digest(m.digest),
                 events: m.events,
                 vtpm: m.vtpm,
+                measured_boot: Some(m.measured_boot),
             },
         ),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "tee", e.to_string()),

@@ -22,6 +22,7 @@
 //! | `vtpm` | `required` (no usable vTPM: refuse to start), `optional` (go on without; the evidence says why), `off` | `optional` |
 //! | `tpm_tcti` | how to reach the vTPM: `device:PATH`, `swtpm:host=H,port=P`, `mssim:...` | `device:/dev/tpmrm0` |
 //! | `tpm_pcr` | the PCR the event log is extended into, 0-15 (see `vtpm`) | `15` |
+//! | `firmware_log` | the firmware's TCG event log sent with the boot quote: a path, or `none` | for `device:/dev/tpmrmN` or `/dev/tpmN`: `/sys/kernel/security/tpmN/binary_bios_measurements`; else `none` |
 //! | `modules` | init mode: a file listing the kernel modules to load, in order | (none) |
 //! | `net` | init mode: `IFACE=ADDRESS/PREFIX`, an IPv4 address to give an interface | (only `lo`) |
 //! | `idle_timeout_s` | seconds without a byte either way (while the agent is not working on a request) that close a connection, 1-3600 | `30` |
@@ -95,6 +96,8 @@ pub struct Config {
     pub tpm_tcti: String,
     /// The PCR the event log is extended into.
     pub tpm_pcr: u8,
+    /// Where the firmware's event log is read from, if anywhere.
+    pub firmware_log: Option<PathBuf>,
     /// Init mode: the list of kernel modules to load.
     pub modules: Option<PathBuf>,
     /// Init mode: the address of a network interface.
@@ -153,7 +156,7 @@ pub struct ConfigError {
     pub message: String,
 }
 
-const KEYS: [&str; 21] = [
+const KEYS: [&str; 22] = [
     "listen",
     "tee",
     "manifest",
@@ -170,6 +173,7 @@ const KEYS: [&str; 21] = [
     "vtpm",
     "tpm_tcti",
     "tpm_pcr",
+    "firmware_log",
     "modules",
     "net",
     "idle_timeout_s",
@@ -329,6 +333,14 @@ impl Config {
             },
             None => crate::vtpm::DEFAULT_PCR,
         };
+        let firmware_log = match get("firmware_log") {
+            Some((_, "none")) => None,
+            Some((_, v)) if v.starts_with('/') => Some(PathBuf::from(v)),
+            Some((_, v)) => {
+                return Err(bad("firmware_log", format!("{v:?} is neither an absolute path nor none")))
+            }
+            None => crate::vtpm::default_firmware_log(&tpm_tcti),
+        };
         let modules = get("modules").map(|(_, v)| PathBuf::from(v));
         let net = match get("net") {
             Some((_, v)) => Some(v.parse().map_err(|e| bad("net", e))?),
@@ -367,6 +379,7 @@ impl Config {
             vtpm,
             tpm_tcti,
             tpm_pcr,
+            firmware_log,
         })
     }
 }
@@ -526,9 +539,22 @@ mod tests {
     fn vtpm_defaults() {
         let c = Config::load(&sources("cvm.manifest=/a", None, &[])).unwrap();
         assert_eq!((c.vtpm, c.tpm_tcti.as_str(), c.tpm_pcr), (VtpmMode::Optional, "device:/dev/tpmrm0", 15));
+        let log = PathBuf::from("/sys/kernel/security/tpm0/binary_bios_measurements");
+        assert_eq!(c.firmware_log.as_ref(), Some(&log));
         let c =
             Config::load(&sources("cvm.manifest=/a cvm.vtpm=required cvm.tpm_pcr=14", None, &[])).unwrap();
         assert_eq!((c.vtpm, c.tpm_pcr), (VtpmMode::Required, 14));
+        // A TPM over a socket is not the machine's: its firmware log is not in securityfs.
+        let c =
+            Config::load(&sources("cvm.manifest=/a cvm.tpm_tcti=swtpm:host=127.0.0.1,port=2321", None, &[]))
+                .unwrap();
+        assert_eq!(c.firmware_log, None);
+        let c = Config::load(&sources("cvm.manifest=/a cvm.tpm_tcti=device:/dev/tpmrm1", None, &[])).unwrap();
+        assert_eq!(c.firmware_log, Some(PathBuf::from("/sys/kernel/security/tpm1/binary_bios_measurements")));
+        let c = Config::load(&sources("cvm.manifest=/a cvm.firmware_log=none", None, &[])).unwrap();
+        assert_eq!(c.firmware_log, None);
+        let e = Config::load(&sources("cvm.manifest=/a cvm.firmware_log=log.bin", None, &[])).unwrap_err();
+        assert_eq!(e.key, "firmware_log");
     }
 
     #[test]

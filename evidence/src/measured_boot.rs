@@ -31,7 +31,11 @@
 //!
 //! A check that cannot run because an earlier one failed is recorded as
 //! skipped, and a rule of the policy that cannot be checked fails: nothing
-//! the policy asks for passes by omission.
+//! the policy asks for passes by omission. The firmware's log is judged only
+//! when the policy has PCR or event rules: without them the owner pins the
+//! image by the SNP measurement alone (direct boot on the operator's own
+//! hosts), and a firmware whose log is missing or does not replay is then
+//! reported (skipped, with what was wrong) rather than refused.
 
 use std::collections::BTreeMap;
 
@@ -321,7 +325,7 @@ fn check_quote(
                     "a TCG PC Client crypto-agile event log",
                     format!("{} events, banks {}", log.events.len(), log.algorithm_names()),
                 );
-                let replayed = replay_firmware_log(result, &log, &values, own_pcr);
+                let replayed = replay_firmware_log(result, policy, &log, &values, own_pcr);
                 (Some(log), replayed)
             }
         },
@@ -358,6 +362,7 @@ fn check_quote(
 /// Records `firmware_log_replay`; returns the PCRs the replay reproduced.
 fn replay_firmware_log(
     result: &mut VerificationReport,
+    policy: &Policy,
     log: &EventLog,
     values: &BTreeMap<u32, Vec<u8>>,
     own_pcr: Option<u32>,
@@ -365,7 +370,7 @@ fn replay_firmware_log(
     let replay = match log.replay(PcrBank::Sha256) {
         Ok(r) => r,
         Err(e) => {
-            result.record("firmware_log_replay", false, "sha256 digests in the event log", e.to_string());
+            judge(result, policy, "firmware_log_replay", "sha256 digests in the event log", e.to_string());
             return Vec::new();
         }
     };
@@ -387,13 +392,29 @@ fn replay_firmware_log(
         }
     }
     let list = replayed.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
-    result.record(
-        "firmware_log_replay",
-        differ.is_empty(),
-        "the log's events reproduce every quoted PCR",
-        if differ.is_empty() { format!("PCRs {list} reproduced") } else { differ.join("; ") },
-    );
+    let expected = "the log's events reproduce every quoted PCR";
+    if differ.is_empty() {
+        result.record("firmware_log_replay", true, expected, format!("PCRs {list} reproduced"));
+    } else {
+        judge(result, policy, "firmware_log_replay", expected, differ.join("; "));
+    }
     replayed
+}
+
+/// Records a failure of the firmware's log: failed when the policy has PCR
+/// or event rules, else skipped with what was wrong (see the module documentation).
+fn judge(
+    result: &mut VerificationReport,
+    policy: &Policy,
+    name: &'static str,
+    expected: &str,
+    found: String,
+) {
+    if policy.has_tpm_rules() {
+        result.record(name, false, expected, found);
+    } else {
+        result.record_skipped(name, format!("not required: the policy has no PCR or event rule; {found}"));
+    }
 }
 
 fn check_rules(result: &mut VerificationReport, policy: &Policy, boot: Option<&VerifiedBoot>) {

@@ -2,6 +2,7 @@
 //! demo algorithm, the launcher (`scripts/launch-vm`) as a child process.
 
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -55,6 +56,56 @@ fn build_image(args: &[&str]) -> Image {
         .collect();
     let get = |k: &str| PathBuf::from(values.get(k).unwrap_or_else(|| panic!("build-image printed no {k}")));
     Image { kernel: get("kernel"), initrd: get("initrd"), agent: get("agent"), values }
+}
+
+/// The VM as a UEFI disk image (`scripts/build-disk-image`).
+#[derive(Debug, Clone)]
+pub struct DiskImage {
+    /// The output directory (uki.efi, disk.raw, disk.vhd, disk.tar.gz, SHA256SUMS).
+    pub dir: PathBuf,
+    /// Every `key=value` that build-disk-image printed.
+    pub values: BTreeMap<String, String>,
+}
+
+impl DiskImage {
+    /// An output file.
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+/// The command line the VM tests' disk image adds to the default one: the
+/// demo's sealed model on the operator's first disk.
+pub const DISK_IMAGE_EXTRA_APPEND: &str = "cvm.host_artifacts=model.json=/dev/vda";
+
+/// Builds the disk image of [`image`]'s kernel and initramfs into `out`
+/// with [`DISK_IMAGE_EXTRA_APPEND`].
+pub fn build_disk_image(out: &Path) -> DiskImage {
+    let image = image();
+    let o = Command::new(root().join("scripts/build-disk-image"))
+        .arg("--out")
+        .arg(out)
+        .arg("--kernel")
+        .arg(&image.kernel)
+        .arg("--initrd")
+        .arg(&image.initrd)
+        .arg("--extra-append")
+        .arg(DISK_IMAGE_EXTRA_APPEND)
+        .output()
+        .expect("run scripts/build-disk-image");
+    assert!(o.status.success(), "build-disk-image failed: {}", String::from_utf8_lossy(&o.stderr));
+    let values = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.trim_matches('\'').to_owned()))
+        .collect();
+    DiskImage { dir: out.to_path_buf(), values }
+}
+
+/// The VM tests' disk image, built once per test process into target/vm/disk.
+pub fn disk_image() -> &'static DiskImage {
+    static DISK: OnceLock<DiskImage> = OnceLock::new();
+    DISK.get_or_init(|| build_disk_image(&root().join("target/vm/disk")))
 }
 
 /// The demo's algorithm as a static binary (built once).
@@ -116,6 +167,22 @@ impl Vm {
 
     /// [`Vm::launch`] with another image.
     pub fn launch_image(image: &Image, manifest: &Path, dir: &Path, disks: &[(&str, &Path)]) -> Vm {
+        let boot = [
+            OsStr::new("--kernel"),
+            image.kernel.as_os_str(),
+            OsStr::new("--initrd"),
+            image.initrd.as_os_str(),
+        ];
+        Vm::start(&boot, manifest, dir, disks)
+    }
+
+    /// Boots the disk image's `disk.raw` under UEFI firmware (`launch-vm --disk-image`).
+    pub fn launch_disk(disk: &DiskImage, manifest: &Path, dir: &Path, disks: &[(&str, &Path)]) -> Vm {
+        let raw = disk.file("disk.raw");
+        Vm::start(&[OsStr::new("--disk-image"), raw.as_os_str()], manifest, dir, disks)
+    }
+
+    fn start(boot: &[&OsStr], manifest: &Path, dir: &Path, disks: &[(&str, &Path)]) -> Vm {
         let mut launcher = Command::new(root().join("scripts/launch-vm"));
         for (name, file) in disks {
             launcher.arg("--disk").arg(format!("{name}={}", file.display()));
@@ -125,10 +192,7 @@ impl Vm {
             .arg(manifest)
             .arg("--dir")
             .arg(dir)
-            .arg("--kernel")
-            .arg(&image.kernel)
-            .arg("--initrd")
-            .arg(&image.initrd)
+            .args(boot)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

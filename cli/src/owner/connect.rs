@@ -422,7 +422,7 @@ impl Agent {
         let mut measurements = VerificationReport { product: None, checks: Vec::new() };
         let (digest, measured) = super::measured::check(
             &mut measurements,
-            self.verifier.policy.require_vtpm,
+            &self.verifier.policy,
             self.boot.ak_public.as_deref(),
             evidence,
             nonce,

@@ -117,6 +117,7 @@ fn print_claims(agent: &Agent, args: &AgentArgs) -> anyhow::Result<()> {
         _ => "none".to_owned(),
     };
     writeln!(out, "  vTPM            {vtpm}")?;
+    writeln!(out, "  measured boot   {}", describe_boot(agent))?;
     match &agent.sandbox {
         Some(s) if s.is_strict() => {
             writeln!(out, "  sandbox         strict (every layer; the agent's own report)")?
@@ -131,6 +132,40 @@ fn print_claims(agent: &Agent, args: &AgentArgs) -> anyhow::Result<()> {
     )?;
     writeln!(out, "ACCEPTED: the agent runs manifest {}", args.manifest_digest)?;
     Ok(())
+}
+
+/// The measured-boot line of the claims: what the boot quote proved and
+/// which of the policy's rules held.
+fn describe_boot(agent: &Agent) -> String {
+    let Some(m) = &agent.measured else { return "not checked".to_owned() };
+    let Some(boot) = &m.boot else {
+        return match &m.measured_boot {
+            Some(api::MeasuredBootEvidence::Unavailable { reason }) => format!("none ({reason})"),
+            _ => "none (the agent sent no boot quote)".to_owned(),
+        };
+    };
+    let rules: Vec<&str> = agent
+        .session
+        .checks
+        .iter()
+        .filter(|c| c.name.starts_with("tpm_pcr_") || c.name.starts_with("tpm_event_pcr_"))
+        .map(|c| c.name)
+        .collect();
+    let pcrs = boot.pcrs.keys().map(ToString::to_string).collect::<Vec<_>>().join(",");
+    let log = match &boot.log {
+        Some(log) => {
+            format!("firmware log of {} events reproduces {} of them", log.events.len(), boot.replayed.len())
+        }
+        None => "no firmware log".to_owned(),
+    };
+    if rules.is_empty() {
+        format!(
+            "PCRs {pcrs} quoted over your nonce; {log}; the policy pins no PCR or event, so the image is \
+             pinned by the SNP measurement alone"
+        )
+    } else {
+        format!("PCRs {pcrs} quoted over your nonce; {log}; the policy's {} passed", rules.join(", "))
+    }
 }
 
 /// Arguments of `upload-algorithm`.
