@@ -151,10 +151,11 @@ fn device_path(mut data: &[u8]) -> String {
 }
 
 fn gpt(data: &[u8]) -> String {
-    // UEFI_GPT_DATA: the 92-byte header (at least), then NumberOfPartitions u64.
+    // UEFI_GPT_DATA: the partition table header (signature [8], revision
+    // u32, HeaderSize u32, ...; HeaderSize bytes), then NumberOfPartitions u64.
     let mut r = Reader::new(data);
     let header_size =
-        r.take(16, "signature").ok().and_then(|_| r.u32("revision").ok()).and_then(|_| r.u32("size").ok());
+        r.take(8, "signature").ok().and_then(|_| r.u32("revision").ok()).and_then(|_| r.u32("size").ok());
     match header_size.and_then(|size| data.get(size as usize..size as usize + 8)) {
         Some(n) => {
             let mut a = [0u8; 8];
@@ -214,5 +215,13 @@ mod tests {
         load.extend_from_slice(&8u64.to_le_bytes());
         load.extend_from_slice(&[4, 4, 0xff, 0x7f, 0, 0, 0, 0]);
         assert_eq!(event(0x8000_0003, &load).describe(), "image of 0 bytes, no device path");
+        // A GPT event: a 92-byte header, then the number of partitions.
+        let mut gpt = b"EFI PART".to_vec();
+        gpt.extend_from_slice(&0x0001_0000u32.to_le_bytes());
+        gpt.extend_from_slice(&92u32.to_le_bytes());
+        gpt.resize(92, 0);
+        gpt.extend_from_slice(&1u64.to_le_bytes());
+        assert_eq!(event(0x8000_0006, &gpt).describe(), "GPT with 1 partitions");
+        assert_eq!(event(0x8000_0006, &gpt[..95]).describe(), hex_short(&gpt[..95]));
     }
 }

@@ -45,6 +45,8 @@ fn a_real_ovmf_log_parses_in_spec_order() {
     assert!(first_app.starts_with("image of ") && first_app.contains("node 02/01"), "{first_app}");
     let var = log.events.iter().find(|e| e.event_type == EventType(0x8000_0001)).unwrap().describe();
     assert_eq!(var, "SecureBoot (8be4df61-93ca-11d2-aa0d-00e098032b8c), 1 bytes");
+    let gpt = log.events.iter().find(|e| e.event_type == EventType(0x8000_0006)).unwrap().describe();
+    assert_eq!(gpt, "GPT with 1 partitions");
 }
 
 #[test]
