@@ -101,10 +101,11 @@ fn initramfs_built_twice_is_bit_for_bit_identical_and_holds_what_it_should() {
         .arg(format!("gzip -dc {} | cpio -i --quiet --to-stdout lib/modules/load.list", a.display()))
         .output()
         .unwrap();
-    let list: Vec<String> = String::from_utf8(o.stdout)
+    let list: Vec<String> = String::from_utf8(o.stdout.clone())
         .unwrap()
         .lines()
         .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_whitespace().next())
         .map(str::to_owned)
         .collect();
     let pos = |name: &str| {
@@ -120,9 +121,21 @@ fn initramfs_built_twice_is_bit_for_bit_identical_and_holds_what_it_should() {
         "virtio-rng",
         "vmw_vsock_virtio_transport",
         "qemu_fw_cfg",
+        "hv_vmbus",
+        "hv_netvsc",
+        "hv_storvsc",
+        "sd_mod",
+        "gve",
+        "nvme",
     ] {
         pos(name);
     }
+    // The clouds' drivers after what they need, which the list names for init.
+    assert!(pos("hv_vmbus") < pos("hv_netvsc") && pos("hv_vmbus") < pos("hv_storvsc"));
+    assert!(pos("scsi_mod") < pos("sd_mod") && pos("nvme-core") < pos("nvme"));
+    let listed = String::from_utf8(o.stdout).unwrap();
+    let netvsc = listed.lines().find(|l| l.contains("/hv_netvsc.ko.xz")).unwrap();
+    assert!(netvsc.contains("  # needs /lib/modules/") && netvsc.ends_with("/hv_vmbus.ko.xz"), "{netvsc}");
     assert!(pos("vsock") < pos("vmw_vsock_virtio_transport_common"));
     assert!(pos("vmw_vsock_virtio_transport_common") < pos("vmw_vsock_virtio_transport"));
     assert!(pos("configfs") < pos("tsm") && pos("tsm") < pos("sev-guest"));

@@ -19,6 +19,7 @@
 //! privileged process's file operations. A kernel that lacks one is logged
 //! as a warning, and the others are still set.
 
+use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::path::Path;
 use std::time::Instant;
@@ -181,48 +182,98 @@ fn mount_one(mnt: &Mount) -> anyhow::Result<()> {
 ///
 /// Each line is a module file (`.ko`, or compressed `.ko.xz`/`.ko.zst`/
 /// `.ko.gz` for a kernel that decompresses modules itself), optionally
-/// followed by its parameters; `#` starts a comment. A module that is already
-/// there is fine; one that finds no device (ENODEV, such as `sev-guest` on a
-/// machine without SNP) is logged and skipped; any other failure is logged
-/// as a warning: the feature that needs it fails later with its own error.
+/// followed by its parameters; `#` starts a comment, and a comment
+/// `# needs FILE...` (cvm-initramfs writes it) names the modules it needs. A
+/// module that is already there is fine; one that finds no device (ENODEV,
+/// such as `sev-guest` on a machine without SNP, or Hyper-V's `hv_vmbus`
+/// outside Azure) is logged and skipped, and so is every module that needs
+/// one that was not loaded (`hv_netvsc` without VMBus); any other failure is
+/// logged as a warning: the feature that needs it fails later with its own error.
 pub fn load_modules(list: &Path) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(list)
         .with_context(|| format!("cannot read the module list {}", list.display()))?;
     let start = Instant::now();
-    let (mut loaded, mut skipped) = (0, 0);
-    for (n, line) in text.lines().enumerate() {
-        let line = line.split('#').next().unwrap_or_default().trim();
-        if line.is_empty() {
-            continue;
-        }
-        let (file, params) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
-        let params = CString::new(params.trim())
-            .with_context(|| format!("{} line {}: a NUL in the parameters", list.display(), n + 1))?;
-        let compressed = [".xz", ".zst", ".gz"].iter().any(|ext| file.ends_with(ext));
+    let lines =
+        parse_load_list(&text).map_err(|(n, e)| anyhow::anyhow!("{} line {n}: {e}", list.display()))?;
+    let (loaded, skipped) = load_in_order(&lines, |line| {
+        let compressed = [".xz", ".zst", ".gz"].iter().any(|ext| line.file.ends_with(ext));
         let flags = if compressed {
             ModuleInitFlags::from_bits_retain(MODULE_INIT_COMPRESSED_FILE)
         } else {
             ModuleInitFlags::empty()
         };
-        let name = Path::new(file).file_name().and_then(|n| n.to_str()).unwrap_or(file);
-        let result = std::fs::File::open(file)
-            .map_err(|e| e.to_string())
-            .and_then(|f| finit_module(&f, &params, flags).map_err(|e| e.to_string()));
-        match result {
-            Ok(()) => loaded += 1,
-            Err(e) if e == Errno::EEXIST.to_string() => loaded += 1,
-            Err(e) if e == Errno::ENODEV.to_string() => {
+        let file =
+            std::fs::File::open(&line.file).map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(0)))?;
+        finit_module(&file, &line.params, flags)
+    });
+    log::info!("init: {loaded} modules loaded, {skipped} skipped, in {} ms", start.elapsed().as_millis());
+    Ok(())
+}
+
+/// One line of a module list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct ModuleLine {
+    file: String,
+    params: CString,
+    needs: Vec<String>,
+}
+
+/// The lines of a module list; an error names the line number.
+fn parse_load_list(text: &str) -> Result<Vec<ModuleLine>, (usize, String)> {
+    let mut lines = Vec::new();
+    for (n, raw) in text.lines().enumerate() {
+        let (line, comment) = raw.split_once('#').unwrap_or((raw, ""));
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let (file, params) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+        let params =
+            CString::new(params.trim()).map_err(|_| (n + 1, "a NUL in the parameters".to_owned()))?;
+        let needs = comment
+            .trim()
+            .strip_prefix("needs ")
+            .map(|list| list.split_whitespace().map(str::to_owned).collect())
+            .unwrap_or_default();
+        lines.push(ModuleLine { file: file.to_owned(), params, needs });
+    }
+    Ok(lines)
+}
+
+/// Loads `lines` in order with `load`; returns how many were loaded and
+/// how many skipped (see [`load_modules`]).
+fn load_in_order(
+    lines: &[ModuleLine],
+    mut load: impl FnMut(&ModuleLine) -> Result<(), Errno>,
+) -> (usize, usize) {
+    let (mut loaded, mut skipped) = (0, 0);
+    // The modules not loaded, and why, by file.
+    let mut missing: BTreeMap<&str, String> = BTreeMap::new();
+    let name_of =
+        |file: &str| Path::new(file).file_name().and_then(|n| n.to_str()).unwrap_or(file).to_owned();
+    for line in lines {
+        let name = name_of(&line.file);
+        if let Some((dep, why)) = line.needs.iter().find_map(|d| missing.get(d.as_str()).map(|w| (d, w))) {
+            skipped += 1;
+            log::info!("init: module {name}: skipped, it needs {} ({why})", name_of(dep));
+            missing.insert(&line.file, format!("needs {}", name_of(dep)));
+            continue;
+        }
+        match load(line) {
+            Ok(()) | Err(Errno::EEXIST) => loaded += 1,
+            Err(Errno::ENODEV) => {
                 skipped += 1;
                 log::info!("init: module {name}: no such device here");
+                missing.insert(&line.file, "no such device here".to_owned());
             }
             Err(e) => {
                 skipped += 1;
                 log::warn!("init: module {name} not loaded: {e}");
+                missing.insert(&line.file, format!("not loaded: {e}"));
             }
         }
     }
-    log::info!("init: {loaded} modules loaded, {skipped} skipped, in {} ms", start.elapsed().as_millis());
-    Ok(())
+    (loaded, skipped)
 }
 
 #[cfg(test)]
@@ -231,6 +282,33 @@ mod tests {
 
     fn read(dir: &Path, name: &str) -> String {
         std::fs::read_to_string(dir.join(name)).unwrap()
+    }
+
+    #[test]
+    fn a_module_whose_dependency_found_no_device_is_skipped() {
+        let list = "# Kernel modules in load order\n\
+                    /m/hv_vmbus.ko.xz\n\
+                    /m/scsi_mod.ko.xz\n\
+                    /m/hv_storvsc.ko.xz  # needs /m/scsi_mod.ko.xz /m/hv_vmbus.ko.xz\n\
+                    /m/hv_netvsc.ko.xz debug=1  # needs /m/hv_vmbus.ko.xz\n\
+                    /m/gve.ko.xz\n";
+        let lines = parse_load_list(list).unwrap();
+        assert_eq!(lines.len(), 5);
+        assert_eq!(lines[3].params.as_bytes(), b"debug=1");
+        assert_eq!(lines[2].needs, ["/m/scsi_mod.ko.xz", "/m/hv_vmbus.ko.xz"]);
+        let mut tried = Vec::new();
+        let (loaded, skipped) = load_in_order(&lines, |l| {
+            tried.push(l.file.clone());
+            if l.file.ends_with("hv_vmbus.ko.xz") {
+                Err(Errno::ENODEV)
+            } else {
+                Ok(())
+            }
+        });
+        // Neither VMBus driver is even tried without VMBus.
+        assert_eq!(tried, ["/m/hv_vmbus.ko.xz", "/m/scsi_mod.ko.xz", "/m/gve.ko.xz"]);
+        assert_eq!((loaded, skipped), (2, 3));
+        assert!(parse_load_list("/m/x.ko a\0b").is_err());
     }
 
     #[test]
