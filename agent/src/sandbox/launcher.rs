@@ -169,6 +169,10 @@ fn wait_with_deadline(init: Pid, timeout_ms: u64) -> Option<WaitStatus> {
 fn sandbox_init(spec: &LaunchSpec, status: &mut Status) -> ! {
     // If the launcher dies (the agent killed it), so does the sandbox.
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    // Before the agent's /proc goes: the setting is of this PID namespace.
+    if let Err(e) = p::no_executable_memfds() {
+        status.fail(format_args!("building the sandbox: {e}"));
+    }
     if let Err(e) = super::mounts::build_root(spec) {
         status.fail(format_args!("building the sandbox: {e}"));
     }
