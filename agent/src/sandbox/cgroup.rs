@@ -148,8 +148,6 @@ pub(crate) struct Events {
     pub oom_kills: u64,
     /// Forks refused by pids.max.
     pub pids_max: u64,
-    /// Peak memory, when the kernel reports it.
-    pub memory_peak: Option<u64>,
 }
 
 impl RunCgroup {
@@ -182,9 +180,6 @@ impl RunCgroup {
                 .counter("memory.events", "oom_kill")
                 .max(self.counter("memory.events", "oom_group_kill")),
             pids_max: self.counter("pids.events", "max"),
-            memory_peak: std::fs::read_to_string(self.dir.join("memory.peak"))
-                .ok()
-                .and_then(|t| t.trim().parse().ok()),
         }
     }
 
