@@ -486,6 +486,11 @@ fn writes(r: &mut Report) {
         r.insert("write.dataset_in_place".into(), open_result(&path, libc::O_WRONLY | libc::O_APPEND));
     }
     r.insert("write.algorithm".into(), open_result("/algorithm", libc::O_WRONLY));
+    // Devices: only /dev/null takes writes (mixing into the kernel's random
+    // pool is not the algorithm's business).
+    for dev in ["/dev/urandom", "/dev/zero"] {
+        r.insert(format!("write{dev}"), open_result(dev, libc::O_WRONLY));
+    }
     let mine = format!("{results}/probe-wrote-this");
     r.insert(
         "info.write_results".into(),
@@ -587,6 +592,20 @@ fn identity(r: &mut Report) {
             (_, Ok(())) => "ESCAPED lowered its oom_score_adj to -1000".into(),
             (Ok(v), Err(e)) if v >= 0 => format!("blocked: {v}, and lowering it: {e}"),
             (v, _) => format!("ESCAPED inherited oom_score_adj {v:?}"),
+        },
+    );
+    // Nothing of the agent's environment, only the documented variables.
+    let documented = ["CVM_DATASETS", "CVM_ARTIFACTS", "CVM_RESULTS", "TMPDIR", "HOME", "PATH", "LANG"];
+    let extra: Vec<String> = std::env::vars_os()
+        .map(|(k, _)| k.to_string_lossy().into_owned())
+        .filter(|k| !documented.contains(&k.as_str()))
+        .collect();
+    r.insert(
+        "env.extra".into(),
+        if extra.is_empty() {
+            "blocked: only the documented variables".into()
+        } else {
+            format!("ESCAPED {extra:?}")
         },
     );
     for field in ["NoNewPrivs", "Seccomp", "Uid", "Gid", "Groups"] {
