@@ -123,6 +123,7 @@ fn a_probing_algorithm_escapes_nowhere_and_the_event_log_still_replays() {
         "mountinfo.foreign_mounts",
         "sealed.write",
         "exec.memfd",
+        "memfd.exec_flag",
         "write/dev/urandom",
         "env.extra",
     ] {

@@ -771,6 +771,7 @@ fn a_hostile_algorithm_in_the_vm_escapes_nowhere_not_even_over_vsock() {
         "pidfd.signal_init",
         "sched.realtime",
         "exec.memfd",
+        "memfd.exec_flag",
         "write/dev/urandom",
         "env.extra",
     ] {
@@ -872,6 +873,38 @@ fn the_operator_log_carries_nothing_the_algorithm_encodes_in_its_counters() {
     assert!(
         !operator.contains(&refused.to_string()),
         "the operator's log holds {refused}, the dataset's first two bytes plus one:\n{operator}"
+    );
+    run.agent_and_vm_still_healthy();
+}
+
+#[test]
+#[ignore = "FINDING (not fixed): the kernel names each process the run's out-of-memory kill takes on the \
+            console at KERN_ERR (\"Memory cgroup out of memory: Killed process N (COMM) total-vm:..kB, \
+            anon-rss:..kB ...\"), and with loglevel=4 the serial console, which the host reads, prints it: \
+            the algorithm chooses COMM (prctl, or the name of a link it executes) and the sizes, some 20 \
+            bytes per process and a kilobyte per run. Fixing it is a choice of what the console shows \
+            (loglevel=3 on the measured command line, or the agent lowering kernel.printk before a run)"]
+fn the_console_carries_nothing_the_algorithm_encodes_in_its_process_names() {
+    // Four processes named after hospital A's first 28 bytes (hex), each
+    // 48 MiB: together over the limit, killed as one group.
+    let run = hostile_in_the_vm(&["oom-names"], serde_json::json!({}), |_| {});
+    assert_eq!(run.status["state"], "failed", "{}", run.status);
+    let reason = run.status["reason"].as_str().unwrap();
+    assert!(reason.contains("ran out of memory"), "{reason}");
+    // Seen on the console: "Memory cgroup out of memory: Killed process 134
+    // (12c6167650a6131) total-vm:33580kB, anon-rss:31616kB, ...".
+    let data = std::fs::read(cvm_tests::example("hospital-a.csv")).unwrap();
+    let hex: String = data[..28].iter().map(|b| format!("{b:02x}")).collect();
+    std::thread::sleep(Duration::from_secs(2));
+    let console = run.vm.console();
+    let leaked: Vec<&str> = console
+        .lines()
+        .filter(|l| hex.as_bytes().chunks(14).any(|c| l.contains(std::str::from_utf8(c).unwrap())))
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "the host's console holds hospital A's first bytes ({hex}):\n{}",
+        leaked.join("\n")
     );
     run.agent_and_vm_still_healthy();
 }

@@ -22,7 +22,10 @@
 //!   space the results take;
 //! - `covert`: encodes the first bytes of a dataset in what the agent counts
 //!   of the run (forks refused, memory peak, exit code), which its log stream
-//!   carries to the host's operator.
+//!   carries to the host's operator;
+//! - `oom-names`: names processes after the first bytes of a dataset
+//!   (hex-encoded) and runs out of memory: the kernel names each process it
+//!   kills on its console (an error), which the host reads.
 //!
 //! vsock is tried only when `--vsock-ports` is given: never on a
 //! development machine, whose vsock device belongs to the machine.
@@ -95,11 +98,12 @@ fn main() {
         }
         Some("deep-results") => deep_results(),
         Some("covert") => covert(),
+        Some("oom-names") => oom_names(),
         // What a program the probe wrote and executed runs.
         Some("noop") => std::process::exit(0),
         _ => {
             eprintln!(
-                "usage: hostile probe|membomb|forkbomb|fill-results|sparse-results|x32|cpuhog|deep-results|covert"
+                "usage: hostile probe|membomb|forkbomb|fill-results|sparse-results|x32|cpuhog|deep-results|covert|oom-names"
             );
             std::process::exit(2);
         }
@@ -1042,6 +1046,15 @@ fn exec_from_memory(r: &mut Report) {
         "executed a program it wrote into a memfd",
     );
     r.insert("exec.memfd".into(), ran);
+    // And a memfd that asks to be executable.
+    const MFD_EXEC: libc::c_uint = 0x10;
+    // SAFETY: a NUL-terminated name; the descriptor is closed below.
+    let fd = unsafe { libc::memfd_create(c"run-me".as_ptr(), MFD_EXEC) };
+    r.insert("memfd.exec_flag".into(), verdict(fd.into(), "an executable memfd (MFD_EXEC)"));
+    if fd >= 0 {
+        // SAFETY: ours.
+        unsafe { libc::close(fd) };
+    }
 }
 
 /// PROCS spinning processes, each in a session (and autogroup) of its own.
@@ -1105,11 +1118,7 @@ fn deep_results() {
 /// of forks the process limit refuses: the agent logs that number, and its
 /// log goes to the host's operator.
 fn covert() {
-    let mut names: Vec<std::path::PathBuf> = std::fs::read_dir(datasets_dir())
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    names.sort();
-    let bytes = names.first().and_then(|p| std::fs::read(p).ok()).unwrap_or_default();
+    let bytes = first_dataset_bytes(2);
     let secret =
         u32::from(bytes.first().copied().unwrap_or(0)) << 8 | u32::from(bytes.get(1).copied().unwrap_or(0));
     // Fill the process limit with sleepers; the first refusal counts.
@@ -1149,4 +1158,47 @@ fn covert() {
         }
     }
     println!("hostile: {refused} forks refused");
+}
+
+/// The first dataset's (by name) first `n` bytes.
+fn first_dataset_bytes(n: usize) -> Vec<u8> {
+    let mut names: Vec<std::path::PathBuf> = std::fs::read_dir(datasets_dir())
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    names.sort();
+    let mut bytes = names.first().and_then(|p| std::fs::read(p).ok()).unwrap_or_default();
+    bytes.truncate(n);
+    bytes
+}
+
+/// Four processes named `N` + 14 hex digits of the dataset's first 28 bytes,
+/// each taking 48 MiB: together over the limit, so the kernel kills them
+/// all (one out-of-memory group) and names each on its console.
+fn oom_names() {
+    let hex: String = first_dataset_bytes(28).iter().map(|b| format!("{b:02x}")).collect();
+    let mut children = Vec::new();
+    for (i, chunk) in hex.as_bytes().chunks(14).enumerate() {
+        let name = format!("{i}{}", String::from_utf8_lossy(chunk));
+        // SAFETY: fork in a single-threaded program.
+        match unsafe { libc::fork() } {
+            0 => {
+                let Ok(c) = CString::new(name) else { std::process::exit(1) };
+                // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+                unsafe { libc::prctl(libc::PR_SET_NAME, c.as_ptr() as libc::c_ulong, 0, 0, 0) };
+                let mut held: Vec<Vec<u8>> = Vec::new();
+                for _ in 0..48 {
+                    held.push(vec![0x5a; 1 << 20]);
+                }
+                std::thread::sleep(Duration::from_secs(600));
+                std::process::exit(held.len() as i32 & 1);
+            }
+            pid if pid > 0 => children.push(pid),
+            _ => eprintln!("hostile: fork refused: {}", errno()),
+        }
+    }
+    for pid in children {
+        let mut status = 0;
+        // SAFETY: waits on our own child.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+    }
 }
