@@ -271,6 +271,10 @@ fn confine(spec: &LaunchSpec) -> std::io::Result<()> {
         .map_err(|e| std::io::Error::other(format!("chdir {}: {e}", spec.workdir.display())))?;
     use nix::sys::resource::Resource;
     p::limit(Resource::RLIMIT_CORE, 0)?;
+    // No real-time scheduling, no raised priority, whatever the agent's
+    // own supervisor allowed it.
+    p::limit(Resource::RLIMIT_RTPRIO, 0)?;
+    p::limit(Resource::RLIMIT_NICE, 0)?;
     if let Some(n) = spec.rlimits.processes {
         p::limit(Resource::RLIMIT_NPROC, n)?;
     }
