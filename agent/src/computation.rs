@@ -785,6 +785,10 @@ impl Computation {
     ///
     /// The files' apparent sizes must fit in `limit` too: a sparse file
     /// takes no space on the tmpfs but would take its whole length in the tar.
+    /// And so must the package itself, names and headers included: empty
+    /// files with the longest paths take no space on the tmpfs but some 5 kB
+    /// each in the tar (80 MB for the 16384 files the tmpfs allows), in the
+    /// agent's memory and on the consumers' wire.
     fn package_results(&self, results: &Path, limit: u64) -> std::io::Result<Digest> {
         let apparent = apparent_size(results)?;
         if apparent > limit {
@@ -793,11 +797,18 @@ impl Computation {
             )));
         }
         let file = std::fs::File::create(&self.dirs.results_tar)?;
-        let mut builder = tar::Builder::new(file);
+        let mut builder = tar::Builder::new(Capped { inner: file, written: 0, limit });
         builder.mode(tar::HeaderMode::Deterministic);
         builder.follow_symlinks(false);
-        builder.append_dir_all("results", results)?;
-        builder.into_inner()?.sync_all()?;
+        let packed = builder.append_dir_all("results", results).and_then(|()| builder.into_inner());
+        let file = match packed {
+            Ok(capped) => capped.inner,
+            Err(e) => {
+                let _ = std::fs::remove_file(&self.dirs.results_tar);
+                return Err(e);
+            }
+        };
+        file.sync_all()?;
         let mut file = std::fs::File::open(&self.dirs.results_tar)?;
         let mut hasher = Sha256::new();
         std::io::copy(&mut file, &mut hasher)?;
@@ -823,6 +834,32 @@ impl Computation {
             inner.enter(State::Consumed);
             log::info!("every result consumer fetched the results");
         }
+    }
+}
+
+/// A writer that refuses to grow past `limit` bytes: the results package.
+struct Capped<W> {
+    inner: W,
+    written: u64,
+    limit: u64,
+}
+
+impl<W: std::io::Write> std::io::Write for Capped<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let len = buf.len() as u64;
+        if self.written.saturating_add(len) > self.limit {
+            return Err(std::io::Error::other(format!(
+                "the results package (names and headers included) would be over the results limit of {} bytes",
+                self.limit
+            )));
+        }
+        let n = self.inner.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }
 

@@ -169,7 +169,7 @@ fn start_sandbox(mode: Mode) -> anyhow::Result<Sandbox> {
     let missing = sandbox.missing();
     if missing.is_empty() {
         log::info!(
-            "sandbox: {mode}: namespaces, Landlock ABI {}, seccomp, cgroup2 memory and pids at {}",
+            "sandbox: {mode}: namespaces, Landlock ABI {}, seccomp, cgroup2 memory, pids and cpu at {}",
             f.landlock.as_ref().map_or(0, |v| *v),
             f.cgroup.as_ref().map_or_else(|_| "?".into(), |c| c.dir().display().to_string())
         );

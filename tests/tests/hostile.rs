@@ -109,6 +109,23 @@ fn a_probing_algorithm_escapes_nowhere_and_the_event_log_still_replays() {
         "caps.CapBnd",
         "oom_score_adj",
         "caps.CapEff",
+        "socket.number_high_bits",
+        "socket.family_high_bits",
+        "socket.int80",
+        "sched.realtime",
+        "nice.raise",
+        "pidfd.signal_init",
+        "prctl.set_mm",
+        "ipc.others_segments",
+        "root.above/..",
+        "root.above/proc/self/root/..",
+        "root.above_by_descriptor",
+        "mountinfo.foreign_mounts",
+        "sealed.write",
+        "exec.memfd",
+        "memfd.exec_flag",
+        "write/dev/urandom",
+        "env.extra",
     ] {
         let v =
             report.get(probe).and_then(|v| v.as_str()).unwrap_or_else(|| panic!("no {probe} in {report:#?}"));
@@ -232,4 +249,108 @@ fn a_best_effort_sandbox_is_shown_to_every_owner_and_strict_refuses_to_start_wit
             assert!(log.contains("sandbox: strict: namespaces, Landlock ABI"), "{log}");
         }
     }
+}
+
+#[test]
+fn a_sealed_hostile_algorithm_cannot_write_its_sealed_inputs() {
+    // The algorithm and hospital B's dataset are sealed: both reach the
+    // sandbox as inherited descriptors of the agent's memfds, which the
+    // probe tries to reopen for writing, truncate and map writable.
+    let prepare: cvm_tests::Prepare = Box::new(|p: &cvm_tests::Prepared<'_>, m: &mut serde_json::Value| {
+        let d = p.dir;
+        let key = |name: &str| {
+            let path = d.join(name);
+            assert_exit(
+                &cvm_tests::cvmctl(&["keygen", "--sealing", "--out", path.to_str().unwrap()]),
+                exit_codes::OK,
+            );
+            path
+        };
+        let seal = |key: &std::path::Path, input: &str| {
+            let out = d.join(format!("{input}.sealed"));
+            let o = cvm_tests::cvmctl(&[
+                "seal",
+                "--key-file",
+                key.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+                d.join(input).to_str().unwrap(),
+            ]);
+            assert_exit(&o, exit_codes::OK);
+            serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
+        };
+        let (alg_key, b_key) = (key("alg-sealing.key"), key("b-sealing.key"));
+        m["algorithm"].as_object_mut().unwrap().remove("digest");
+        m["algorithm"]["sealed"] = seal(&alg_key, "stats.py");
+        m["algorithm"]["args"] = serde_json::json!(["probe"]);
+        m["datasets"][1].as_object_mut().unwrap().remove("digest");
+        m["datasets"][1]["sealed"] = seal(&b_key, "hospital-b.csv");
+        Vec::new()
+    });
+    let mut s = Scenario::start(Options {
+        algorithm_file: Some(vm::static_hostile().clone()),
+        interpreter: None,
+        runtime: Vec::new(),
+        max_upload_bytes: 16 << 20,
+        prepare: Some(prepare),
+        ..Options::default()
+    });
+    let release = |owner: &cvm_tests::Owner, what: &[&str], key: &str| {
+        let mut extra: Vec<&str> = what.to_vec();
+        let key = s.path(key);
+        extra.extend(["--key-file", key.as_str()]);
+        assert_exit(&s.run("release-key", Some(owner), &extra), exit_codes::OK);
+    };
+    release(&s.alg, &["--algorithm"], "alg-sealing.key");
+    assert_exit(&s.run("upload-algorithm", Some(&s.alg), &[&s.path("stats.py.sealed")]), exit_codes::OK);
+    assert_exit(
+        &s.run("upload-dataset", Some(&s.a), &["hospital-a.csv", &s.path("hospital-a.csv")]),
+        exit_codes::OK,
+    );
+    release(&s.b, &["--dataset", "hospital-b.csv"], "b-sealing.key");
+    assert_exit(
+        &s.run("upload-dataset", Some(&s.b), &["hospital-b.csv", &s.path("hospital-b.csv.sealed")]),
+        exit_codes::OK,
+    );
+    let status = s.wait_final(Duration::from_secs(90));
+    assert_eq!(status["state"], "results_ready", "{status}\n{}", s.log());
+    let report: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&results_file(&s, "report.json")).unwrap();
+    let escaped: Vec<String> = report
+        .iter()
+        .filter(|(_, v)| v.as_str().is_some_and(|v| v.starts_with("ESCAPED")))
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect();
+    assert!(escaped.is_empty(), "the algorithm escaped:\n{}\n{report:#?}", escaped.join("\n"));
+    let sealed = report["sealed.write"].as_str().unwrap();
+    assert!(sealed.starts_with("blocked: 2 sealed inputs stay read-only"), "{sealed}");
+    still_healthy(&mut s);
+}
+
+#[test]
+fn results_whose_names_dwarf_their_limit_cannot_blow_up_the_package() {
+    // 16000 empty files with paths of 3.6 kB take no space on the results'
+    // tmpfs, but each takes 5 kB of names and headers in the package: 80 MB
+    // out of a results limit of 1 MiB, in the agent's memory (its work
+    // directory is a tmpfs in the VM) and on the consumer's wire.
+    let prepare: cvm_tests::Prepare = Box::new(|_, m: &mut serde_json::Value| {
+        m["algorithm"]["args"] = serde_json::json!(["deep-results"]);
+        m["limits"]["results_bytes"] = serde_json::json!(1 << 20);
+        Vec::new()
+    });
+    let mut s = Scenario::start(Options {
+        algorithm_file: Some(vm::static_hostile().clone()),
+        interpreter: None,
+        runtime: Vec::new(),
+        max_upload_bytes: 16 << 20,
+        prepare: Some(prepare),
+        ..Options::default()
+    });
+    let status = run_to_the_end(&s);
+    let package = std::fs::metadata(s.work.join("results.tar")).map(|m| m.len()).unwrap_or(0);
+    assert!(package <= 1 << 20, "a results package of {package} bytes for a limit of 1 MiB");
+    assert_eq!(status["state"], "failed", "{status}");
+    let reason = status["reason"].as_str().unwrap();
+    assert!(reason.contains("the results package") && reason.contains("1048576"), "{reason}");
+    still_healthy(&mut s);
 }

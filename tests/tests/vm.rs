@@ -438,7 +438,8 @@ fn the_demo_flow_runs_in_the_vm_and_it_powers_off_cleanly() {
     let console = vm.console();
     assert_has(&console, "the guest's log lacks", &[
         "init: started as PID 1",
-        "init: fs.protected_hardlinks = 1, protected_symlinks = 1, protected_fifos = 2, protected_regular = 2",
+        "init: fs.protected_hardlinks = 1, fs.protected_symlinks = 1, fs.protected_fifos = 2, \
+         fs.protected_regular = 2, kernel.printk = 3 4 1 3, debug.exception-trace = 0",
         "modules loaded",
         // swtpm is the guest's TPM, vsock goes through the userspace backend, fw_cfg carries the inputs.
         "init: devices: TPM /dev/tpmrm0 yes, /dev/sev-guest no, configfs-tsm yes, vsock /dev/vsock yes, fw_cfg yes",
@@ -618,6 +619,18 @@ struct HostileRun {
 /// uploads it and both datasets, and waits for the end. `before_run` is
 /// called once the VM serves (the test's listeners go there).
 fn hostile_in_the_vm(args: &[&str], limits: serde_json::Value, before_run: impl FnOnce(&Path)) -> HostileRun {
+    hostile_in_the_vm_watched(args, limits, before_run, |_, _| {})
+}
+
+/// [`hostile_in_the_vm`], with `watch` called as an owner could act: once
+/// before the last dataset is uploaded (`false`: nothing runs yet) and once
+/// right after (`true`: the algorithm has started).
+fn hostile_in_the_vm_watched(
+    args: &[&str],
+    limits: serde_json::Value,
+    before_run: impl FnOnce(&Path),
+    mut watch: impl FnMut(&OwnerCommand, bool),
+) -> HostileRun {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_path_buf();
     let p = |name: &str| d.join(name).display().to_string();
@@ -673,14 +686,16 @@ fn hostile_in_the_vm(args: &[&str], limits: serde_json::Value, before_run: impl 
     };
     before_run(&d.join("vm"));
     ok(&run("upload-algorithm", true, &[&p("hostile")]), "upload-algorithm");
-    for name in ["hospital-a.csv", "hospital-b.csv"] {
-        ok(&run("upload-dataset", false, &[name, &p(name)]), "upload-dataset");
-    }
+    ok(&run("upload-dataset", false, &["hospital-a.csv", &p("hospital-a.csv")]), "upload-dataset");
+    let run: OwnerCommand = Box::new(run);
+    watch(&run, false);
+    ok(&run("upload-dataset", false, &["hospital-b.csv", &p("hospital-b.csv")]), "upload-dataset");
+    watch(&run, true);
     let o = run("status", true, &["--wait", "120", "--json"]);
     let line = String::from_utf8_lossy(&o.stdout).into_owned();
     let status: serde_json::Value =
         serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("{e}: {line}\n{}", vm.console()));
-    HostileRun { _dir: dir, d, vm, status: status["data"].clone(), run: Box::new(run) }
+    HostileRun { _dir: dir, d, vm, status: status["data"].clone(), run }
 }
 
 impl HostileRun {
@@ -695,15 +710,11 @@ impl HostileRun {
         let (clean, last) = self.vm.power_off(Duration::from_secs(90));
         let console = std::fs::read_to_string(self.d.join("vm/console.log")).unwrap_or_default();
         assert!(clean, "{last}\n{console}");
-        // No global out-of-memory kill (only the run's cgroup may run out),
-        // no crash of the agent, no kernel trouble.
-        for bad in [
-            "Out of memory: Killed process",
-            "init: the agent exited",
-            "init: the agent was killed",
-            "Kernel panic",
-            "BUG:",
-        ] {
+        // No crash of the agent, no kernel trouble. (The kernel's own
+        // out-of-memory reports no longer reach the console: init keeps them
+        // off it. The agent, at -1000, is never their victim, and its end
+        // would show here.)
+        for bad in ["init: the agent exited", "init: the agent was killed", "Kernel panic", "BUG:"] {
             assert!(!console.contains(bad), "{bad}:\n{console}");
         }
     }
@@ -755,8 +766,24 @@ fn a_hostile_algorithm_in_the_vm_escapes_nowhere_not_even_over_vsock() {
         "ptrace.any_pid",
         "socket.netlink",
         "socket.packet",
+        "socket.int80",
+        "socket.number_high_bits",
         "caps.CapBnd",
         "oom_score_adj",
+        // Above the root the init entered with chroot lie the initramfs and
+        // the agent's work directory.
+        "root.above/..",
+        "root.above/proc/self/root/..",
+        "root.above/proc/self/cwd/../../..",
+        "root.above_by_descriptor",
+        "mountinfo.foreign_mounts",
+        "ipc.others_segments",
+        "pidfd.signal_init",
+        "sched.realtime",
+        "exec.memfd",
+        "memfd.exec_flag",
+        "write/dev/urandom",
+        "env.extra",
     ] {
         let v =
             report.get(probe).and_then(|v| v.as_str()).unwrap_or_else(|| panic!("no {probe}: {report:#?}"));
@@ -804,5 +831,84 @@ fn results_over_their_limit_fail_the_run_in_the_vm() {
     assert_eq!(run.status["state"], "failed", "{}", run.status);
     let reason = run.status["reason"].as_str().unwrap();
     assert!(reason.contains("filled its results limit (1048576 bytes"), "{reason}");
+    run.agent_and_vm_still_healthy();
+}
+
+#[test]
+fn an_algorithm_hogging_the_cpu_does_not_starve_the_agent() {
+    // 60 processes spin for 40 s, each in a session of its own: with the
+    // kernel's autogroups, each session is a scheduling entity as heavy as
+    // the agent's busiest thread. Meanwhile an owner asks for the status.
+    let took = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let times = std::sync::Arc::clone(&took);
+    let run = hostile_in_the_vm_watched(
+        &["cpuhog", "60", "40"],
+        serde_json::json!({}),
+        |_| {},
+        move |run, running| {
+            if running {
+                std::thread::sleep(Duration::from_secs(5)); // every hog spins by now
+            }
+            // Three in a row: each is a new attested TLS connection.
+            let start = std::time::Instant::now();
+            let ok = (0..3).all(|_| run("status", true, &[]).status.success());
+            times.lock().unwrap().push((start.elapsed(), ok));
+        },
+    );
+    let took = took.lock().unwrap().clone();
+    assert_eq!(run.status["state"], "results_ready", "{}\n{}", run.status, run.vm.console());
+    let (idle, busy) = (took[0].0, took[1].0);
+    eprintln!("3 status: {idle:?} idle, {busy:?} while the algorithm hogs the CPU");
+    assert!(took.iter().all(|t| t.1), "a status failed: {took:?}");
+    // Measured before the run's cgroup had the cpu controller: one status
+    // took 44 ms idle and 3.5 s during the run (the agent got a 61st of the CPU).
+    assert!(
+        busy < idle * 5 + Duration::from_secs(2),
+        "3 status took {busy:?} during the run, {idle:?} before it"
+    );
+    run.agent_and_vm_still_healthy();
+}
+
+#[test]
+fn the_operator_log_carries_nothing_the_algorithm_encodes_in_its_counters() {
+    // The algorithm makes the process limit refuse exactly 1 + N forks,
+    // where N is the first two bytes of hospital A's dataset. The agent's
+    // log goes to the host's operator, who must not learn N from it.
+    let run = hostile_in_the_vm(&["covert"], serde_json::json!({"max_processes": 16}), |_| {});
+    assert_eq!(run.status["state"], "failed", "{}", run.status);
+    let data = std::fs::read(cvm_tests::example("hospital-a.csv")).unwrap();
+    let refused = 1 + (u32::from(data[0]) << 8 | u32::from(data[1]));
+    let operator = std::fs::read_to_string(run.d.join("vm/agent-logs.txt")).unwrap();
+    assert!(operator.contains("state failed"), "the operator's log is not the agent's:\n{operator}");
+    assert!(
+        !operator.contains(&refused.to_string()),
+        "the operator's log holds {refused}, the dataset's first two bytes plus one:\n{operator}"
+    );
+    run.agent_and_vm_still_healthy();
+}
+
+#[test]
+fn the_console_carries_nothing_the_algorithm_encodes_in_its_process_names() {
+    // Four processes named after hospital A's first 28 bytes (hex), each
+    // 48 MiB: together over the limit, killed as one group.
+    let run = hostile_in_the_vm(&["oom-names"], serde_json::json!({}), |_| {});
+    assert_eq!(run.status["state"], "failed", "{}", run.status);
+    let reason = run.status["reason"].as_str().unwrap();
+    assert!(reason.contains("ran out of memory"), "{reason}");
+    // Seen on the console: "Memory cgroup out of memory: Killed process 134
+    // (12c6167650a6131) total-vm:33580kB, anon-rss:31616kB, ...".
+    let data = std::fs::read(cvm_tests::example("hospital-a.csv")).unwrap();
+    let hex: String = data[..28].iter().map(|b| format!("{b:02x}")).collect();
+    std::thread::sleep(Duration::from_secs(2));
+    let console = run.vm.console();
+    let leaked: Vec<&str> = console
+        .lines()
+        .filter(|l| hex.as_bytes().chunks(14).any(|c| l.contains(std::str::from_utf8(c).unwrap())))
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "the host's console holds hospital A's first bytes ({hex}):\n{}",
+        leaked.join("\n")
+    );
     run.agent_and_vm_still_healthy();
 }

@@ -7,7 +7,7 @@
 //! the others (configfs, securityfs, devpts) are logged and skipped, so that
 //! a kernel without them still boots to a clear error at the point of use.
 //!
-//! Right after /proc is mounted, [`protect_files`] turns on the kernel's
+//! Right after /proc is mounted, [`apply_kernel_settings`] turns on the kernel's
 //! protections against link and file races in world-writable sticky
 //! directories (such as /tmp), which the kernel leaves off unless a
 //! distribution's init turns them on: `fs.protected_hardlinks = 1` and
@@ -16,8 +16,12 @@
 //! 2` and `fs.protected_regular = 2` (no O_CREAT open of another user's FIFO
 //! or regular file there, group-writable directories included). They keep
 //! the hostile algorithm, or anything else unprivileged, from steering a
-//! privileged process's file operations. A kernel that lacks one is logged
-//! as a warning, and the others are still set.
+//! privileged process's file operations. It also keeps the kernel's own
+//! messages off the serial console but for critical ones (`kernel.printk`'s
+//! console level 3, `debug.exception-trace = 0`): the console is the host's,
+//! and the kernel's reports of an out-of-memory kill or a fault name the
+//! process and its sizes or addresses, which the algorithm chooses. A kernel
+//! that lacks a setting is logged as a warning, and the others are still set.
 
 use std::collections::BTreeMap;
 use std::ffi::CString;
@@ -54,22 +58,30 @@ const fn m(
     Mount { source, target, fstype: source, flags, data, required }
 }
 
-/// Where [`FILE_PROTECTIONS`] are set.
-pub const PROC_SYS_FS: &str = "/proc/sys/fs";
+/// Where [`KERNEL_SETTINGS`] are set.
+pub const PROC_SYS: &str = "/proc/sys";
 
-/// The kernel's file protections init mode sets, as (name under
-/// `/proc/sys/fs`, value); see the module documentation.
-pub const FILE_PROTECTIONS: [(&str, &str); 4] = [
-    ("protected_hardlinks", "1"),
-    ("protected_symlinks", "1"),
-    ("protected_fifos", "2"),
-    ("protected_regular", "2"),
+/// The kernel settings init mode makes, as (path under `/proc/sys`, value):
+/// the file protections (see the module documentation), and a console that
+/// shows only critical kernel messages and no report of a process's fault.
+/// The serial console is the host's: below that level the kernel names the
+/// processes an out-of-memory kill takes, and reports faults with their
+/// name and addresses, both chosen by the algorithm, which would make them
+/// a channel to the operator.
+pub const KERNEL_SETTINGS: [(&str, &str); 6] = [
+    ("fs/protected_hardlinks", "1"),
+    ("fs/protected_symlinks", "1"),
+    ("fs/protected_fifos", "2"),
+    ("fs/protected_regular", "2"),
+    // console_loglevel 3: EMERG, ALERT and CRIT only; the others as the kernel's defaults.
+    ("kernel/printk", "3 4 1 3"),
+    ("debug/exception-trace", "0"),
 ];
 
 /// The file systems everything else needs: /proc (the kernel command line,
 /// where the configuration starts), /sys, /dev, /dev/pts, /run, securityfs,
-/// cgroup2; and, once /proc is there, the kernel's file protections
-/// ([`protect_files`]).
+/// cgroup2; and, once /proc is there, the kernel's settings
+/// ([`apply_kernel_settings`]).
 pub fn mount_early() -> anyhow::Result<()> {
     let nosuid_nodev_noexec = MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV).union(MsFlags::MS_NOEXEC);
     let early = [
@@ -92,22 +104,22 @@ pub fn mount_early() -> anyhow::Result<()> {
     for mnt in &early {
         mount_one(mnt)?;
         if mnt.target == "/proc" {
-            protect_files(Path::new(PROC_SYS_FS));
+            apply_kernel_settings(Path::new(PROC_SYS));
         }
     }
     Ok(())
 }
 
-/// Writes each of [`FILE_PROTECTIONS`] into its file under `sys_fs`
-/// (`/proc/sys/fs`, a parameter for tests) and returns those it set.
+/// Writes each of [`KERNEL_SETTINGS`] into its file under `proc_sys`
+/// (`/proc/sys`, a parameter for tests) and returns those it set.
 ///
 /// Never fails: a setting the kernel lacks (no such file) or refuses is
 /// logged as a warning and the others are still written; what was set is
 /// logged once, on one line.
-pub fn protect_files(sys_fs: &Path) -> Vec<&'static str> {
+pub fn apply_kernel_settings(proc_sys: &Path) -> Vec<&'static str> {
     let mut set = Vec::new();
-    for (name, value) in FILE_PROTECTIONS {
-        let path = sys_fs.join(name);
+    for (name, value) in KERNEL_SETTINGS {
+        let path = proc_sys.join(name);
         // Never create: a file that is not there is a setting the kernel lacks.
         let written = std::fs::OpenOptions::new()
             .write(true)
@@ -117,18 +129,18 @@ pub fn protect_files(sys_fs: &Path) -> Vec<&'static str> {
         match written {
             Ok(()) => set.push(name),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                log::warn!("init: fs.{name} not set: this kernel lacks {}", path.display());
+                log::warn!("init: {name} not set: this kernel lacks {}", path.display());
             }
-            Err(e) => log::warn!("init: fs.{name} not set to {value}: {e}"),
+            Err(e) => log::warn!("init: {name} not set to {value}: {e}"),
         }
     }
-    let shown: Vec<String> = FILE_PROTECTIONS
+    let shown: Vec<String> = KERNEL_SETTINGS
         .iter()
         .filter(|(name, _)| set.contains(name))
-        .map(|(name, value)| format!("{name} = {value}"))
+        .map(|(name, value)| format!("{} = {value}", name.replace('/', ".")))
         .collect();
     if !shown.is_empty() {
-        log::info!("init: fs.{}", shown.join(", "));
+        log::info!("init: {}", shown.join(", "));
     }
     set
 }
@@ -311,46 +323,53 @@ mod tests {
         assert!(parse_load_list("/m/x.ko a\0b").is_err());
     }
 
-    #[test]
-    fn protect_files_sets_every_protection() {
+    /// A stand-in for /proc/sys with every setting at `value`.
+    fn proc_sys(value: &str) -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
-        for (name, _) in FILE_PROTECTIONS {
-            std::fs::write(dir.path().join(name), "0\n").unwrap();
+        for (name, _) in KERNEL_SETTINGS {
+            let path = dir.path().join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, value).unwrap();
         }
-        let set = protect_files(dir.path());
-        assert_eq!(
-            set,
-            ["protected_hardlinks", "protected_symlinks", "protected_fifos", "protected_regular"]
-        );
-        assert_eq!(read(dir.path(), "protected_hardlinks"), "1\n");
-        assert_eq!(read(dir.path(), "protected_symlinks"), "1\n");
-        assert_eq!(read(dir.path(), "protected_fifos"), "2\n");
-        assert_eq!(read(dir.path(), "protected_regular"), "2\n");
+        dir
     }
 
     #[test]
-    fn a_protection_the_kernel_lacks_is_skipped_and_the_others_are_still_set() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("protected_hardlinks"), "0\n").unwrap();
-        std::fs::write(dir.path().join("protected_regular"), "0\n").unwrap();
+    fn every_setting_is_made() {
+        let dir = proc_sys("0\n");
+        let set = apply_kernel_settings(dir.path());
+        assert_eq!(set, KERNEL_SETTINGS.map(|(n, _)| n));
+        assert_eq!(read(dir.path(), "fs/protected_hardlinks"), "1\n");
+        assert_eq!(read(dir.path(), "fs/protected_symlinks"), "1\n");
+        assert_eq!(read(dir.path(), "fs/protected_fifos"), "2\n");
+        assert_eq!(read(dir.path(), "fs/protected_regular"), "2\n");
+        assert_eq!(read(dir.path(), "kernel/printk"), "3 4 1 3\n");
+        assert_eq!(read(dir.path(), "debug/exception-trace"), "0\n");
+    }
+
+    #[test]
+    fn a_setting_the_kernel_lacks_is_skipped_and_the_others_are_still_made() {
+        let dir = proc_sys("0\n");
+        std::fs::remove_file(dir.path().join("fs/protected_fifos")).unwrap();
         // One the kernel refuses to write (here: not a file at all).
-        std::fs::create_dir(dir.path().join("protected_symlinks")).unwrap();
-        let set = protect_files(dir.path());
-        assert_eq!(set, ["protected_hardlinks", "protected_regular"]);
-        assert_eq!(read(dir.path(), "protected_hardlinks"), "1\n");
-        assert_eq!(read(dir.path(), "protected_regular"), "2\n");
+        std::fs::remove_file(dir.path().join("fs/protected_symlinks")).unwrap();
+        std::fs::create_dir(dir.path().join("fs/protected_symlinks")).unwrap();
+        let set = apply_kernel_settings(dir.path());
+        assert!(!set.contains(&"fs/protected_fifos") && !set.contains(&"fs/protected_symlinks"), "{set:?}");
+        assert_eq!(set.len(), KERNEL_SETTINGS.len() - 2);
+        assert_eq!(read(dir.path(), "fs/protected_regular"), "2\n");
         // A missing setting is not created.
-        assert!(!dir.path().join("protected_fifos").exists());
+        assert!(!dir.path().join("fs/protected_fifos").exists());
     }
 
     #[test]
-    fn every_protection_is_a_setting_of_this_kernel() {
-        // The development machines' and the guest's kernels have all four
+    fn every_setting_is_one_of_this_kernel() {
+        // The development machines' and the guest's kernels have them all
         // (protected_fifos and protected_regular since Linux 4.19): read only.
-        for (name, _) in FILE_PROTECTIONS {
-            let path = Path::new(PROC_SYS_FS).join(name);
+        for (name, _) in KERNEL_SETTINGS {
+            let path = Path::new(PROC_SYS).join(name);
             let value = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            assert!(value.trim().parse::<u8>().is_ok(), "{}: {value:?}", path.display());
+            assert!(!value.trim().is_empty(), "{}: {value:?}", path.display());
         }
     }
 }

@@ -47,7 +47,7 @@ impl std::str::FromStr for Mode {
 /// The layers found.
 #[derive(Clone, Debug)]
 pub struct Features {
-    /// cgroup v2 with memory and pids, or why not.
+    /// cgroup v2 with memory, pids and cpu, or why not.
     pub cgroup: Result<CgroupParent, String>,
     /// The Landlock ABI version, or why there is none.
     pub landlock: Result<i32, String>,

@@ -169,6 +169,10 @@ fn wait_with_deadline(init: Pid, timeout_ms: u64) -> Option<WaitStatus> {
 fn sandbox_init(spec: &LaunchSpec, status: &mut Status) -> ! {
     // If the launcher dies (the agent killed it), so does the sandbox.
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    // Before the agent's /proc goes: the setting is of this PID namespace.
+    if let Err(e) = p::no_executable_memfds() {
+        status.fail(format_args!("building the sandbox: {e}"));
+    }
     if let Err(e) = super::mounts::build_root(spec) {
         status.fail(format_args!("building the sandbox: {e}"));
     }
@@ -267,6 +271,10 @@ fn confine(spec: &LaunchSpec) -> std::io::Result<()> {
         .map_err(|e| std::io::Error::other(format!("chdir {}: {e}", spec.workdir.display())))?;
     use nix::sys::resource::Resource;
     p::limit(Resource::RLIMIT_CORE, 0)?;
+    // No real-time scheduling, no raised priority, whatever the agent's
+    // own supervisor allowed it.
+    p::limit(Resource::RLIMIT_RTPRIO, 0)?;
+    p::limit(Resource::RLIMIT_NICE, 0)?;
     if let Some(n) = spec.rlimits.processes {
         p::limit(Resource::RLIMIT_NPROC, n)?;
     }

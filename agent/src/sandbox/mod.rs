@@ -218,16 +218,9 @@ impl Sandbox {
         let stdout = out_task.await.unwrap_or_default();
         let stderr = err_task.await.unwrap_or_default();
         if let Some(cg) = cgroup {
-            log::info!(
-                "sandbox: the run's cgroup {}: memory peak {} of {} bytes, {} out-of-memory kills, \
-                 {} forks refused at {} processes",
-                cg.dir().display(),
-                events.memory_peak.map_or_else(|| "?".to_owned(), |p| p.to_string()),
-                spec.memory_bytes,
-                events.oom_kills,
-                events.pids_max,
-                processes
-            );
+            // What the cgroup counted (memory peak, forks refused) is not
+            // logged: the algorithm chooses those numbers, and the log goes
+            // to the host's operator. The reason below says which limit was hit.
             let _ = tokio::task::spawn_blocking(move || drop(cg)).await;
         }
         let lines: Vec<StatusLine> =

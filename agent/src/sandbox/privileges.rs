@@ -128,3 +128,28 @@ pub(crate) fn limit(resource: nix::sys::resource::Resource, value: u64) -> io::R
 pub(crate) fn no_new_privs() -> io::Result<()> {
     nix::sys::prctl::set_no_new_privs().map_err(|e| io::Error::other(format!("no_new_privs: {e}")))
 }
+
+/// Where the kernel keeps `vm.memfd_noexec` of the caller's PID namespace (Linux 6.3+).
+const MEMFD_NOEXEC: &str = "/proc/sys/vm/memfd_noexec";
+
+/// Makes memfds of the caller's PID namespace (the sandbox's, when called
+/// by its init) unexecutable unless they ask for it: with
+/// `vm.memfd_noexec = 1` there, a memfd made without `MFD_EXEC` is sealed
+/// non-executable for good, and the seccomp filter refuses `MFD_EXEC`
+/// ([`super::syscalls`]). Without both, a program the algorithm writes into
+/// a memfd runs (`execveat`), whatever the `noexec` of its results and
+/// /tmp. The memfd of a sealed algorithm was made by the agent, outside,
+/// and stays executable.
+///
+/// Not 2, which refuses `MFD_EXEC` itself: the kernel then logs an error
+/// naming the process on the console, which the host reads, and the
+/// algorithm chooses that name (a channel out of the VM).
+///
+/// A kernel older than 6.3 has no such setting: nothing to do there.
+pub(crate) fn no_executable_memfds() -> io::Result<()> {
+    match std::fs::write(MEMFD_NOEXEC, "1") {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io::Error::new(e.kind(), format!("{MEMFD_NOEXEC} = 1: {e}"))),
+    }
+}

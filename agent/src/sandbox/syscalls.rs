@@ -14,7 +14,9 @@
 //!   its flags are behind a pointer the filter cannot read, and libc falls
 //!   back to clone);
 //! - the machine: modules, kexec, reboot, swap, clocks, accounting,
-//!   quotas, open_by_handle_at (a way out of any mount namespace).
+//!   quotas, open_by_handle_at (a way out of any mount namespace);
+//! - executable memfds (`memfd_create` with `MFD_EXEC`): a program the
+//!   algorithm wrote would run from one (see `privileges::no_executable_memfds`).
 //!
 //! The filter refuses with EPERM (ENOSYS for clone3), so the algorithm
 //! sees an ordinary error. A system call of another architecture (the
@@ -98,6 +100,9 @@ const CLONE_NAMESPACE_FLAGS: [u64; 7] = [
     libc::CLONE_NEWCGROUP as u64,
 ];
 
+/// memfd_create(2)'s flag for an executable memfd (Linux 6.3+).
+const MFD_EXEC: u64 = 0x10;
+
 /// The first system call number of the x32 ABI.
 const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 
@@ -128,6 +133,16 @@ pub(crate) fn programs() -> Result<[BpfProgram; 2], seccompiler::BackendError> {
     for nr in [libc::SYS_socket, libc::SYS_socketpair] {
         rules.insert(nr, vec![rule(vec![arg(0, SeccompCmpOp::Ne, libc::AF_UNIX as u64)?])?]);
     }
+    // memfd_create(name, flags): never MFD_EXEC.
+    rules.insert(
+        libc::SYS_memfd_create,
+        vec![rule(vec![SeccompCondition::new(
+            1,
+            SeccompCmpArgLen::Dword,
+            SeccompCmpOp::MaskedEq(MFD_EXEC),
+            MFD_EXEC,
+        )?])?],
+    );
     rules.insert(
         libc::SYS_clone,
         CLONE_NAMESPACE_FLAGS

@@ -13,7 +13,19 @@
 //! - `forkbomb`: forks until refused, many times over;
 //! - `fill-results`: writes to the results until the space runs out;
 //! - `sparse-results`: a sparse file of 1 TiB in the results;
-//! - `x32`: a system call through the x32 ABI, which the filter kills.
+//! - `x32`: a system call through the x32 ABI, which the filter kills;
+//! - `cpuhog PROCS SECS`: PROCS processes, each in a session of its own (so
+//!   each in its own scheduler autogroup), spin for SECS seconds, then exit 0:
+//!   the agent must still answer its owners meanwhile;
+//! - `deep-results`: thousands of empty files with the longest names a path
+//!   allows, so that the results' package (names and headers) dwarfs the
+//!   space the results take;
+//! - `covert`: encodes the first bytes of a dataset in what the agent counts
+//!   of the run (forks refused, memory peak, exit code), which its log stream
+//!   carries to the host's operator;
+//! - `oom-names`: names processes after the first bytes of a dataset
+//!   (hex-encoded) and runs out of memory: the kernel names each process it
+//!   kills on its console (an error), which the host reads.
 //!
 //! vsock is tried only when `--vsock-ports` is given: never on a
 //! development machine, whose vsock device belongs to the machine.
@@ -79,8 +91,20 @@ fn main() {
         Some("fill-results") => fill_results(),
         Some("sparse-results") => sparse_results(),
         Some("x32") => x32(),
+        Some("cpuhog") => {
+            let procs = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(60);
+            let secs = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(40);
+            cpuhog(procs, secs)
+        }
+        Some("deep-results") => deep_results(),
+        Some("covert") => covert(),
+        Some("oom-names") => oom_names(),
+        // What a program the probe wrote and executed runs.
+        Some("noop") => std::process::exit(0),
         _ => {
-            eprintln!("usage: hostile probe|membomb|forkbomb|fill-results|sparse-results|x32");
+            eprintln!(
+                "usage: hostile probe|membomb|forkbomb|fill-results|sparse-results|x32|cpuhog|deep-results|covert|oom-names"
+            );
             std::process::exit(2);
         }
     }
@@ -103,7 +127,11 @@ fn probe(args: &[String]) {
     files(&mut r);
     writes(&mut r);
     syscalls(&mut r);
+    more_syscalls(&mut r);
     identity(&mut r);
+    way_out_of_the_root(&mut r);
+    sealed_inputs(&mut r);
+    exec_from_memory(&mut r);
     daemon(args);
     let text = serde_json::to_string_pretty(&r).unwrap_or_default();
     let path = format!("{}/report.json", results_dir());
@@ -462,6 +490,11 @@ fn writes(r: &mut Report) {
         r.insert("write.dataset_in_place".into(), open_result(&path, libc::O_WRONLY | libc::O_APPEND));
     }
     r.insert("write.algorithm".into(), open_result("/algorithm", libc::O_WRONLY));
+    // Devices: only /dev/null takes writes (mixing into the kernel's random
+    // pool is not the algorithm's business).
+    for dev in ["/dev/urandom", "/dev/zero"] {
+        r.insert(format!("write{dev}"), open_result(dev, libc::O_WRONLY));
+    }
     let mine = format!("{results}/probe-wrote-this");
     r.insert(
         "info.write_results".into(),
@@ -565,6 +598,20 @@ fn identity(r: &mut Report) {
             (v, _) => format!("ESCAPED inherited oom_score_adj {v:?}"),
         },
     );
+    // Nothing of the agent's environment, only the documented variables.
+    let documented = ["CVM_DATASETS", "CVM_ARTIFACTS", "CVM_RESULTS", "TMPDIR", "HOME", "PATH", "LANG"];
+    let extra: Vec<String> = std::env::vars_os()
+        .map(|(k, _)| k.to_string_lossy().into_owned())
+        .filter(|k| !documented.contains(&k.as_str()))
+        .collect();
+    r.insert(
+        "env.extra".into(),
+        if extra.is_empty() {
+            "blocked: only the documented variables".into()
+        } else {
+            format!("ESCAPED {extra:?}")
+        },
+    );
     for field in ["NoNewPrivs", "Seccomp", "Uid", "Gid", "Groups"] {
         let value =
             status.lines().find_map(|l| l.strip_prefix(&format!("{field}:"))).map(str::trim).unwrap_or("?");
@@ -666,4 +713,492 @@ fn x32() {
     // SAFETY: getpid through the x32 entry: no arguments.
     let rc = unsafe { libc::syscall(X32_SYSCALL_BIT | libc::SYS_getpid) };
     println!("hostile: the x32 getpid returned {rc} ({})", errno());
+}
+
+/// How a child that ran `attack` ended: exit code 0 means the attack worked.
+fn in_child(attack: impl FnOnce() -> i32, what: &str) -> String {
+    // SAFETY: fork in a single-threaded program; the child only runs `attack` and exits.
+    match unsafe { libc::fork() } {
+        0 => {
+            let code = attack();
+            // SAFETY: ends the child without running the parent's exit handlers.
+            unsafe { libc::_exit(code) }
+        }
+        pid if pid > 0 => {
+            let mut status = 0;
+            // SAFETY: waits on our own child.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+            if libc::WIFEXITED(status) {
+                match libc::WEXITSTATUS(status) {
+                    0 => format!("ESCAPED {what}"),
+                    code => format!("blocked: refused (the child exited with {code})"),
+                }
+            } else if libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGSYS {
+                "blocked: killed by SIGSYS (seccomp)".into()
+            } else {
+                format!("blocked: the child ended with status {status:#x}")
+            }
+        }
+        _ => format!("blocked: fork: {}", errno()),
+    }
+}
+
+/// socket(AF_INET, SOCK_STREAM, 0) through the i386 entry (`int 0x80`),
+/// whose system call numbers differ from x86-64's (socket is 359 there).
+fn int80_socket() -> i64 {
+    let ret: i64;
+    // SAFETY: a system call with integer arguments; rbx (which the compiler
+    // reserves) is swapped in and restored around it, and the registers
+    // the i386 entry may clobber are declared.
+    unsafe {
+        std::arch::asm!(
+            "xchg {b}, rbx",
+            "int 0x80",
+            "xchg {b}, rbx",
+            b = inout(reg) 2i64 => _,
+            inlateout("rax") 359i64 => ret,
+            in("rcx") 1i64,
+            in("rdx") 0i64,
+            out("r8") _, out("r9") _, out("r10") _, out("r11") _,
+        );
+    }
+    ret
+}
+
+/// System calls a filter keyed on x86-64 numbers and 32-bit arguments
+/// might miss, and privileges of scheduling, limits and identity.
+fn more_syscalls(r: &mut Report) {
+    let close = |fd: i64| {
+        if fd >= 0 {
+            // SAFETY: a descriptor just returned to us.
+            unsafe { libc::close(fd as libc::c_int) };
+        }
+    };
+    // socket(AF_INET) with bits above the 32 the kernel reads set in the
+    // system call number, and in the family: the filter must read them as
+    // the kernel does.
+    // SAFETY: integer arguments only.
+    let rc = unsafe { libc::syscall(libc::SYS_socket | (1 << 32), libc::AF_INET, libc::SOCK_STREAM, 0) };
+    r.insert("socket.number_high_bits".into(), verdict(rc, "an inet socket"));
+    close(rc);
+    // SAFETY: as above.
+    let rc = unsafe {
+        libc::syscall(libc::SYS_socket, (1i64 << 32) | i64::from(libc::AF_INET), libc::SOCK_STREAM, 0)
+    };
+    r.insert("socket.family_high_bits".into(), verdict(rc, "an inet socket"));
+    close(rc);
+    // The i386 entry, in a child: the filter kills the process.
+    r.insert(
+        "socket.int80".into(),
+        in_child(|| if int80_socket() >= 0 { 0 } else { 1 }, "an inet socket through the i386 entry"),
+    );
+    // Real-time scheduling would starve the agent of its CPU.
+    let param = libc::sched_param { sched_priority: 1 };
+    // SAFETY: a valid sched_param for the call.
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
+    r.insert("sched.realtime".into(), verdict(rc.into(), "real-time scheduling (SCHED_FIFO)"));
+    if rc == 0 {
+        let normal = libc::sched_param { sched_priority: 0 };
+        // SAFETY: as above.
+        unsafe { libc::sched_setscheduler(0, libc::SCHED_OTHER, &normal) };
+    }
+    // SAFETY: integer arguments.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, -5) };
+    r.insert("nice.raise".into(), verdict(rc.into(), "a higher priority than the agent's (nice -5)"));
+    let mut limits = Vec::new();
+    for (name, resource) in [
+        ("nofile", libc::RLIMIT_NOFILE),
+        ("memlock", libc::RLIMIT_MEMLOCK),
+        ("rtprio", libc::RLIMIT_RTPRIO),
+        ("nice", libc::RLIMIT_NICE),
+        ("nproc", libc::RLIMIT_NPROC),
+        ("as", libc::RLIMIT_AS),
+    ] {
+        let mut l = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: writes into `l`.
+        unsafe { libc::getrlimit(resource, &mut l) };
+        limits.push(format!("{name}={}/{}", l.rlim_cur, l.rlim_max));
+        if name == "nofile" && l.rlim_max != libc::RLIM_INFINITY {
+            let raised = libc::rlimit { rlim_cur: l.rlim_max + 1, rlim_max: l.rlim_max + 1 };
+            // SAFETY: reads `raised`.
+            let rc = unsafe { libc::setrlimit(resource, &raised) };
+            r.insert("rlimit.raise_hard".into(), verdict(rc.into(), "a higher hard limit of descriptors"));
+        }
+    }
+    r.insert("info.rlimits".into(), limits.join(" "));
+    // A pidfd of the sandbox's init and a signal through it (0: only the
+    // permission is checked).
+    // SAFETY: integer arguments.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, 1, 0) };
+    r.insert(
+        "pidfd.signal_init".into(),
+        if pidfd < 0 {
+            format!("blocked: pidfd_open: {}", errno())
+        } else {
+            // SAFETY: integer arguments and a null siginfo.
+            let rc = unsafe {
+                libc::syscall(libc::SYS_pidfd_send_signal, pidfd, 0, std::ptr::null::<libc::siginfo_t>(), 0)
+            };
+            let v = verdict(rc, "may signal the sandbox's init");
+            close(pidfd);
+            v
+        },
+    );
+    // SAFETY: integer arguments.
+    let rc = unsafe {
+        libc::prctl(
+            libc::PR_SET_MM,
+            libc::PR_SET_MM_ARG_START as libc::c_ulong,
+            0x1000 as libc::c_ulong,
+            0,
+            0,
+        )
+    };
+    r.insert("prctl.set_mm".into(), verdict(rc.into(), "rewrote its memory map's description"));
+    // SysV IPC: its own namespace, so nobody else's segment is there.
+    const SHM_INFO: libc::c_int = 14;
+    const SHM_STAT_ANY: libc::c_int = 15;
+    let mut buf = [0u64; 64];
+    // SAFETY: SHM_INFO writes a struct shm_info (smaller than `buf`).
+    let highest = unsafe { libc::shmctl(0, SHM_INFO, buf.as_mut_ptr().cast()) };
+    let others: Vec<i32> = (0..=highest.max(-1))
+        // SAFETY: SHM_STAT_ANY writes a struct shmid_ds (smaller than `buf`).
+        .filter(|&i| unsafe { libc::shmctl(i, SHM_STAT_ANY, buf.as_mut_ptr().cast()) } >= 0)
+        .collect();
+    r.insert(
+        "ipc.others_segments".into(),
+        if others.is_empty() {
+            "blocked: no shared memory segment of anyone".into()
+        } else {
+            format!("ESCAPED sees SysV segments {others:?}")
+        },
+    );
+}
+
+/// The names in a directory, sorted.
+fn listing(path: &str) -> Result<Vec<String>, String> {
+    let mut names: Vec<String> = std::fs::read_dir(path)
+        .map_err(|e| e.to_string())?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// Ways above the sandbox's root (in the VM it is entered with chroot over
+/// the initramfs, whose files and the agent's work directory lie beneath),
+/// and what the mount table shows.
+fn way_out_of_the_root(r: &mut Report) {
+    let root = listing("/").unwrap_or_default();
+    for path in ["/..", "/../../..", "/proc/self/root/..", "/proc/self/cwd/../../..", "/results/../../.."] {
+        r.insert(
+            format!("root.above{path}"),
+            match listing(path) {
+                Ok(l) if l == root => "blocked: the same as /".into(),
+                Ok(l) => format!("ESCAPED lists {l:?}"),
+                Err(e) => format!("blocked: {e}"),
+            },
+        );
+    }
+    // Up from a directory descriptor, one `..` at a time.
+    let mut up = Vec::new();
+    // SAFETY: a NUL-terminated path; every descriptor is closed below.
+    let mut fd =
+        unsafe { libc::open(c"/results".as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+    for _ in 0..16 {
+        if fd < 0 {
+            break;
+        }
+        // SAFETY: `fd` is ours; a NUL-terminated relative path.
+        let parent =
+            unsafe { libc::openat(fd, c"..".as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+        // SAFETY: ours.
+        unsafe { libc::close(fd) };
+        fd = parent;
+    }
+    if fd >= 0 {
+        up = listing(&format!("/proc/self/fd/{fd}")).unwrap_or_default();
+        // SAFETY: ours.
+        unsafe { libc::close(fd) };
+    }
+    r.insert(
+        "root.above_by_descriptor".into(),
+        if up == root { "blocked: the same as /".into() } else { format!("ESCAPED reached {up:?}") },
+    );
+    // The mount table shows only what is below this root.
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let expected = [
+        "/",
+        "/algorithm",
+        "/datasets",
+        "/artifacts",
+        "/results",
+        "/tmp",
+        "/dev",
+        "/dev/null",
+        "/dev/zero",
+        "/dev/urandom",
+        "/proc",
+    ];
+    let foreign: Vec<&str> = mountinfo
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4))
+        .filter(|p| !expected.contains(p))
+        .collect();
+    r.insert(
+        "mountinfo.foreign_mounts".into(),
+        if foreign.is_empty() {
+            "blocked: only the sandbox's own".into()
+        } else {
+            format!("ESCAPED {foreign:?}")
+        },
+    );
+    // What the table says of where the mounts come from (the agent's paths).
+    let sources: Vec<String> = mountinfo
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            Some(format!("{} <- {}", f.get(4)?, f.get(3)?))
+        })
+        .collect();
+    r.insert("info.mount_sources".into(), format!("{sources:?}"));
+}
+
+/// The sealed inputs' memfds: read-only, for good.
+fn sealed_inputs(r: &mut Report) {
+    let mut tried = Vec::new();
+    for fd in 3..1024 {
+        let Ok(target) = std::fs::read_link(format!("/proc/self/fd/{fd}")) else { continue };
+        if !target.to_string_lossy().contains("/memfd:") {
+            continue;
+        }
+        let path = format!("/proc/self/fd/{fd}");
+        let reopened = open_result(&path, libc::O_RDWR);
+        // SAFETY: integer arguments on a descriptor we hold.
+        let truncated = unsafe { libc::ftruncate(fd, 0) };
+        // SAFETY: a shared writable mapping of one page, unmapped at once if made.
+        let map = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        let mapped = if map == libc::MAP_FAILED {
+            format!("blocked: {}", errno())
+        } else {
+            // SAFETY: the mapping just made.
+            unsafe { libc::munmap(map, 4096) };
+            "ESCAPED a writable shared mapping".into()
+        };
+        tried.push((fd, reopened, verdict(truncated.into(), "truncated"), mapped));
+    }
+    let escaped: Vec<String> = tried
+        .iter()
+        .filter(|(_, a, b, c)| [a, b, c].iter().any(|v| v.starts_with("ESCAPED")))
+        .map(|t| format!("{t:?}"))
+        .collect();
+    r.insert(
+        "sealed.write".into(),
+        if tried.is_empty() {
+            "blocked: no sealed input here".into()
+        } else if escaped.is_empty() {
+            format!("blocked: {} sealed inputs stay read-only", tried.len())
+        } else {
+            format!("ESCAPED {escaped:?}")
+        },
+    );
+}
+
+/// A program written into memory and executed: no noexec mount is in the way.
+fn exec_from_memory(r: &mut Report) {
+    let ran = in_child(
+        || {
+            // SAFETY: a NUL-terminated name; flags 0.
+            let fd = unsafe { libc::memfd_create(c"run-me".as_ptr(), 0) };
+            if fd < 0 {
+                return 2;
+            }
+            let Ok(exe) = std::fs::read("/proc/self/exe") else { return 3 };
+            // SAFETY: writes from a live buffer to our memfd.
+            if unsafe { libc::write(fd, exe.as_ptr().cast(), exe.len()) } != exe.len() as isize {
+                return 4;
+            }
+            let argv = [c"hostile".as_ptr(), c"noop".as_ptr(), std::ptr::null()];
+            let envp = [std::ptr::null::<libc::c_char>()];
+            // SAFETY: NUL-terminated argument and environment arrays that live for the call.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_execveat,
+                    fd,
+                    c"".as_ptr(),
+                    argv.as_ptr(),
+                    envp.as_ptr(),
+                    libc::AT_EMPTY_PATH,
+                )
+            };
+            5
+        },
+        "executed a program it wrote into a memfd",
+    );
+    r.insert("exec.memfd".into(), ran);
+    // And a memfd that asks to be executable.
+    const MFD_EXEC: libc::c_uint = 0x10;
+    // SAFETY: a NUL-terminated name; the descriptor is closed below.
+    let fd = unsafe { libc::memfd_create(c"run-me".as_ptr(), MFD_EXEC) };
+    r.insert("memfd.exec_flag".into(), verdict(fd.into(), "an executable memfd (MFD_EXEC)"));
+    if fd >= 0 {
+        // SAFETY: ours.
+        unsafe { libc::close(fd) };
+    }
+}
+
+/// PROCS spinning processes, each in a session (and autogroup) of its own.
+fn cpuhog(procs: usize, secs: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    let spin = || {
+        let mut x = 1u64;
+        while std::time::Instant::now() < deadline {
+            for _ in 0..10_000 {
+                x = std::hint::black_box(x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1));
+            }
+        }
+        x
+    };
+    let mut children = 0;
+    for _ in 1..procs {
+        // SAFETY: fork in a single-threaded program.
+        match unsafe { libc::fork() } {
+            0 => {
+                // SAFETY: setsid takes no arguments: a new session, and with it a new autogroup.
+                unsafe { libc::setsid() };
+                std::hint::black_box(spin());
+                // SAFETY: ends the child.
+                unsafe { libc::_exit(0) }
+            }
+            pid if pid > 0 => children += 1,
+            _ => break,
+        }
+    }
+    spin();
+    let mut status = 0;
+    // SAFETY: reaps our own children until none is left.
+    while unsafe { libc::waitpid(-1, &mut status, 0) } > 0 {}
+    println!("hostile: {} spinning processes, each in its own session, for {secs}s", children + 1);
+}
+
+/// The longest paths the results can hold, in thousands of empty files.
+fn deep_results() {
+    let mut dir = std::path::PathBuf::from(results_dir());
+    for c in 'a'..='m' {
+        dir.push(c.to_string().repeat(255));
+        if let Err(e) = std::fs::create_dir(&dir) {
+            eprintln!("hostile: {}: {e}", dir.display());
+            std::process::exit(1);
+        }
+    }
+    let mut made = 0;
+    for i in 0..16_000 {
+        match std::fs::File::create(dir.join(format!("{i:05}{}", "f".repeat(250)))) {
+            Ok(_) => made += 1,
+            Err(e) => {
+                eprintln!("hostile: file {i}: {e}");
+                break;
+            }
+        }
+    }
+    println!("hostile: {made} empty files with paths of {} bytes", dir.as_os_str().len() + 256);
+}
+
+/// Encodes the first two bytes of the first dataset (by name) in the number
+/// of forks the process limit refuses: the agent logs that number, and its
+/// log goes to the host's operator.
+fn covert() {
+    let bytes = first_dataset_bytes(2);
+    let secret =
+        u32::from(bytes.first().copied().unwrap_or(0)) << 8 | u32::from(bytes.get(1).copied().unwrap_or(0));
+    // Fill the process limit with sleepers; the first refusal counts.
+    let mut sleepers = Vec::new();
+    loop {
+        // SAFETY: fork in a single-threaded program; children only sleep.
+        match unsafe { libc::fork() } {
+            0 => {
+                std::thread::sleep(Duration::from_secs(600));
+                // SAFETY: ends the child.
+                unsafe { libc::_exit(0) }
+            }
+            pid if pid > 0 => sleepers.push(pid),
+            _ => break,
+        }
+    }
+    // secret more refusals: 1 + secret in all.
+    let mut refused = 1u32;
+    while refused < 1 + secret {
+        // SAFETY: as above; a child that was not refused exits at once.
+        match unsafe { libc::fork() } {
+            0 => unsafe { libc::_exit(0) },
+            pid if pid > 0 => {
+                let mut status = 0;
+                // SAFETY: reaps our own child.
+                unsafe { libc::waitpid(pid, &mut status, 0) };
+            }
+            _ => refused += 1,
+        }
+    }
+    for pid in sleepers {
+        let mut status = 0;
+        // SAFETY: kills and reaps our own children.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+            libc::waitpid(pid, &mut status, 0);
+        }
+    }
+    println!("hostile: {refused} forks refused");
+}
+
+/// The first dataset's (by name) first `n` bytes.
+fn first_dataset_bytes(n: usize) -> Vec<u8> {
+    let mut names: Vec<std::path::PathBuf> = std::fs::read_dir(datasets_dir())
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    names.sort();
+    let mut bytes = names.first().and_then(|p| std::fs::read(p).ok()).unwrap_or_default();
+    bytes.truncate(n);
+    bytes
+}
+
+/// Four processes named `N` + 14 hex digits of the dataset's first 28 bytes,
+/// each taking 48 MiB: together over the limit, so the kernel kills them
+/// all (one out-of-memory group) and names each on its console.
+fn oom_names() {
+    let hex: String = first_dataset_bytes(28).iter().map(|b| format!("{b:02x}")).collect();
+    let mut children = Vec::new();
+    for (i, chunk) in hex.as_bytes().chunks(14).enumerate() {
+        let name = format!("{i}{}", String::from_utf8_lossy(chunk));
+        // SAFETY: fork in a single-threaded program.
+        match unsafe { libc::fork() } {
+            0 => {
+                let Ok(c) = CString::new(name) else { std::process::exit(1) };
+                // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+                unsafe { libc::prctl(libc::PR_SET_NAME, c.as_ptr() as libc::c_ulong, 0, 0, 0) };
+                let mut held: Vec<Vec<u8>> = Vec::new();
+                for _ in 0..48 {
+                    held.push(vec![0x5a; 1 << 20]);
+                }
+                std::thread::sleep(Duration::from_secs(600));
+                std::process::exit(held.len() as i32 & 1);
+            }
+            pid if pid > 0 => children.push(pid),
+            _ => eprintln!("hostile: fork refused: {}", errno()),
+        }
+    }
+    for pid in children {
+        let mut status = 0;
+        // SAFETY: waits on our own child.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+    }
 }
