@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+pub mod firmware;
 pub mod loghost;
 pub mod vm;
 
@@ -236,6 +237,9 @@ pub struct Prepared<'a> {
 /// A hook that edits the manifest before the agent starts and returns extra agent environment.
 pub type Prepare = Box<dyn FnOnce(&Prepared<'_>, &mut serde_json::Value) -> Vec<(String, String)>>;
 
+/// A hook that plays the firmware's part on the scenario's swtpm.
+pub type Firmware = Box<dyn FnOnce(&Path, &str) -> Vec<(String, String)>>;
+
 /// Options of a scenario.
 pub struct Options {
     /// The algorithm script's text.
@@ -260,6 +264,10 @@ pub struct Options {
     pub agent_env: Vec<(String, String)>,
     /// Give the agent its own fresh swtpm as a required vTPM.
     pub vtpm: bool,
+    /// With `vtpm`: plays the firmware before the agent starts (extends the
+    /// swtpm's boot PCRs, writes an event log; see [`firmware`]), given the
+    /// scenario's directory and the swtpm's TCTI; returns agent environment.
+    pub firmware: Option<Firmware>,
     /// Policy fields for every cvmctl command (JSON object), if any; they
     /// are merged into [`pinned_policy`], so the simulated platform's
     /// [`MEASUREMENT`] is pinned unless they set `measurements` themselves.
@@ -280,6 +288,7 @@ impl Default for Options {
             forward_output: false,
             agent_env: Vec::new(),
             vtpm: false,
+            firmware: None,
             policy: None,
         }
     }
@@ -368,6 +377,9 @@ impl Scenario {
         if let Some(t) = &swtpm {
             env.push(("CVM_VTPM".into(), "required".into()));
             env.push(("CVM_TPM_TCTI".into(), t.tcti()));
+            if let Some(firmware) = opts.firmware {
+                env.extend(firmware(d, &t.tcti()));
+            }
         }
         let sandbox_uid = sandbox_uid();
         env.push(("CVM_SANDBOX_UID".into(), sandbox_uid.to_string()));
