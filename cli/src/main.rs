@@ -49,7 +49,12 @@ enum Command {
     /// The operator's side of the log link: receive logs, set the level, deliver the manifest.
     #[command(subcommand)]
     Logs(cvmctl::logs::LogsCommand),
-    /// Compute the SNP launch measurement of an image (OVMF, kernel, initrd, command line, vCPUs).
+    /// Compute the SNP launch measurement of an image, or a UKI's vTPM measurements (--uki).
+    ///
+    /// With --ovmf and --kernel: the launch measurement of a direct boot (OVMF, kernel, initrd,
+    /// command line, vCPUs). With --ovmf --firmware-only: of the firmware alone, as a guest that
+    /// boots from a disk has it. With --uki FILE: what booting that unified kernel image
+    /// measures into the vTPM (PCR 4, 9, 11) and the policy rules that pin it.
     Measure(cvmctl::measure::MeasureArgs),
 }
 
