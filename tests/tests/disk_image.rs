@@ -455,3 +455,31 @@ fn the_flow_runs_from_the_disk_image_and_the_owners_pin_it_through_the_vtpm() {
     );
     print!("{figures}");
 }
+
+#[test]
+fn launch_vm_refuses_a_disk_the_ukis_command_line_does_not_name() {
+    // The command line is inside the UKI (measured): the launcher cannot add
+    // a disk to it, and says so before it boots anything.
+    let disk = vm::disk_image();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let manifest = d.join("manifest.json");
+    std::fs::write(&manifest, "{}").unwrap();
+    let weights = d.join("weights.img");
+    std::fs::write(&weights, [0u8; 512]).unwrap();
+    let o = Command::new(vm::root().join("scripts/launch-vm"))
+        .arg("--manifest")
+        .arg(&manifest)
+        .arg("--dir")
+        .arg(d.join("vm"))
+        .arg("--disk-image")
+        .arg(disk.file("disk.raw"))
+        .arg("--disk")
+        .arg(format!("weights={}", weights.display()))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("the UKI's command line does not name weights=/dev/vda"), "{stderr}");
+    assert!(!d.join("vm/console.log").exists(), "a VM was started");
+}

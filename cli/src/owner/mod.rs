@@ -164,7 +164,15 @@ fn describe_boot(agent: &Agent) -> String {
              pinned by the SNP measurement alone"
         )
     } else {
-        format!("PCRs {pcrs} quoted over your nonce; {log}; the policy's {} passed", rules.join(", "))
+        let kind = match &m.vtpm {
+            api::VtpmEvidence::Quoted { kind: api::VtpmKind::Svsm, .. } => "an SVSM's, inside the TEE",
+            _ => "Azure's paravisor's is attested by the SNP report; GCP's hypervisor's and swtpm are not",
+        };
+        format!(
+            "PCRs {pcrs} quoted over your nonce; {log}; the policy's {} passed: the image is pinned by the \
+             vTPM, as far as the vTPM is trusted ({kind})",
+            rules.join(", ")
+        )
     }
 }
 
