@@ -26,10 +26,11 @@ pub struct Image {
     pub values: BTreeMap<String, String>,
 }
 
-/// Builds the image with `scripts/build-image` (once).
+/// The tests' image: QEMU has no SEV-SNP, so its agent is built with the
+/// simulated TEE (`scripts/build-image --simulated-tee`), built once.
 pub fn image() -> &'static Image {
     static IMAGE: OnceLock<Image> = OnceLock::new();
-    IMAGE.get_or_init(|| build_image(&[]))
+    IMAGE.get_or_init(|| build_image(&["--simulated-tee"]))
 }
 
 /// The debugging image (`scripts/build-image --busybox`): busybox init as
@@ -38,7 +39,7 @@ pub fn busybox_image() -> &'static Image {
     static IMAGE: OnceLock<Image> = OnceLock::new();
     IMAGE.get_or_init(|| {
         image();
-        build_image(&["--busybox"])
+        build_image(&["--simulated-tee", "--busybox"])
     })
 }
 
