@@ -14,8 +14,10 @@ setup:
 demo: setup
 	@scripts/demo-vm
 
-## The VM as a UEFI disk image (a UKI on a GPT disk) in the formats the
-## clouds import, with their SHA-256: target/disk/ (docs/disk-image.md).
+## The VM as a UEFI disk image (a UKI on a GPT disk, the release agent) in
+## the formats the clouds import, with their SHA-256: target/disk/
+## (docs/disk-image.md; scripts/build-disk-image --simulated-tee makes the
+## one scripts/launch-vm --disk-image boots here).
 disk-image: setup
 	@scripts/build-disk-image
 

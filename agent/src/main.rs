@@ -81,6 +81,11 @@ fn run(config_file: Option<&std::path::Path>) -> anyhow::Result<()> {
     // dumps of it, no ptrace or /proc/PID/mem by its uid's other processes.
     cvm_agent::vault::make_undumpable().context("cannot make the agent non-dumpable")?;
     // Said before the link starts, so that the operator reads them first.
+    if tee::SIMULATED_BUILT_IN {
+        log::warn!(
+            "this agent is built with the simulated TEE (feature simulated-tee): for development and tests"
+        );
+    }
     if config.tee == TeeChoice::Simulated {
         log::warn!("the SIMULATED SNP provider is in use: its evidence proves nothing about this machine");
     }

@@ -36,7 +36,18 @@ fn bin_dir() -> PathBuf {
 pub fn bin(name: &str) -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
-        let mut args = vec!["build", "--quiet", "-p", "cvm-agent", "-p", "cvmctl", "--bins"];
+        // The tests' platform is simulated: the agent with the simulated TEE.
+        let mut args = vec![
+            "build",
+            "--quiet",
+            "-p",
+            "cvm-agent",
+            "-p",
+            "cvmctl",
+            "--bins",
+            "--features",
+            "cvm-agent/simulated-tee",
+        ];
         if bin_dir().ends_with("release") {
             args.push("--release");
         }

@@ -27,10 +27,11 @@ pub struct Image {
     pub values: BTreeMap<String, String>,
 }
 
-/// Builds the image with `scripts/build-image` (once).
+/// The tests' image: QEMU has no SEV-SNP, so its agent is built with the
+/// simulated TEE (`scripts/build-image --simulated-tee`), built once.
 pub fn image() -> &'static Image {
     static IMAGE: OnceLock<Image> = OnceLock::new();
-    IMAGE.get_or_init(|| build_image(&[]))
+    IMAGE.get_or_init(|| build_image(&["--simulated-tee"]))
 }
 
 /// The debugging image (`scripts/build-image --busybox`): busybox init as
@@ -39,7 +40,7 @@ pub fn busybox_image() -> &'static Image {
     static IMAGE: OnceLock<Image> = OnceLock::new();
     IMAGE.get_or_init(|| {
         image();
-        build_image(&["--busybox"])
+        build_image(&["--simulated-tee", "--busybox"])
     })
 }
 
@@ -78,11 +79,12 @@ impl DiskImage {
 /// demo's sealed model on the operator's first disk.
 pub const DISK_IMAGE_EXTRA_APPEND: &str = "cvm.host_artifacts=model.json=/dev/vda";
 
-/// Builds the disk image of [`image`]'s kernel and initramfs into `out`
-/// with [`DISK_IMAGE_EXTRA_APPEND`].
+/// Builds the disk image of [`image`]'s kernel and initramfs (the agent with
+/// the simulated TEE, for QEMU) into `out` with [`DISK_IMAGE_EXTRA_APPEND`].
 pub fn build_disk_image(out: &Path) -> DiskImage {
     let image = image();
     let o = Command::new(root().join("scripts/build-disk-image"))
+        .arg("--simulated-tee")
         .arg("--out")
         .arg(out)
         .arg("--kernel")
