@@ -483,3 +483,24 @@ fn launch_vm_refuses_a_disk_the_ukis_command_line_does_not_name() {
     assert!(stderr.contains("the UKI's command line does not name weights=/dev/vda"), "{stderr}");
     assert!(!d.join("vm/console.log").exists(), "a VM was started");
 }
+
+#[test]
+fn the_release_image_refuses_a_command_line_that_asks_for_the_simulated_tee() {
+    // Without --simulated-tee the image's agent is the release agent, which
+    // has no simulated provider: such an image would never start.
+    let image = vm::image();
+    let dir = tempfile::tempdir().unwrap();
+    let o = Command::new(vm::root().join("scripts/build-disk-image"))
+        .arg("--out")
+        .arg(dir.path())
+        .arg("--kernel")
+        .arg(&image.kernel)
+        .arg("--initrd")
+        .arg(&image.initrd)
+        .args(["--append", "console=ttyS0 cvm.tee=simulated cvm.manifest=operator"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("add --simulated-tee"));
+    assert!(!dir.path().join("disk.raw").exists());
+}
