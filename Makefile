@@ -4,7 +4,7 @@
 CARGO ?= cargo
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: demo demo-host test lint unit static bench fuzz setup
+.PHONY: demo demo-host test lint unit static bench fuzz setup disk-image
 
 setup:
 	@scripts/setup
@@ -13,6 +13,13 @@ setup:
 ## computation in it, end to end, in readable output.
 demo: setup
 	@scripts/demo-vm
+
+## The VM as a UEFI disk image (a UKI on a GPT disk, the release agent) in
+## the formats the clouds import, with their SHA-256: target/disk/
+## (docs/disk-image.md; scripts/build-disk-image --simulated-tee makes the
+## one scripts/launch-vm --disk-image boots here).
+disk-image: setup
+	@scripts/build-disk-image
 
 ## The same flow with the agent as a host process (quick, no VM).
 demo-host: setup

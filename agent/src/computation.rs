@@ -6,6 +6,14 @@
 //! matches the manifest is renamed into place and changes the state, so a
 //! broken or wrong upload loses nothing and can be retried. Sealed inputs
 //! never touch a file: see [`crate::sealed_inputs`] and [`crate::vault`].
+//!
+//! Two locks: the state (`inner`), taken briefly and never across a TPM
+//! command, and the event log with its vTPM (`log`), under which an event is
+//! recorded and extended, and a quote taken, so that the events sent with a
+//! quote are exactly the ones it covers. Both are taken only in blocking
+//! code (a TPM command blocks) and never one inside the other. An input's
+//! event is recorded before the state says it was received, so a client that
+//! sees the state finds the event in the log.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -20,7 +28,7 @@ use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use crate::measurements::{Event, EventLog, Snapshot};
-use crate::runner::{self, RunOutcome, RunSpec};
+use crate::sandbox::{Program, RunOutcome, RunSpec, Sandbox, Scratch};
 use crate::sealed_inputs::{self, InputRef, SealedInputError, SealedInputs, SealedUpload};
 
 /// A role a key can have.
@@ -137,7 +145,6 @@ struct Inner {
     artifacts: BTreeMap<String, String>,
     in_progress: BTreeSet<String>,
     fetched_by: BTreeSet<Vec<u8>>,
-    log: EventLog,
 }
 
 impl Inner {
@@ -159,8 +166,10 @@ pub struct WorkDirs {
     pub datasets: PathBuf,
     /// Links to the sealed artifacts in memory (`/proc/self/fd/N`).
     pub artifacts: PathBuf,
-    /// The algorithm's results directory.
-    pub results: PathBuf,
+    /// Where the run's results and /tmp tmpfs is mounted.
+    pub scratch: PathBuf,
+    /// Where the sandbox's root is mounted (in the sandbox's namespace only).
+    pub sandbox_root: PathBuf,
     /// The packaged results.
     pub results_tar: PathBuf,
 }
@@ -185,14 +194,25 @@ impl WorkDirs {
             algorithm: root.join("algorithm").join("algorithm"),
             datasets: root.join("datasets"),
             artifacts: root.join("artifacts"),
-            results: root.join("results"),
+            scratch: root.join("scratch"),
+            sandbox_root: root.join("sandbox-root"),
             results_tar: root.join("results.tar"),
         };
-        for dir in [root, &d.incoming, d.algorithm.parent().unwrap_or(root), &d.datasets, &d.artifacts] {
+        for dir in [
+            root,
+            &d.incoming,
+            d.algorithm.parent().unwrap_or(root),
+            &d.datasets,
+            &d.artifacts,
+            &d.scratch,
+            &d.sandbox_root,
+        ] {
             std::fs::create_dir_all(dir)?;
         }
         std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o711))?;
-        std::fs::set_permissions(&d.incoming, std::fs::Permissions::from_mode(0o700))?;
+        for private in [&d.incoming, &d.scratch, &d.sandbox_root] {
+            std::fs::set_permissions(private, std::fs::Permissions::from_mode(0o700))?;
+        }
         if let Some(p) = d.algorithm.parent() {
             std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755))?;
         }
@@ -205,24 +225,30 @@ pub struct Computation {
     manifest: Manifest,
     digest: Digest,
     dirs: WorkDirs,
-    sandbox: (u32, u32),
+    runs: RunSettings,
     inner: Mutex<Inner>,
+    log: Mutex<EventLog>,
     sealed: SealedInputs,
 }
 
-impl Computation {
-    /// A computation for `manifest`, awaiting its algorithm, measuring without a vTPM.
-    pub fn new(manifest: Manifest, dirs: WorkDirs, sandbox_uid: u32, sandbox_gid: u32) -> Arc<Computation> {
-        Computation::with_log(manifest, dirs, sandbox_uid, sandbox_gid, EventLog::default())
-    }
+/// Where and as whom the algorithm runs.
+#[derive(Clone, Debug)]
+pub struct RunSettings {
+    /// The sandbox.
+    pub sandbox: Arc<Sandbox>,
+    /// The sandbox's dedicated uid.
+    pub uid: u32,
+    /// The sandbox's dedicated gid.
+    pub gid: u32,
+}
 
+impl Computation {
     /// A computation for `manifest` whose events go into `log` (and its vTPM);
     /// the manifest is the first event.
     pub fn with_log(
         manifest: Manifest,
         dirs: WorkDirs,
-        sandbox_uid: u32,
-        sandbox_gid: u32,
+        runs: RunSettings,
         mut log: EventLog,
     ) -> Arc<Computation> {
         let digest = manifest.digest();
@@ -232,7 +258,7 @@ impl Computation {
             manifest,
             digest,
             dirs,
-            sandbox: (sandbox_uid, sandbox_gid),
+            runs,
             inner: Mutex::new(Inner {
                 state: State::AwaitingAlgorithm,
                 algorithm: None,
@@ -240,8 +266,8 @@ impl Computation {
                 artifacts: BTreeMap::new(),
                 in_progress: BTreeSet::new(),
                 fetched_by: BTreeSet::new(),
-                log,
             }),
+            log: Mutex::new(log),
             sealed: SealedInputs::default(),
         })
     }
@@ -267,20 +293,31 @@ impl Computation {
         self.digest
     }
 
-    /// The event log's running digest.
-    pub fn event_log_digest(&self) -> [u8; 32] {
-        self.lock().log.digest()
+    fn log(&self) -> MutexGuard<'_, EventLog> {
+        // As for `inner`: a record is appended in one step.
+        self.log.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The event log.
+    /// The event log's running digest. Waits for a quote in progress.
+    pub fn event_log_digest(&self) -> [u8; 32] {
+        self.log().digest()
+    }
+
+    /// The event log. Waits for a quote in progress.
     pub fn events(&self) -> Vec<Event> {
-        self.lock().log.events().to_vec()
+        self.log().events().to_vec()
     }
 
     /// The event log with a vTPM quote over `nonce`, consistent with each
-    /// other (no event is recorded in between). Blocks on the TPM.
+    /// other (no event is recorded in between). Blocks on the TPM, holding
+    /// the log's lock but not the state's: call it from a blocking context.
     pub fn measurements(&self, nonce: &[u8; 32]) -> Snapshot {
-        self.lock().log.snapshot(nonce)
+        self.log().snapshot(nonce)
+    }
+
+    /// Appends `event` to the log and extends the vTPM. Blocks on the TPM.
+    fn record(&self, event: Event) {
+        self.log().record(event);
     }
 
     /// The roles `key` has.
@@ -336,6 +373,7 @@ impl Computation {
             your_roles: key
                 .map(|k| self.roles(k).iter().map(ToString::to_string).collect())
                 .unwrap_or_default(),
+            sandbox: self.runs.sandbox.status(),
         }
     }
 
@@ -491,7 +529,31 @@ impl Computation {
                 return Err(FlowError::Conflict(format!("{input} is being loaded already")));
             }
         }
+        // The load runs to its end (and frees the target) even when the
+        // owner's connection goes away meanwhile: the key was released.
+        let this = Arc::clone(self);
+        let key = input.clone();
+        tokio::spawn(async move { this.load_host_artifact(input, spec, sealing_key).await })
+            .await
+            .unwrap_or_else(|e| {
+                self.lock().in_progress.remove(&key.to_string());
+                Err(FlowError::Sealed(SealedInputError::Memory {
+                    input: key.to_string(),
+                    reason: e.to_string(),
+                }))
+            })
+    }
+
+    /// Reads and decrypts a host-path artifact, then records it; frees its
+    /// target in any case.
+    async fn load_host_artifact(
+        self: Arc<Self>,
+        input: InputRef,
+        spec: sealed_inputs::SealedSpec,
+        sealing_key: SealingKey,
+    ) -> Result<KeyReleased, FlowError> {
         let InputRef::Artifact(name) = &input else {
+            self.lock().in_progress.remove(&input.to_string());
             return Err(FlowError::Conflict(format!("{input} cannot come from host storage")));
         };
         let loaded = match self.sealed.host_path(name) {
@@ -512,21 +574,50 @@ impl Computation {
                 reason: "not configured (host_artifacts)".into(),
             }),
         };
-        self.lock().in_progress.remove(&input.to_string());
-        let plaintext = loaded.inspect_err(|e| log::warn!("{e}"))?;
+        let plaintext = match loaded {
+            Ok(p) => p,
+            Err(e) => {
+                self.lock().in_progress.remove(&input.to_string());
+                log::warn!("{e}");
+                return Err(e.into());
+            }
+        };
         let bytes = plaintext.len();
         self.sealed.store(input.clone(), plaintext);
-        self.finish_input(&Target::Artifact(name.clone()), input.event_kind(), spec.identity.measurement());
+        self.finish_input(Target::Artifact(name.clone()), input.event_kind(), spec.identity.measurement())
+            .await;
         Ok(KeyReleased { input: input.to_string(), loaded: true, bytes })
     }
 
     /// Records an input that is in (measured as `value`, an event of `kind`)
     /// and starts the run when it was the last one.
-    fn finish_input(self: &Arc<Self>, target: &Target, kind: &'static str, value: String) {
+    ///
+    /// # Cancel safety
+    /// The work runs to its end on a blocking thread even if the caller
+    /// stops waiting: the input is never left half recorded.
+    async fn finish_input(self: &Arc<Self>, target: Target, kind: &'static str, value: String) {
+        let this = Arc::clone(self);
+        let runtime = tokio::runtime::Handle::current();
+        let done =
+            tokio::task::spawn_blocking(move || this.finish_input_blocking(&target, kind, value, &runtime));
+        if let Err(e) = done.await {
+            log::error!("recording an input failed: {e}");
+        }
+    }
+
+    fn finish_input_blocking(
+        self: &Arc<Self>,
+        target: &Target,
+        kind: &'static str,
+        value: String,
+        runtime: &tokio::runtime::Handle,
+    ) {
+        // The event first (under the log's lock alone: this may wait for a
+        // quote), then the state.
+        self.record(Event { kind, name: target.name().to_owned(), digest: value.clone() });
         let start = {
             let mut inner = self.lock();
             inner.in_progress.remove(&target.input().to_string());
-            inner.log.record(Event { kind, name: target.name().to_owned(), digest: value.clone() });
             match target {
                 Target::Algorithm => {
                     inner.algorithm = Some(value.clone());
@@ -550,7 +641,7 @@ impl Computation {
         log::info!("received {} ({value})", target.name());
         if start {
             let this = Arc::clone(self);
-            tokio::spawn(async move { this.run().await });
+            runtime.spawn(async move { this.run().await });
         }
     }
 
@@ -560,30 +651,23 @@ impl Computation {
 
     async fn run(self: Arc<Self>) {
         log::info!("all inputs received: running the algorithm");
-        let outcome = self.run_sandboxed().await;
-        // The run is over, for better or worse: no plaintext of a sealed input outlives it.
-        self.sealed.wipe();
-        let next = match outcome {
-            Ok(()) => match tokio::task::spawn_blocking({
-                let this = Arc::clone(&self);
-                move || this.package_results()
-            })
-            .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
-            {
-                Ok(digest) => {
-                    let mut inner = self.lock();
-                    inner.log.record(Event {
-                        kind: "results",
-                        name: "results.tar".into(),
-                        digest: digest.to_string(),
-                    });
-                    State::ResultsReady
+        let limits = &self.manifest.limits;
+        let next =
+            match Scratch::mount(&self.dirs.scratch, limits.results_bytes(), self.runs.uid, self.runs.gid) {
+                Ok(scratch) => {
+                    let outcome = self.run_sandboxed(&scratch).await;
+                    // The run is over, for better or worse: no plaintext of a sealed input outlives it.
+                    self.sealed.wipe();
+                    match outcome {
+                        Ok(()) => self.package(scratch).await,
+                        Err(reason) => State::Failed(reason),
+                    }
                 }
-                Err(e) => State::Failed(format!("packaging the results failed: {e}")),
-            },
-            Err(reason) => State::Failed(reason),
-        };
+                Err(e) => {
+                    self.sealed.wipe();
+                    State::Failed(format!("the algorithm could not be started: {e}"))
+                }
+            };
         match &next {
             State::Failed(reason) => log::warn!("computation failed: {reason}"),
             _ => log::info!("results ready"),
@@ -591,46 +675,68 @@ impl Computation {
         self.lock().enter(next);
     }
 
-    async fn run_sandboxed(&self) -> Result<(), String> {
+    /// Packs the results, records them, and lets the scratch space go.
+    async fn package(self: &Arc<Self>, scratch: Scratch) -> State {
+        let this = Arc::clone(self);
+        // Packed and recorded (a vTPM extend) on a blocking thread.
+        let packed = tokio::task::spawn_blocking(move || {
+            let r = this.package_results(&scratch.results(), scratch.limit());
+            drop(scratch);
+            let digest = r?;
+            this.record(Event { kind: "results", name: "results.tar".into(), digest: digest.to_string() });
+            Ok(())
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+        match packed {
+            Ok(()) => State::ResultsReady,
+            Err(e) => State::Failed(format!("packaging the results failed: {e}")),
+        }
+    }
+
+    async fn run_sandboxed(&self, scratch: &Scratch) -> Result<(), String> {
         use std::os::unix::fs::PermissionsExt;
         let a = &self.manifest.algorithm;
         // Sealed inputs reach the sandbox as inherited read-only descriptors
         // of their memfds, named by links to /proc/self/fd/N (see the README).
         let (fds, sealed_algorithm) = self.link_sealed_inputs().map_err(|e| format!("sealed inputs: {e}"))?;
-        let algo = match sealed_algorithm {
-            Some(path) => path,
+        let program = match sealed_algorithm {
+            Some(fd) => Program::Fd(fd),
             None => {
-                let algo = self.dirs.algorithm.clone();
-                let mode = if a.kind == AlgorithmKind::Binary { 0o555 } else { 0o444 };
-                std::fs::set_permissions(&algo, std::fs::Permissions::from_mode(mode))
+                let path = self.dirs.algorithm.clone();
+                let executable = a.kind == AlgorithmKind::Binary;
+                let mode = if executable { 0o555 } else { 0o444 };
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
                     .map_err(|e| e.to_string())?;
-                algo
+                Program::File { path, executable }
             }
         };
-        let (program, mut args) = match (&a.kind, &a.interpreter) {
-            (AlgorithmKind::Script, Some(interp)) => {
-                (PathBuf::from(interp), vec![algo.display().to_string()])
-            }
-            _ => (algo.clone(), Vec::new()),
+        let interpreter = match a.kind {
+            AlgorithmKind::Script => a.interpreter.as_ref().map(PathBuf::from),
+            AlgorithmKind::Binary => None,
         };
-        args.extend(a.args.iter().cloned());
-        let mut spec = RunSpec::new(program, self.dirs.datasets.clone(), self.dirs.results.clone());
-        spec.args = args;
-        spec.uid = self.sandbox.0;
-        spec.gid = self.sandbox.1;
-        spec.memory_bytes = self.manifest.limits.memory_bytes;
-        spec.timeout = Duration::from_secs(self.manifest.limits.run_timeout_s);
-        spec.inherit_fds = fds;
-        spec.env = vec![
-            ("CVM_DATASETS".into(), self.dirs.datasets.display().to_string()),
-            ("CVM_ARTIFACTS".into(), self.dirs.artifacts.display().to_string()),
-            ("CVM_RESULTS".into(), self.dirs.results.display().to_string()),
-            ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
-            ("LANG".into(), "C.UTF-8".into()),
-        ];
+        let limits = &self.manifest.limits;
+        let spec = RunSpec {
+            program,
+            interpreter,
+            args: a.args.clone(),
+            runtime: a.runtime.iter().map(PathBuf::from).collect(),
+            datasets: self.dirs.datasets.clone(),
+            artifacts: self.dirs.artifacts.clone(),
+            root: self.dirs.sandbox_root.clone(),
+            hidden: vec![self.dirs.results_tar.parent().map(Path::to_path_buf).unwrap_or_default()],
+            env: Vec::new(),
+            uid: self.runs.uid,
+            gid: self.runs.gid,
+            memory_bytes: limits.memory_bytes,
+            max_processes: limits.max_processes(),
+            timeout: Duration::from_secs(limits.run_timeout_s),
+            output_limit: 64 << 10,
+            inherit_fds: fds,
+        };
         let forward =
             self.manifest.logging.algorithm_output == cvm_protocol::manifest::AlgorithmOutput::Forward;
-        match runner::run(&spec).await {
+        match self.runs.sandbox.run(&spec, scratch).await {
             RunOutcome::Succeeded { stdout, stderr, elapsed } => {
                 if forward {
                     forward_output(&stdout, &stderr);
@@ -649,8 +755,8 @@ impl Computation {
 
     /// Links each sealed dataset and artifact to `/proc/self/fd/N` in the
     /// datasets or artifacts directory; returns the descriptors the sandbox
-    /// inherits and, for a sealed algorithm, the path to run.
-    fn link_sealed_inputs(&self) -> std::io::Result<(Vec<i32>, Option<PathBuf>)> {
+    /// inherits and, for a sealed algorithm, its descriptor.
+    fn link_sealed_inputs(&self) -> std::io::Result<(Vec<i32>, Option<i32>)> {
         self.sealed.with_plaintexts(|plaintexts| {
             let mut fds = Vec::new();
             let mut algorithm = None;
@@ -658,7 +764,7 @@ impl Computation {
                 let fd = plaintext.fd();
                 let target = PathBuf::from(format!("/proc/self/fd/{fd}"));
                 match input {
-                    InputRef::Algorithm => algorithm = Some(target),
+                    InputRef::Algorithm => algorithm = Some(fd),
                     InputRef::Dataset(n) => std::os::unix::fs::symlink(&target, self.dirs.datasets.join(n))?,
                     InputRef::Artifact(n) => {
                         std::os::unix::fs::symlink(&target, self.dirs.artifacts.join(n))?
@@ -676,13 +782,33 @@ impl Computation {
     }
 
     /// Packs the results directory into a tar file; returns its digest.
-    fn package_results(&self) -> std::io::Result<Digest> {
+    ///
+    /// The files' apparent sizes must fit in `limit` too: a sparse file
+    /// takes no space on the tmpfs but would take its whole length in the tar.
+    /// And so must the package itself, names and headers included: empty
+    /// files with the longest paths take no space on the tmpfs but some 5 kB
+    /// each in the tar (80 MB for the 16384 files the tmpfs allows), in the
+    /// agent's memory and on the consumers' wire.
+    fn package_results(&self, results: &Path, limit: u64) -> std::io::Result<Digest> {
+        let apparent = apparent_size(results)?;
+        if apparent > limit {
+            return Err(std::io::Error::other(format!(
+                "the results add up to {apparent} bytes (sparse files counted whole), over their limit of {limit} bytes"
+            )));
+        }
         let file = std::fs::File::create(&self.dirs.results_tar)?;
-        let mut builder = tar::Builder::new(file);
+        let mut builder = tar::Builder::new(Capped { inner: file, written: 0, limit });
         builder.mode(tar::HeaderMode::Deterministic);
         builder.follow_symlinks(false);
-        builder.append_dir_all("results", &self.dirs.results)?;
-        builder.into_inner()?.sync_all()?;
+        let packed = builder.append_dir_all("results", results).and_then(|()| builder.into_inner());
+        let file = match packed {
+            Ok(capped) => capped.inner,
+            Err(e) => {
+                let _ = std::fs::remove_file(&self.dirs.results_tar);
+                return Err(e);
+            }
+        };
+        file.sync_all()?;
         let mut file = std::fs::File::open(&self.dirs.results_tar)?;
         let mut hasher = Sha256::new();
         std::io::copy(&mut file, &mut hasher)?;
@@ -709,6 +835,51 @@ impl Computation {
             log::info!("every result consumer fetched the results");
         }
     }
+}
+
+/// A writer that refuses to grow past `limit` bytes: the results package.
+struct Capped<W> {
+    inner: W,
+    written: u64,
+    limit: u64,
+}
+
+impl<W: std::io::Write> std::io::Write for Capped<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let len = buf.len() as u64;
+        if self.written.saturating_add(len) > self.limit {
+            return Err(std::io::Error::other(format!(
+                "the results package (names and headers included) would be over the results limit of {} bytes",
+                self.limit
+            )));
+        }
+        let n = self.inner.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// The sum of the lengths of the regular files below `dir` (links not
+/// followed; a stack, not recursion: the algorithm chooses the depth).
+fn apparent_size(dir: &Path) -> std::io::Result<u64> {
+    let mut total = 0u64;
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            let meta = entry.metadata()?;
+            if meta.is_dir() {
+                pending.push(entry.path());
+            } else if meta.is_file() {
+                total = total.saturating_add(meta.len());
+            }
+        }
+    }
+    Ok(total)
 }
 
 fn forward_output(stdout: &[u8], stderr: &[u8]) {
@@ -826,7 +997,7 @@ impl Upload {
                     Target::Algorithm => "algorithm",
                     _ => "dataset",
                 };
-                self.computation.finish_input(&self.target, kind, digest.to_string());
+                self.computation.finish_input(self.target.clone(), kind, digest.to_string()).await;
                 Ok((Some(digest), None, self.received))
             }
             Sink::Sealed(mut up) => {
@@ -835,7 +1006,9 @@ impl Upload {
                 let identity = sealed_inputs::spec(&self.computation.manifest, &input)?.identity;
                 self.done = true;
                 self.computation.sealed.store(input.clone(), plaintext);
-                self.computation.finish_input(&self.target, input.event_kind(), identity.measurement());
+                self.computation
+                    .finish_input(self.target.clone(), input.event_kind(), identity.measurement())
+                    .await;
                 Ok((None, Some(identity), self.received))
             }
         }

@@ -14,6 +14,7 @@
 //! | `simulated_chain` | simulated provider: chain bundle from `cvmctl report simulate` | (required for `simulated`) |
 //! | `simulated_measurement` | simulated provider: the launch measurement to report (96 hex digits) | zeros |
 //! | `sandbox_uid`, `sandbox_gid` | the unprivileged identity the algorithm runs as (dedicated) | `61000` |
+//! | `sandbox` | `strict`: refuse to start where the kernel lacks a layer of the sandbox; `best-effort`: run with what there is and tell every owner (development hosts only; init mode refuses it) | `strict` |
 //! | `log_level` | `error`, `warn`, `info`, `debug` or `trace` | `info` |
 //! | `host_artifacts` | `NAME=PATH[,NAME=PATH...]`: where each `host-path` artifact's ciphertext is (a file or block device) | none |
 //! | `log_target` | where logs go besides stderr: `vsock:PORT` (host CID 2), `vsock:CID:PORT`, `tcp:ADDR:PORT`, `unix:PATH` or `none` | `none` |
@@ -21,8 +22,12 @@
 //! | `vtpm` | `required` (no usable vTPM: refuse to start), `optional` (go on without; the evidence says why), `off` | `optional` |
 //! | `tpm_tcti` | how to reach the vTPM: `device:PATH`, `swtpm:host=H,port=P`, `mssim:...` | `device:/dev/tpmrm0` |
 //! | `tpm_pcr` | the PCR the event log is extended into, 0-15 (see `vtpm`) | `15` |
+//! | `firmware_log` | the firmware's TCG event log sent with the boot quote: a path, or `none` | for `device:/dev/tpmrmN` or `/dev/tpmN`: `/sys/kernel/security/tpmN/binary_bios_measurements`; else `none` |
 //! | `modules` | init mode: a file listing the kernel modules to load, in order | (none) |
 //! | `net` | init mode: `IFACE=ADDRESS/PREFIX`, an IPv4 address to give an interface | (only `lo`) |
+//! | `idle_timeout_s` | seconds without a byte either way (while the agent is not working on a request) that close a connection, 1-3600 | `30` |
+//! | `body_min_rate` | bytes/s a request body must keep up on average after a fixed grace of 10 s (see `body`), 1024 or more | `65536` |
+//! | `anonymous_connections` | connection slots, of the 64, that clients without an owner key may hold (see `admission`), 1-48 | `16` |
 //!
 //! `simulated_measurement` may also be the absolute path of a file holding
 //! the 96 hex digits: that is how a simulated platform (the VM launcher,
@@ -75,6 +80,8 @@ pub struct Config {
     pub sandbox_uid: u32,
     /// The sandbox group.
     pub sandbox_gid: u32,
+    /// What to do where the kernel lacks a layer of the sandbox.
+    pub sandbox: crate::sandbox::Mode,
     /// The log level.
     pub log_level: log::LevelFilter,
     /// Host storage (file or block device) of each `host-path` artifact, by name.
@@ -89,10 +96,14 @@ pub struct Config {
     pub tpm_tcti: String,
     /// The PCR the event log is extended into.
     pub tpm_pcr: u8,
+    /// Where the firmware's event log is read from, if anywhere.
+    pub firmware_log: Option<PathBuf>,
     /// Init mode: the list of kernel modules to load.
     pub modules: Option<PathBuf>,
     /// Init mode: the address of a network interface.
     pub net: Option<NetConfig>,
+    /// How clients are held to time and to their share of the connections.
+    pub client_limits: crate::admission::ClientLimits,
 }
 
 /// An IPv4 address for a network interface (init mode).
@@ -145,7 +156,7 @@ pub struct ConfigError {
     pub message: String,
 }
 
-const KEYS: [&str; 17] = [
+const KEYS: [&str; 22] = [
     "listen",
     "tee",
     "manifest",
@@ -154,6 +165,7 @@ const KEYS: [&str; 17] = [
     "simulated_measurement",
     "sandbox_uid",
     "sandbox_gid",
+    "sandbox",
     "log_level",
     "host_artifacts",
     "log_target",
@@ -161,8 +173,12 @@ const KEYS: [&str; 17] = [
     "vtpm",
     "tpm_tcti",
     "tpm_pcr",
+    "firmware_log",
     "modules",
     "net",
+    "idle_timeout_s",
+    "body_min_rate",
+    "anonymous_connections",
 ];
 
 /// The raw inputs, so that loading is testable without a real /proc/cmdline.
@@ -261,6 +277,10 @@ impl Config {
         };
         let sandbox_uid = id("sandbox_uid")?;
         let sandbox_gid = id("sandbox_gid")?;
+        let sandbox = match get("sandbox") {
+            Some((_, v)) => v.parse().map_err(|e| bad("sandbox", e))?,
+            None => crate::sandbox::Mode::Strict,
+        };
         let log_level = match get("log_level") {
             Some((_, v)) => v
                 .parse()
@@ -313,12 +333,34 @@ impl Config {
             },
             None => crate::vtpm::DEFAULT_PCR,
         };
+        let firmware_log = match get("firmware_log") {
+            Some((_, "none")) => None,
+            Some((_, v)) if v.starts_with('/') => Some(PathBuf::from(v)),
+            Some((_, v)) => {
+                return Err(bad("firmware_log", format!("{v:?} is neither an absolute path nor none")))
+            }
+            None => crate::vtpm::default_firmware_log(&tpm_tcti),
+        };
         let modules = get("modules").map(|(_, v)| PathBuf::from(v));
         let net = match get("net") {
             Some((_, v)) => Some(v.parse().map_err(|e| bad("net", e))?),
             None => None,
         };
+        let number = |key: &str, range: std::ops::RangeInclusive<u64>, default: u64| match get(key) {
+            Some((_, v)) => v
+                .parse::<u64>()
+                .ok()
+                .filter(|n| range.contains(n))
+                .ok_or_else(|| bad(key, format!("{v:?} is not a number in {range:?}"))),
+            None => Ok(default),
+        };
+        let client_limits = crate::admission::ClientLimits {
+            idle_timeout: std::time::Duration::from_secs(number("idle_timeout_s", 1..=3600, 30)?),
+            body_min_rate: number("body_min_rate", 1024..=u64::MAX, 64 << 10)?,
+            anonymous_connections: number("anonymous_connections", 1..=48, 16)? as usize,
+        };
         Ok(Config {
+            client_limits,
             host_artifacts,
             modules,
             net,
@@ -330,12 +372,14 @@ impl Config {
             simulated_measurement,
             sandbox_uid,
             sandbox_gid,
+            sandbox,
             log_level,
             log_target,
             log_queue,
             vtpm,
             tpm_tcti,
             tpm_pcr,
+            firmware_log,
         })
     }
 }
@@ -430,6 +474,15 @@ impl InitConfig {
                 .map_err(|_| bad("log_level", format!("{v:?} is not error, warn, info, debug or trace")))?,
             None => log::LevelFilter::Info,
         };
+        // In the VM the algorithm never runs in a weaker sandbox.
+        if let Some((_, v)) = values.get("sandbox") {
+            if v != "strict" {
+                return Err(bad(
+                    "sandbox",
+                    format!("{v:?}: init mode (the VM) runs the algorithm only in the strict sandbox"),
+                ));
+            }
+        }
         Ok(InitConfig { modules: values.get("modules").map(|(_, v)| PathBuf::from(v)), net, log_level })
     }
 }
@@ -486,9 +539,42 @@ mod tests {
     fn vtpm_defaults() {
         let c = Config::load(&sources("cvm.manifest=/a", None, &[])).unwrap();
         assert_eq!((c.vtpm, c.tpm_tcti.as_str(), c.tpm_pcr), (VtpmMode::Optional, "device:/dev/tpmrm0", 15));
+        let log = PathBuf::from("/sys/kernel/security/tpm0/binary_bios_measurements");
+        assert_eq!(c.firmware_log.as_ref(), Some(&log));
         let c =
             Config::load(&sources("cvm.manifest=/a cvm.vtpm=required cvm.tpm_pcr=14", None, &[])).unwrap();
         assert_eq!((c.vtpm, c.tpm_pcr), (VtpmMode::Required, 14));
+        // A TPM over a socket is not the machine's: its firmware log is not in securityfs.
+        let c =
+            Config::load(&sources("cvm.manifest=/a cvm.tpm_tcti=swtpm:host=127.0.0.1,port=2321", None, &[]))
+                .unwrap();
+        assert_eq!(c.firmware_log, None);
+        let c = Config::load(&sources("cvm.manifest=/a cvm.tpm_tcti=device:/dev/tpmrm1", None, &[])).unwrap();
+        assert_eq!(c.firmware_log, Some(PathBuf::from("/sys/kernel/security/tpm1/binary_bios_measurements")));
+        let c = Config::load(&sources("cvm.manifest=/a cvm.firmware_log=none", None, &[])).unwrap();
+        assert_eq!(c.firmware_log, None);
+        let e = Config::load(&sources("cvm.manifest=/a cvm.firmware_log=log.bin", None, &[])).unwrap_err();
+        assert_eq!(e.key, "firmware_log");
+    }
+
+    #[test]
+    fn client_limits_default_and_are_checked() {
+        let c = Config::load(&sources("cvm.manifest=/a", None, &[])).unwrap();
+        assert_eq!(c.client_limits, crate::admission::ClientLimits::default());
+        assert_eq!(c.client_limits.idle_timeout.as_secs(), 30);
+        let s = sources(
+            "cvm.manifest=/a cvm.idle_timeout_s=2 cvm.body_min_rate=4096 cvm.anonymous_connections=4",
+            None,
+            &[],
+        );
+        let l = Config::load(&s).unwrap().client_limits;
+        assert_eq!((l.idle_timeout.as_secs(), l.body_min_rate, l.anonymous_connections), (2, 4096, 4));
+        for bad in
+            ["idle_timeout_s=0", "body_min_rate=10", "anonymous_connections=49", "anonymous_connections=x"]
+        {
+            let e = Config::load(&sources(&format!("cvm.manifest=/a cvm.{bad}"), None, &[])).unwrap_err();
+            assert_eq!(Some(e.key.as_str()), bad.split('=').next(), "{bad}");
+        }
     }
 
     #[test]

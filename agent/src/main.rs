@@ -6,23 +6,29 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use cvm_agent::api::AppState;
 use cvm_agent::atls::AttestedIdentity;
-use cvm_agent::computation::{Computation, WorkDirs};
+use cvm_agent::computation::{Computation, RunSettings, WorkDirs};
 use cvm_agent::config::{Config, ManifestSource, Sources, TeeChoice};
 use cvm_agent::measurements::EventLog;
 use cvm_agent::operator::Operator;
+use cvm_agent::sandbox::{Mode, Sandbox};
 use cvm_agent::{init, logs, server, tee, vtpm};
 use cvm_protocol::Manifest;
 
 const USAGE: &str = "usage: cvm-agent run [--config FILE] | cvm-agent init [--system] [--config FILE]\n\
-    As PID 1 (the initramfs's /init) it runs init mode whatever its arguments: mounts, modules,\n\
-    network, then the agent as its child, and a poweroff at the end. `init` is the same\n\
-    supervisor next to another init (a child subreaper that reaps orphans and forwards signals);\n\
-    with --system it also does PID 1's set-up (mounts, modules, network), for busybox's inittab.\n\
+    As PID 1 (the initramfs's /init) it runs init mode whatever its arguments: mounts, file\n\
+    protections, modules, network, then the agent as its child, and a poweroff at the end.\n\
+    `init` is the same supervisor next to another init (a child subreaper that reaps orphans\n\
+    and forwards signals); with --system it also does PID 1's set-up (mounts, file protections,\n\
+    modules, network), for busybox's inittab.\n\
     Configuration keys come from the kernel command line (cvm.KEY=VALUE), the file, and CVM_KEY\n\
     environment variables; see the README.";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some(cvm_agent::sandbox::launcher::SUBCOMMAND) {
+        // The agent's own sandbox launcher: never for a person to run.
+        cvm_agent::sandbox::launcher::main();
+    }
     if std::process::id() == 1 {
         // The kernel passes init unknown command-line words as arguments: ignore them.
         let code = init::run(init::Role::Pid1, None);
@@ -59,7 +65,7 @@ fn main() -> ExitCode {
     match run(config_file.as_deref()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("cvm-agent: {e:#}");
+            eprintln!("cvm-agent: {}", cvm_protocol::terminal::escape(&format!("{e:#}")));
             ExitCode::from(1)
         }
     }
@@ -75,6 +81,11 @@ fn run(config_file: Option<&std::path::Path>) -> anyhow::Result<()> {
     // dumps of it, no ptrace or /proc/PID/mem by its uid's other processes.
     cvm_agent::vault::make_undumpable().context("cannot make the agent non-dumpable")?;
     // Said before the link starts, so that the operator reads them first.
+    if tee::SIMULATED_BUILT_IN {
+        log::warn!(
+            "this agent is built with the simulated TEE (feature simulated-tee): for development and tests"
+        );
+    }
     if config.tee == TeeChoice::Simulated {
         log::warn!("the SIMULATED SNP provider is in use: its evidence proves nothing about this machine");
     }
@@ -125,6 +136,7 @@ async fn serve(
     operator.set_manifest(&manifest);
     logs::set_computation(&manifest.id);
     let digest = manifest.digest();
+    let sandbox = Arc::new(start_sandbox(config.sandbox)?);
     let vtpm = vtpm::start(&config)?;
     let tee = tee::from_config(&config)?;
     log::info!("TEE provider: {}", tee.name());
@@ -132,11 +144,12 @@ async fn serve(
     let tls = identity.server_config()?;
     let dirs = WorkDirs::create(&config.work_dir)
         .with_context(|| format!("cannot prepare {}", config.work_dir.display()))?;
-    let computation =
-        Computation::with_log(manifest, dirs, config.sandbox_uid, config.sandbox_gid, EventLog::new(vtpm));
+    let runs = RunSettings { sandbox, uid: config.sandbox_uid, gid: config.sandbox_gid };
+    let computation = Computation::with_log(manifest, dirs, runs, EventLog::new(vtpm));
     computation.sealed().set_host_paths(config.host_artifacts.clone());
     operator.set_computation(Arc::clone(&computation));
-    let state = Arc::new(AppState { computation, tee, tls_spki: identity.spki().to_vec() });
+    let admission = cvm_agent::admission::Admission::new(config.client_limits);
+    let state = Arc::new(AppState { computation, tee, tls_spki: identity.spki().to_vec(), admission });
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -154,9 +167,34 @@ async fn serve(
     Ok(())
 }
 
+/// Finds the sandbox's layers and says what it found; strict refuses a missing one.
+fn start_sandbox(mode: Mode) -> anyhow::Result<Sandbox> {
+    let sandbox = Sandbox::new(mode, std::path::PathBuf::from("/proc/self/exe"))?;
+    let f = sandbox.features();
+    let missing = sandbox.missing();
+    if missing.is_empty() {
+        log::info!(
+            "sandbox: {mode}: namespaces, Landlock ABI {}, seccomp, cgroup2 memory, pids and cpu at {}",
+            f.landlock.as_ref().map_or(0, |v| *v),
+            f.cgroup.as_ref().map_or_else(|_| "?".into(), |c| c.dir().display().to_string())
+        );
+    } else {
+        for m in &missing {
+            log::warn!("sandbox: {mode}: the algorithm runs WITHOUT this layer: {m}");
+        }
+    }
+    // An out-of-memory kill takes the run (its cgroup), never the agent.
+    if let Err(e) = std::fs::write("/proc/self/oom_score_adj", "-1000") {
+        log::warn!("cannot protect the agent from the out-of-memory killer: {e}");
+    }
+    Ok(sandbox)
+}
+
 /// Forgets what the computation held: the uploads and results in the work
 /// directory (a tmpfs in the VM) are removed when the agent stops.
 fn wipe(work_dir: &std::path::Path) {
+    // A run cut short by the stop may still have its results tmpfs mounted.
+    cvm_agent::sandbox::Scratch::unmount_all_below(work_dir);
     match std::fs::remove_dir_all(work_dir) {
         Ok(()) => log::info!("work directory {} wiped", work_dir.display()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -13,9 +13,10 @@
 //! vTPM:       PCR_bank = H_bank(PCR_bank || H_bank(record)) for SHA-256 and SHA-384
 //! ```
 //!
-//! The log and the PCR move together under one lock (the computation's), and
-//! a quote is taken under that same lock, so the events sent with a quote
-//! are exactly the ones it covers. If an extend fails, the log keeps the
+//! The log and the PCR move together under one lock (the log's own, apart
+//! from the computation's state, see [`crate::computation`]), and a quote is
+//! taken under that same lock, so the events sent with a quote are exactly
+//! the ones it covers. If an extend fails, the log keeps the
 //! event (the SNP-covered digest stays authoritative) and the vTPM is marked
 //! failed: later session evidence says so instead of carrying a quote that
 //! no longer matches.
@@ -24,7 +25,7 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use cvm_evidence::eventlog::{extend_log_digest, EventRecord};
-use cvm_protocol::api::{MeasuredEvent, VtpmEvidence};
+use cvm_protocol::api::{MeasuredBootEvidence, MeasuredEvent, PcrValue, VtpmEvidence};
 use serde::Serialize;
 
 use crate::vtpm::Vtpm;
@@ -72,6 +73,8 @@ pub struct Snapshot {
     pub events: Vec<MeasuredEvent>,
     /// The vTPM's quote over the nonce, or why there is none.
     pub vtpm: VtpmEvidence,
+    /// The quote of the boot PCRs and the firmware's event log, or why there is none.
+    pub measured_boot: MeasuredBootEvidence,
 }
 
 /// The append-only log, its running digest, and the vTPM it extends.
@@ -127,6 +130,40 @@ impl EventLog {
     /// Blocks on the TPM; call it from a blocking context.
     pub fn snapshot(&self, nonce: &[u8; 32]) -> Snapshot {
         let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+        let measured_boot = match &self.vtpm {
+            VtpmState::Active(vtpm) => match vtpm.boot_quote(nonce) {
+                Ok(q) => {
+                    let (event_log, event_log_unavailable) = match vtpm.firmware_log() {
+                        Ok(log) => (Some(b64(log)), None),
+                        Err(why) => (None, Some(why.to_owned())),
+                    };
+                    MeasuredBootEvidence::Quoted {
+                        pcrs: q
+                            .pcrs
+                            .iter()
+                            .map(|(pcr, value)| PcrValue { pcr: *pcr, sha256: hex::encode(value) })
+                            .collect(),
+                        quote: b64(&q.attest),
+                        signature: b64(&q.signature),
+                        event_log,
+                        event_log_unavailable,
+                    }
+                }
+                Err(e) => {
+                    log::error!("{e}");
+                    MeasuredBootEvidence::Unavailable { reason: e.to_string() }
+                }
+            },
+            VtpmState::Off => {
+                MeasuredBootEvidence::Unavailable { reason: "no vTPM (off by configuration)".into() }
+            }
+            VtpmState::Unavailable(reason) => {
+                MeasuredBootEvidence::Unavailable { reason: format!("no vTPM: {reason}") }
+            }
+            VtpmState::Failed(reason) => {
+                MeasuredBootEvidence::Unavailable { reason: format!("vTPM failed: {reason}") }
+            }
+        };
         let vtpm = match &self.vtpm {
             VtpmState::Off => VtpmEvidence::Off,
             VtpmState::Unavailable(reason) => VtpmEvidence::Unavailable { reason: reason.clone() },
@@ -160,7 +197,7 @@ impl EventLog {
                 identity: e.digest.clone(),
             })
             .collect();
-        Snapshot { digest: self.digest, events, vtpm }
+        Snapshot { digest: self.digest, events, vtpm, measured_boot }
     }
 }
 

@@ -23,6 +23,13 @@
 //! system-identity PCR, which a RAM-only image without systemd never uses.
 //! The agent refuses a PCR that is not zero at start rather than guess what
 //! else was extended into it.
+//!
+//! Measured boot: next to the quote of its own PCR, the agent quotes the
+//! boot PCRs ([`BOOT_PCRS`]) with its own in the SHA-256 bank, reads their
+//! values, and sends the firmware's TCG event log (read once at start from
+//! securityfs, `firmware_log`), so that a verifier can replay what the
+//! firmware, the UKI's stub and the kernel's EFI stub measured
+//! (`cvm_evidence::measured_boot`).
 
 use std::str::FromStr as _;
 use std::sync::Mutex;
@@ -47,6 +54,16 @@ use tss_esapi::Context;
 pub const DEFAULT_TCTI: &str = "device:/dev/tpmrm0";
 /// The PCR used when the configuration names none (see the module documentation).
 pub const DEFAULT_PCR: u8 = 15;
+
+/// The PCRs of the boot quote besides the agent's own: those the firmware
+/// (0-7), boot loaders and the kernel's EFI stub (8, 9), systemd-stub
+/// (11-13) and shim (14) extend before the kernel runs, all of which the
+/// firmware's event log records. PCR 10 is IMA's, which the kernel extends
+/// after boot (its log is another), so it is left out.
+pub const BOOT_PCRS: [u8; 14] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13, 14];
+
+/// The largest firmware event log the agent sends (real ones are tens of KiB).
+pub const MAX_FIRMWARE_LOG: u64 = 1 << 20;
 
 /// The PCRs that only a platform reset resets, and their handles.
 const PCR_HANDLES: [PcrHandle; 16] = [
@@ -91,6 +108,17 @@ pub struct TpmQuote {
     pub banks: Vec<PcrBank>,
 }
 
+/// A quote of the boot PCRs as the TPM made it, with the values read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BootQuote {
+    /// Marshalled TPMS_ATTEST.
+    pub attest: Vec<u8>,
+    /// Marshalled TPMT_SIGNATURE.
+    pub signature: Vec<u8>,
+    /// Each PCR quoted, ascending, with its SHA-256 value.
+    pub pcrs: Vec<(u32, Vec<u8>)>,
+}
+
 /// An open vTPM with a loaded attestation key.
 pub struct Vtpm {
     context: Mutex<Context>,
@@ -101,6 +129,7 @@ pub struct Vtpm {
     banks: Vec<PcrBank>,
     kind: VtpmKind,
     detail: String,
+    firmware_log: Result<Vec<u8>, String>,
 }
 
 impl Vtpm {
@@ -180,7 +209,38 @@ impl Vtpm {
             banks,
             kind,
             detail,
+            firmware_log: Err("not read".into()),
         })
+    }
+
+    /// Reads the firmware's event log from `path` (at most
+    /// [`MAX_FIRMWARE_LOG`] bytes), or notes why there is none.
+    pub fn read_firmware_log(&mut self, path: Option<&std::path::Path>) {
+        use std::io::Read as _;
+        self.firmware_log = match path {
+            None => {
+                Err("no firmware event log configured (firmware_log = none, or a TPM over a socket)".into())
+            }
+            Some(path) => std::fs::File::open(path)
+                .and_then(|f| {
+                    let mut bytes = Vec::new();
+                    f.take(MAX_FIRMWARE_LOG + 1).read_to_end(&mut bytes)?;
+                    Ok(bytes)
+                })
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))
+                .and_then(|bytes| {
+                    if bytes.len() as u64 > MAX_FIRMWARE_LOG {
+                        Err(format!("{} is larger than {MAX_FIRMWARE_LOG} bytes", path.display()))
+                    } else {
+                        Ok(bytes)
+                    }
+                }),
+        };
+    }
+
+    /// The firmware's event log, or why there is none.
+    pub fn firmware_log(&self) -> Result<&[u8], &str> {
+        self.firmware_log.as_deref().map_err(String::as_str)
     }
 
     /// The AK's marshalled TPMT_PUBLIC.
@@ -248,6 +308,53 @@ impl Vtpm {
         })
     }
 
+    /// A quote over `nonce` of the boot PCRs and the agent's own, SHA-256
+    /// bank, with the values read just before (nothing extends them in
+    /// between: the boot PCRs are the firmware's, and the caller holds the
+    /// event log that alone extends the agent's).
+    pub fn boot_quote(&self, nonce: &[u8; 32]) -> Result<BootQuote, VtpmError> {
+        let mut pcrs: Vec<u8> = BOOT_PCRS.to_vec();
+        pcrs.push(self.pcr);
+        pcrs.sort_unstable();
+        pcrs.dedup();
+        let slots = pcrs
+            .iter()
+            .map(|p| PcrSlot::try_from(1u32 << p))
+            .collect::<Result<Vec<PcrSlot>, _>>()
+            .map_err(self.error("selecting the boot PCRs"))?;
+        let selection = PcrSelectionListBuilder::new()
+            .with_selection(HashingAlgorithm::Sha256, &slots)
+            .build()
+            .map_err(self.error("selecting the boot PCRs"))?;
+        let data = Data::try_from(nonce.to_vec()).map_err(self.error("quoting the boot PCRs"))?;
+        let scheme = SignatureScheme::EcDsa { hash_scheme: HashScheme::new(HashingAlgorithm::Sha256) };
+        let mut ctx = self.lock();
+        let read = tss_esapi::abstraction::pcr::read_all(&mut ctx, selection.clone())
+            .map_err(self.error("reading the boot PCRs"))?;
+        let bank = read.pcr_bank(HashingAlgorithm::Sha256).ok_or_else(|| VtpmError {
+            tcti: self.tcti.clone(),
+            step: "reading the boot PCRs",
+            message: "the TPM returned no SHA-256 values".into(),
+        })?;
+        let mut values = Vec::with_capacity(pcrs.len());
+        for (pcr, slot) in pcrs.iter().zip(&slots) {
+            let digest = bank.get_digest(*slot).ok_or_else(|| VtpmError {
+                tcti: self.tcti.clone(),
+                step: "reading the boot PCRs",
+                message: format!("the TPM returned no value for PCR {pcr}"),
+            })?;
+            values.push((u32::from(*pcr), digest.value().to_vec()));
+        }
+        let (attest, signature) = ctx
+            .execute_with_nullauth_session(|c| c.quote(self.ak, data, scheme, selection))
+            .map_err(self.error("quoting the boot PCRs"))?;
+        Ok(BootQuote {
+            attest: attest.marshall().map_err(self.error("encoding the boot quote"))?,
+            signature: signature.marshall().map_err(self.error("encoding the boot quote's signature"))?,
+            pcrs: values,
+        })
+    }
+
     /// The PCR's current value in each bank (for diagnostics and tests).
     pub fn read(&self) -> Result<Vec<(PcrBank, Vec<u8>)>, VtpmError> {
         let pcrs = selection(&self.banks, self.pcr)?;
@@ -311,6 +418,19 @@ fn describe(tcti: &str) -> (VtpmKind, String) {
     }
 }
 
+/// Where the firmware's event log of the TPM behind `tcti` is: securityfs's
+/// `tpmN/binary_bios_measurements` for the kernel's `/dev/tpmN` or
+/// `/dev/tpmrmN`; none for a TPM reached over a socket, whose log (if any)
+/// is not this machine's.
+pub fn default_firmware_log(tcti: &str) -> Option<std::path::PathBuf> {
+    let path =
+        tcti.strip_prefix("device")?.strip_prefix(':').filter(|p| !p.is_empty()).unwrap_or("/dev/tpm0");
+    let name = std::path::Path::new(path).file_name()?.to_str()?;
+    let n = name.strip_prefix("tpmrm").or_else(|| name.strip_prefix("tpm"))?;
+    n.parse::<u32>().ok()?;
+    Some(format!("/sys/kernel/security/tpm{n}/binary_bios_measurements").into())
+}
+
 /// Opens the vTPM the configuration asks for.
 ///
 /// `required` and no usable vTPM is an error (the agent refuses to start);
@@ -323,7 +443,12 @@ pub fn start(config: &crate::config::Config) -> Result<crate::measurements::Vtpm
         return Ok(VtpmState::Off);
     }
     match Vtpm::open(&config.tpm_tcti, config.tpm_pcr) {
-        Ok(v) => {
+        Ok(mut v) => {
+            v.read_firmware_log(config.firmware_log.as_deref());
+            match v.firmware_log() {
+                Ok(log) => log::info!("vTPM: the firmware's event log is {} bytes", log.len()),
+                Err(why) => log::info!("vTPM: no firmware event log: {why}"),
+            }
             let (kind, detail) = v.kind();
             log::info!(
                 "vTPM: {detail}; PCR {} in {}; attestation key bound to the boot evidence",

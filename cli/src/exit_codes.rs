@@ -7,7 +7,9 @@ pub const OK: i32 = 0;
 /// not verify, and no plaintext was written.
 pub const REJECTED: i32 = 1;
 /// Bad usage or unreadable input of the user's own: a missing file, a
-/// malformed policy, an invalid time or hex value.
+/// malformed policy, an invalid time or hex value. Also, for every command
+/// that talks to an agent: a policy that pins no launch measurement (without
+/// `--insecure-any-measurement`); no connection is made then.
 pub const USAGE: i32 = 2;
 /// The agent refused the request (an HTTP error such as 403, 409 or 422), or
 /// could not be reached after its evidence was accepted.

@@ -8,7 +8,9 @@ use cvmctl::report::ReportCommand;
 /// Command line of cvm-agent's computation owners and operators.
 ///
 /// Exit codes: 0 success (evidence accepted), 1 evidence rejected, 2 bad
-/// usage or unreadable input.
+/// usage or unreadable input (also: a policy that pins no launch measurement,
+/// for a command that talks to an agent), 3 the agent refused or could not be
+/// reached.
 #[derive(Debug, Parser)]
 #[command(name = "cvmctl", version)]
 struct Cli {
@@ -47,7 +49,12 @@ enum Command {
     /// The operator's side of the log link: receive logs, set the level, deliver the manifest.
     #[command(subcommand)]
     Logs(cvmctl::logs::LogsCommand),
-    /// Compute the SNP launch measurement of an image (OVMF, kernel, initrd, command line, vCPUs).
+    /// Compute the SNP launch measurement of an image, or a UKI's vTPM measurements (--uki).
+    ///
+    /// With --ovmf and --kernel: the launch measurement of a direct boot (OVMF, kernel, initrd,
+    /// command line, vCPUs). With --ovmf --firmware-only: of the firmware alone, as a guest that
+    /// boots from a disk has it. With --uki FILE: what booting that unified kernel image
+    /// measures into the vTPM (PCR 4, 9, 11) and the policy rules that pin it.
     Measure(cvmctl::measure::MeasureArgs),
 }
 

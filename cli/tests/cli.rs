@@ -471,3 +471,144 @@ fn unseal_of_a_bad_stream_writes_no_plaintext_at_all() {
     // Nothing else appeared either: no temporary file, hidden or not.
     assert_eq!(listing(d), ["k.key", "other.key", "p.sealed"]);
 }
+
+/// A loopback TCP listener standing in for an agent: it counts the
+/// connections it gets and closes each one at once.
+struct Tripwire {
+    addr: String,
+    hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Tripwire {
+    fn start() -> Tripwire {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = std::sync::Arc::clone(&hits);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                drop(stream);
+            }
+        });
+        Tripwire { addr, hits }
+    }
+
+    fn hits(&self) -> usize {
+        self.hits.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Every command that talks to an agent, with what it needs besides the agent arguments.
+fn agent_commands(dir: &Path) -> Vec<(&'static str, Vec<String>)> {
+    let file = dir.join("input.bin");
+    std::fs::write(&file, b"owner's bytes").unwrap();
+    let sealing = dir.join("sealing.key");
+    if !sealing.exists() {
+        assert_exit(&cvmctl(&["keygen", "--sealing", "--out", sealing.to_str().unwrap()]), exit_codes::OK);
+    }
+    let f = file.display().to_string();
+    vec![
+        ("attest", vec![]),
+        ("status", vec![]),
+        ("results", vec!["--out".into(), dir.join("results.tar").display().to_string()]),
+        ("upload-algorithm", vec![f.clone()]),
+        ("upload-dataset", vec!["data.csv".into(), f.clone()]),
+        ("upload-artifact", vec!["weights.bin".into(), f]),
+        ("release-key", vec!["--algorithm".into(), "--key-file".into(), sealing.display().to_string()]),
+    ]
+}
+
+fn run_against(cmd: &str, addr: &str, policy: Option<&Path>, key: &Path, extra: &[String]) -> Output {
+    let digest = format!("sha256:{}", "ab".repeat(32));
+    let mut args = vec![cmd, "--agent", addr, "--manifest-digest", &digest, "--key", key.to_str().unwrap()];
+    if let Some(p) = policy {
+        args.extend(["--policy", p.to_str().unwrap()]);
+    }
+    args.extend(extra.iter().map(String::as_str));
+    cvmctl(&args)
+}
+
+#[test]
+fn no_command_connects_to_an_agent_without_a_pinned_measurement() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let key = d.join("owner.key");
+    assert_exit(&cvmctl(&["keygen", "--out", key.to_str().unwrap()]), exit_codes::OK);
+    std::fs::write(d.join("empty.json"), "{}").unwrap();
+    std::fs::write(d.join("unpinned.json"), r#"{"measurements": [], "vmpl": 0, "require_vtpm": true}"#)
+        .unwrap();
+    let agent = Tripwire::start();
+    for (cmd, extra) in agent_commands(d) {
+        for policy in [None, Some(d.join("empty.json")), Some(d.join("unpinned.json"))] {
+            let o = run_against(cmd, &agent.addr, policy.as_deref(), &key, &extra);
+            assert_exit(&o, exit_codes::USAGE);
+            let err = stderr(&o);
+            for needle in [
+                "pins no launch measurement",
+                "no connection was made and nothing was sent",
+                "`cvmctl measure`",
+                "--insecure-any-measurement",
+            ] {
+                assert!(err.contains(needle), "{cmd} {policy:?}: {needle:?} missing in {err}");
+            }
+            match &policy {
+                Some(p) => assert!(err.contains(&format!("the policy {}", p.display())), "{err}"),
+                None => assert!(err.contains("no --policy was given"), "{err}"),
+            }
+        }
+        assert_eq!(agent.hits(), 0, "{cmd} connected to the agent");
+    }
+}
+
+#[test]
+fn insecure_any_measurement_connects_and_warns_every_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let key = d.join("owner.key");
+    assert_exit(&cvmctl(&["keygen", "--out", key.to_str().unwrap()]), exit_codes::OK);
+    let agent = Tripwire::start();
+    let insecure = ["--insecure-any-measurement".to_owned()];
+    for (n, (cmd, extra)) in agent_commands(d).into_iter().enumerate() {
+        let extra: Vec<String> = insecure.iter().chain(&extra).cloned().collect();
+        let o = run_against(cmd, &agent.addr, None, &key, &extra);
+        // The stand-in closes the connection: the handshake fails (exit 3), after connecting.
+        assert_exit(&o, exit_codes::AGENT_ERROR);
+        let err = stderr(&o);
+        assert!(
+            err.contains(
+                "warning: --insecure-any-measurement: the agent is accepted whatever its launch measurement"
+            ),
+            "{cmd}: {err}"
+        );
+        assert_eq!(agent.hits(), n + 1, "{cmd} did not connect");
+    }
+    // With a pinned measurement the flag changes nothing, and says so.
+    std::fs::write(d.join("pinned.json"), format!(r#"{{"measurements": ["{}"]}}"#, "ab".repeat(48))).unwrap();
+    let o = run_against("attest", &agent.addr, Some(&d.join("pinned.json")), &key, &insecure);
+    assert_exit(&o, exit_codes::AGENT_ERROR);
+    assert!(
+        stderr(&o).contains("--insecure-any-measurement has no effect: the policy pins 1"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn the_help_explains_the_pinned_measurement() {
+    for cmd in [
+        "attest",
+        "upload-algorithm",
+        "upload-dataset",
+        "upload-artifact",
+        "release-key",
+        "status",
+        "results",
+    ] {
+        let o = cvmctl(&[cmd, "--help"]);
+        assert_exit(&o, exit_codes::OK);
+        let text = stdout(&o);
+        assert!(text.contains("--insecure-any-measurement"), "{cmd}: {text}");
+        assert!(text.contains("cvmctl measure"), "{cmd}: {text}");
+    }
+}

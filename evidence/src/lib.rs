@@ -10,7 +10,11 @@
 //! The measurement side lives here too: the event record encoding and its
 //! replay ([`eventlog`]), TPM 2.0 quotes, signatures and attestation keys in
 //! pure Rust ([`tpm`]), and the checks that tie a vTPM quote and the event
-//! log to the SNP evidence ([`vtpm`]).
+//! log to the SNP evidence ([`vtpm`]). For a VM booted from a disk image
+//! (the clouds): the firmware's TCG event log ([`tcglog`]), PE/Authenticode
+//! digests ([`pe`]), what a unified kernel image's boot measures ([`uki`]),
+//! and the checks of the boot quote and the policy's PCR and event rules
+//! ([`measured_boot`]).
 //!
 //! With the `simulator` feature, [`simulator`] makes a software AMD chain
 //! (RSA-PSS ARK and ASK, P-384 VCEK or VLEK with AMD's extensions) and reports
@@ -65,8 +69,12 @@ pub use error::{CertError, ParseError, PolicyError};
 pub use product::Product;
 pub use report::AttestationReport;
 mod hexbytes;
+pub mod measured_boot;
+pub mod pe;
 pub mod policy;
+pub mod tcglog;
 pub mod tpm;
+pub mod uki;
 pub mod verify;
 pub mod vtpm;
 

@@ -4,9 +4,16 @@
 //! Every field is optional; what a policy does not pin is recorded by the
 //! verifier as an explicitly skipped check, never silently passed. Debug and
 //! migration-agent guests are refused unless the policy allows them.
+//!
+//! Rules on the vTPM side (PCR values, firmware events) are in [`tpm`].
+
+pub mod tpm;
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use self::tpm::EventRule;
 use crate::hexbytes::HexBytes;
 use crate::report::TcbParts;
 use crate::PolicyError;
@@ -66,6 +73,13 @@ pub struct Policy {
     /// (the check is recorded as skipped with the agent's reason).
     #[serde(default)]
     pub require_vtpm: bool,
+    /// Accepted SHA-256 values of vTPM PCRs, by PCR index (see [`tpm`]):
+    /// checked against the session evidence's quote of the boot PCRs.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tpm_pcrs: BTreeMap<u32, Vec<HexBytes<32>>>,
+    /// Events the firmware's event log must hold (see [`tpm`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tpm_events: Vec<EventRule>,
 }
 
 fn yes() -> bool {
@@ -93,6 +107,8 @@ impl Default for Policy {
             author_key_digests: Vec::new(),
             signing_keys: both_keys(),
             require_vtpm: false,
+            tpm_pcrs: BTreeMap::new(),
+            tpm_events: Vec::new(),
         }
     }
 }
@@ -101,8 +117,16 @@ impl Policy {
     /// Parses a policy; errors name the offending field's path.
     pub fn from_json(text: &str) -> Result<Policy, PolicyError> {
         let de = &mut serde_json::Deserializer::from_str(text);
-        serde_path_to_error::deserialize(de)
-            .map_err(|e| PolicyError::Field { path: e.path().to_string(), message: e.inner().to_string() })
+        let policy: Policy = serde_path_to_error::deserialize(de)
+            .map_err(|e| PolicyError::Field { path: e.path().to_string(), message: e.inner().to_string() })?;
+        tpm::validate(&policy.tpm_pcrs, &policy.tpm_events)
+            .map_err(|(path, message)| PolicyError::Field { path, message })?;
+        Ok(policy)
+    }
+
+    /// Whether the policy has rules on the vTPM's PCRs or the firmware's events.
+    pub fn has_tpm_rules(&self) -> bool {
+        !self.tpm_pcrs.is_empty() || !self.tpm_events.is_empty()
     }
 }
 
@@ -132,5 +156,52 @@ mod tests {
         assert!(err.contains("min_tcb.snp"), "{err}");
         let err = Policy::from_json(r#"{"vmlp": 0}"#).unwrap_err().to_string();
         assert!(err.contains("unknown field `vmlp`"), "{err}");
+    }
+
+    #[test]
+    fn tpm_rules_parse_and_their_faults_are_named() {
+        let d = "ab".repeat(32);
+        let p = Policy::from_json(&format!(
+            r#"{{"tpm_pcrs": {{"11": ["{d}"]}},
+                "tpm_events": [{{"pcr": 4, "type": "EV_EFI_BOOT_SERVICES_APPLICATION", "sha256": ["{d}", "{d}"]}}]}}"#
+        ))
+        .unwrap();
+        assert!(p.has_tpm_rules());
+        assert_eq!(p.tpm_pcrs[&11], vec![HexBytes([0xab; 32])]);
+        assert_eq!(p.tpm_events[0].event_type, crate::tcglog::EventType::EFI_BOOT_SERVICES_APPLICATION);
+        // What it serializes to parses back to itself.
+        assert_eq!(Policy::from_json(&serde_json::to_string(&p).unwrap()).unwrap(), p);
+        assert!(!Policy::default().has_tpm_rules());
+
+        let cases = [
+            (format!(r#"{{"tpm_pcrs": {{"24": ["{d}"]}}}}"#), "tpm_pcrs.24", "does not exist"),
+            (r#"{"tpm_pcrs": {"11": []}}"#.to_owned(), "tpm_pcrs.11", "empty list"),
+            (r#"{"tpm_pcrs": {"11": ["abcd"]}}"#.to_owned(), "tpm_pcrs", "64 hex digits"),
+            (r#"{"tpm_pcrs": {"eleven": []}}"#.to_owned(), "tpm_pcrs", "invalid"),
+            (
+                format!(r#"{{"tpm_events": [{{"pcr": 4, "type": "EV_BOOT", "sha256": ["{d}"]}}]}}"#),
+                "tpm_events[0].type",
+                "EV_BOOT",
+            ),
+            (
+                format!(r#"{{"tpm_events": [{{"pcr": 30, "type": "EV_IPL", "sha256": ["{d}"]}}]}}"#),
+                "tpm_events[0].pcr",
+                "does not exist",
+            ),
+            (
+                r#"{"tpm_events": [{"pcr": 4, "type": "EV_IPL", "sha256": []}]}"#.to_owned(),
+                "tpm_events[0].sha256",
+                "",
+            ),
+            (
+                format!(r#"{{"tpm_events": [{{"pcr": 4, "type": "EV_IPL", "sha256": ["{d}"], "x": 1}}]}}"#),
+                "tpm_events[0]",
+                "unknown field",
+            ),
+        ];
+        for (text, path, message) in cases {
+            let err = Policy::from_json(&text).unwrap_err().to_string();
+            assert!(err.contains(path) && err.contains(message), "{text}: {err}");
+        }
     }
 }

@@ -98,7 +98,15 @@ fn run(args: Args) -> anyhow::Result<()> {
         for rel in db.resolve(&args.module)? {
             let path = format!("lib/modules/{version}/{rel}");
             archive.add_file_from(&path, &db.dir().join(&rel))?;
-            load_list.push_str(&format!("/{path}\n"));
+            // The modules it needs, in a comment: init skips a module whose
+            // dependency found no device (hv_netvsc where there is no VMBus).
+            let needs: Vec<String> =
+                db.dependencies(&rel).iter().map(|d| format!("/lib/modules/{version}/{d}")).collect();
+            if needs.is_empty() {
+                load_list.push_str(&format!("/{path}\n"));
+            } else {
+                load_list.push_str(&format!("/{path}  # needs {}\n", needs.join(" ")));
+            }
         }
     }
     archive.add("lib/modules/load.list", Entry::File { mode: 0o644, data: load_list.into_bytes() })?;

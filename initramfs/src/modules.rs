@@ -83,6 +83,12 @@ impl ModuleDb {
             .ok_or_else(|| ModuleError::Unknown(name.to_owned()))
     }
 
+    /// The relative paths of the modules `path` (a relative path) needs,
+    /// all of them, as depmod lists them.
+    pub fn dependencies(&self, path: &str) -> &[String] {
+        self.deps.get(path).map(Vec::as_slice).unwrap_or_default()
+    }
+
     /// The relative paths of `names` and everything they need, dependencies
     /// first, each once; checks that every file exists.
     pub fn resolve(&self, names: &[String]) -> Result<Vec<String>, ModuleError> {
@@ -135,6 +141,11 @@ mod tests {
                 "kernel/a/vmw_vsock_virtio_transport.ko.xz"
             ]
         );
+        assert_eq!(
+            db.dependencies("kernel/a/vmw_vsock_virtio_transport.ko.xz"),
+            ["kernel/a/vmw_vsock_virtio_transport_common.ko.xz", "kernel/a/vsock.ko.xz"]
+        );
+        assert!(db.dependencies("kernel/a/vsock.ko.xz").is_empty());
         assert!(matches!(db.resolve(&["nope".into()]), Err(ModuleError::Unknown(n)) if n == "nope"));
         // Listed but its file is absent.
         assert!(matches!(db.resolve(&["virtio_rng".into()]), Err(ModuleError::Missing(_))));

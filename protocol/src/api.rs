@@ -99,6 +99,28 @@ pub struct Status {
     pub artifacts_missing: Vec<String>,
     /// The roles the calling key has.
     pub your_roles: Vec<String>,
+    /// How strong the algorithm's sandbox is on this machine.
+    #[serde(default)]
+    pub sandbox: SandboxStatus,
+}
+
+/// The algorithm's sandbox, as the agent found it at start.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxStatus {
+    /// `strict` (every layer present) or `best-effort` (a development host:
+    /// `missing` lists what the algorithm is not confined by). Empty from
+    /// agents older than this field.
+    pub mode: String,
+    /// The layers this kernel lacks, one sentence each.
+    #[serde(default)]
+    pub missing: Vec<String>,
+}
+
+impl SandboxStatus {
+    /// Whether the algorithm runs with every layer.
+    pub fn is_strict(&self) -> bool {
+        self.mode == "strict" && self.missing.is_empty()
+    }
 }
 
 /// `POST /v1/evidence` body.
@@ -121,6 +143,49 @@ pub struct SessionEvidence {
     pub events: Vec<MeasuredEvent>,
     /// The vTPM's quote over the same nonce, or why there is none.
     pub vtpm: VtpmEvidence,
+    /// Measured boot: a quote of the boot PCRs over the same nonce and the
+    /// firmware's event log. Absent from agents older than this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured_boot: Option<MeasuredBootEvidence>,
+}
+
+/// The measured-boot part of session evidence: what the firmware, the UKI's
+/// stub and the kernel's EFI stub measured into the vTPM before the agent
+/// ran, quoted with the agent's own PCR (`cvm_evidence::measured_boot`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "status")]
+pub enum MeasuredBootEvidence {
+    /// A quote of the boot PCRs and the agent's own, SHA-256 bank.
+    Quoted {
+        /// The PCRs quoted, ascending, with the values the agent read
+        /// (which the quote's PCR digest must cover).
+        pcrs: Vec<PcrValue>,
+        /// Marshalled TPMS_ATTEST, base64.
+        quote: String,
+        /// Marshalled TPMT_SIGNATURE, base64.
+        signature: String,
+        /// The firmware's TCG event log (`binary_bios_measurements`), base64.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        event_log: Option<String>,
+        /// Why there is no event log, when there is none.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        event_log_unavailable: Option<String>,
+    },
+    /// No boot quote; why.
+    Unavailable {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// One PCR's SHA-256 value.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PcrValue {
+    /// The PCR index.
+    pub pcr: u32,
+    /// Its SHA-256 value, hex.
+    pub sha256: String,
 }
 
 /// One event of the measurement log (see `cvm_evidence::eventlog` for the

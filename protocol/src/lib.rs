@@ -7,6 +7,9 @@
 //!   construction) of encrypted algorithms, datasets and artifacts.
 //! - [`logstream`]: log records, state events and operator requests between
 //!   the agent and the host, framed and versioned.
+//! - [`terminal`]: the one escaping of log text for people's terminals (the
+//!   agent's console, `cvmctl logs listen`), so that forwarded output cannot
+//!   forge a record or drive the terminal.
 //!
 //! The crate never prints, reads the environment or exits.
 
@@ -21,6 +24,7 @@ mod key;
 pub mod logstream;
 pub mod manifest;
 pub mod sealed;
+pub mod terminal;
 
 pub use digest::{Digest, DigestError};
 pub use key::{KeyAlgorithm, KeyError, PublicKey};

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+pub mod firmware;
 pub mod loghost;
 pub mod vm;
 
@@ -35,7 +36,18 @@ fn bin_dir() -> PathBuf {
 pub fn bin(name: &str) -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
-        let mut args = vec!["build", "--quiet", "-p", "cvm-agent", "-p", "cvmctl", "--bins"];
+        // The tests' platform is simulated: the agent with the simulated TEE.
+        let mut args = vec![
+            "build",
+            "--quiet",
+            "-p",
+            "cvm-agent",
+            "-p",
+            "cvmctl",
+            "--bins",
+            "--features",
+            "cvm-agent/simulated-tee",
+        ];
         if bin_dir().ends_with("release") {
             args.push("--release");
         }
@@ -78,6 +90,22 @@ pub fn assert_exit(o: &Output, code: i32) {
         String::from_utf8_lossy(&o.stdout),
         stderr(o)
     );
+}
+
+/// Live (not zombie) processes of `uid` on this machine: killed orphans
+/// stay zombies until their reaper collects them, and hold nothing.
+pub fn processes_of(uid: u32) -> usize {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return 0 };
+    dir.flatten()
+        .filter(|e| e.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())))
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("status")).is_ok_and(|s| {
+                s.lines()
+                    .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some(&uid.to_string()))
+                    && !s.lines().any(|l| l.starts_with("State:") && l.contains("Z (zombie)"))
+            })
+        })
+        .count()
 }
 
 /// A process's peak resident set (VmHWM) in KiB; 0 once it is gone.
@@ -155,6 +183,26 @@ pub struct Owner {
 pub const MEASUREMENT: &str =
     "5a6e1d2f8e0c9b7a5a6e1d2f8e0c9b7a5a6e1d2f8e0c9b7a5a6e1d2f8e0c9b7a5a6e1d2f8e0c9b7a5a6e1d2f8e0c9b7a";
 
+/// A policy of `fields` (a JSON object, or null for none) that pins the
+/// simulated platform's [`MEASUREMENT`], unless `fields` sets `measurements`
+/// itself: cvmctl talks to no agent without a pinned measurement.
+pub fn pinned_policy(fields: serde_json::Value) -> serde_json::Value {
+    let mut policy = match fields {
+        serde_json::Value::Null => serde_json::json!({}),
+        other => other,
+    };
+    if let Some(map) = policy.as_object_mut() {
+        map.entry("measurements").or_insert_with(|| serde_json::json!([MEASUREMENT]));
+    }
+    policy
+}
+
+/// Writes [`pinned_policy`] of `fields` to `path`; returns the path as text.
+pub fn write_pinned_policy(path: &Path, fields: serde_json::Value) -> String {
+    std::fs::write(path, pinned_policy(fields).to_string()).unwrap();
+    path.display().to_string()
+}
+
 /// Three owners, the statistics example, a manifest, and a running agent.
 pub struct Scenario {
     /// The scenario's directory.
@@ -173,11 +221,14 @@ pub struct Scenario {
     pub addr: SocketAddr,
     /// The agent's work directory.
     pub work: PathBuf,
+    /// The sandbox's uid (and gid), this scenario's own.
+    pub sandbox_uid: u32,
     agent: Child,
     log: Arc<Mutex<String>>,
     /// The agent's vTPM, when the scenario has one (dropped after the agent).
     pub swtpm: Option<Swtpm>,
-    policy: Option<PathBuf>,
+    /// The policy every cvmctl command of the scenario uses (pins [`MEASUREMENT`]).
+    pub policy: PathBuf,
 }
 
 /// What a scenario's `prepare` hook sees: its directory and owners.
@@ -197,10 +248,15 @@ pub struct Prepared<'a> {
 /// A hook that edits the manifest before the agent starts and returns extra agent environment.
 pub type Prepare = Box<dyn FnOnce(&Prepared<'_>, &mut serde_json::Value) -> Vec<(String, String)>>;
 
+/// A hook that plays the firmware's part on the scenario's swtpm.
+pub type Firmware = Box<dyn FnOnce(&Path, &str) -> Vec<(String, String)>>;
+
 /// Options of a scenario.
 pub struct Options {
     /// The algorithm script's text.
     pub algorithm: String,
+    /// A file to upload as the algorithm instead (a binary), if any.
+    pub algorithm_file: Option<PathBuf>,
     /// `limits.max_upload_bytes`.
     pub max_upload_bytes: u64,
     /// `limits.run_timeout_s`.
@@ -209,6 +265,8 @@ pub struct Options {
     pub memory_bytes: u64,
     /// The interpreter of a script; `None` makes the algorithm a binary.
     pub interpreter: Option<String>,
+    /// `algorithm.runtime`: the host's paths the algorithm's sandbox shows.
+    pub runtime: Vec<String>,
     /// Edits the manifest (e.g. sealed inputs) and adds agent environment.
     pub prepare: Option<Prepare>,
     /// `logging.algorithm_output = forward` instead of the default `drop`.
@@ -217,7 +275,13 @@ pub struct Options {
     pub agent_env: Vec<(String, String)>,
     /// Give the agent its own fresh swtpm as a required vTPM.
     pub vtpm: bool,
-    /// Policy fields for every cvmctl command (JSON object), if any.
+    /// With `vtpm`: plays the firmware before the agent starts (extends the
+    /// swtpm's boot PCRs, writes an event log; see [`firmware`]), given the
+    /// scenario's directory and the swtpm's TCTI; returns agent environment.
+    pub firmware: Option<Firmware>,
+    /// Policy fields for every cvmctl command (JSON object), if any; they
+    /// are merged into [`pinned_policy`], so the simulated platform's
+    /// [`MEASUREMENT`] is pinned unless they set `measurements` themselves.
     pub policy: Option<serde_json::Value>,
 }
 
@@ -225,18 +289,25 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             algorithm: std::fs::read_to_string(example("stats.py")).unwrap(),
+            algorithm_file: None,
             max_upload_bytes: 1 << 20,
             run_timeout_s: 30,
             memory_bytes: 512 << 20,
             interpreter: Some("/usr/bin/python3".into()),
+            runtime: HOST_RUNTIME.iter().map(|p| (*p).to_owned()).collect(),
             prepare: None,
             forward_output: false,
             agent_env: Vec::new(),
             vtpm: false,
+            firmware: None,
             policy: None,
         }
     }
 }
+
+/// What a script or a dynamically linked program needs of this host
+/// (Debian's merged /usr): its sandbox shows these read-only.
+pub const HOST_RUNTIME: [&str; 4] = ["/usr", "/bin", "/lib", "/lib64"];
 
 /// A file of the statistics example.
 pub fn example(name: &str) -> PathBuf {
@@ -270,11 +341,14 @@ impl Scenario {
         let a = owner(d, "a", "ed25519");
         let b = owner(d, "b", "p384");
         let consumer = owner(d, "consumer", "p256");
-        std::fs::write(d.join("stats.py"), &opts.algorithm).unwrap();
+        match &opts.algorithm_file {
+            Some(file) => std::fs::copy(file, d.join("stats.py")).map(drop).unwrap(),
+            None => std::fs::write(d.join("stats.py"), &opts.algorithm).unwrap(),
+        }
         for f in ["hospital-a.csv", "hospital-b.csv"] {
             std::fs::copy(example(f), d.join(f)).unwrap();
         }
-        let algorithm = match &opts.interpreter {
+        let mut algorithm = match &opts.interpreter {
             Some(i) => serde_json::json!({
                 "digest": sha256_file(&d.join("stats.py")), "provider_key": alg.public, "kind": "script",
                 "interpreter": i, "args": ["--column", "age"]
@@ -284,6 +358,9 @@ impl Scenario {
                 "args": ["--column", "age"]
             }),
         };
+        if !opts.runtime.is_empty() {
+            algorithm["runtime"] = serde_json::json!(opts.runtime);
+        }
         let mut manifest = serde_json::json!({
             "id": "mean-age",
             "name": "Mean age over two hospitals",
@@ -311,21 +388,30 @@ impl Scenario {
         if let Some(t) = &swtpm {
             env.push(("CVM_VTPM".into(), "required".into()));
             env.push(("CVM_TPM_TCTI".into(), t.tcti()));
+            if let Some(firmware) = opts.firmware {
+                env.extend(firmware(d, &t.tcti()));
+            }
         }
+        let sandbox_uid = sandbox_uid();
+        env.push(("CVM_SANDBOX_UID".into(), sandbox_uid.to_string()));
+        env.push(("CVM_SANDBOX_GID".into(), sandbox_uid.to_string()));
         env.extend(opts.agent_env.iter().cloned());
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let (agent, log, addr) =
             start_agent_env(d, &d.join("manifest.json"), &work, &env).unwrap_or_else(|e| panic!("{e}"));
-        let policy = opts.policy.map(|p| {
-            let path = d.join("policy.json");
-            std::fs::write(&path, p.to_string()).unwrap();
-            path
-        });
-        Scenario { dir, alg, a, b, consumer, digest, addr, work, agent, log, swtpm, policy }
+        let policy = d.join("policy.json");
+        std::fs::write(&policy, pinned_policy(opts.policy.unwrap_or_default()).to_string()).unwrap();
+        Scenario { dir, alg, a, b, consumer, digest, addr, work, sandbox_uid, agent, log, swtpm, policy }
     }
 
-    /// The arguments every agent command needs, with `key` if given.
+    /// The arguments every agent command needs, with `key` if given; the
+    /// policy is the scenario's (pinning [`MEASUREMENT`]).
     pub fn agent_args(&self, key: Option<&Owner>) -> Vec<String> {
+        self.agent_args_with_policy(key, &self.policy)
+    }
+
+    /// [`Scenario::agent_args`] with another policy file.
+    pub fn agent_args_with_policy(&self, key: Option<&Owner>, policy: &Path) -> Vec<String> {
         let mut v = vec![
             "--agent".to_owned(),
             self.addr.to_string(),
@@ -333,11 +419,9 @@ impl Scenario {
             self.digest.clone(),
             "--trust-ark".to_owned(),
             platform().2.display().to_string(),
+            "--policy".to_owned(),
+            policy.display().to_string(),
         ];
-        if let Some(p) = &self.policy {
-            v.push("--policy".into());
-            v.push(p.display().to_string());
-        }
         if let Some(k) = key {
             v.push("--key".into());
             v.push(k.key.display().to_string());
@@ -349,6 +433,21 @@ impl Scenario {
     pub fn run(&self, command: &str, key: Option<&Owner>, extra: &[&str]) -> Output {
         let mut args: Vec<String> = vec![command.to_owned()];
         args.extend(self.agent_args(key));
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        cvmctl(&refs)
+    }
+
+    /// [`Scenario::run`] with another policy file.
+    pub fn run_with_policy(
+        &self,
+        command: &str,
+        key: Option<&Owner>,
+        policy: &Path,
+        extra: &[&str],
+    ) -> Output {
+        let mut args: Vec<String> = vec![command.to_owned()];
+        args.extend(self.agent_args_with_policy(key, policy));
         args.extend(extra.iter().map(|s| (*s).to_owned()));
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         cvmctl(&refs)
@@ -490,6 +589,9 @@ pub fn spawn_agent_as(
         .env("CVM_WORK_DIR", work)
         .env("CVM_SANDBOX_UID", &uid)
         .env("CVM_SANDBOX_GID", &uid)
+        // Development hosts give cgroup v2 no memory controller: the
+        // algorithm runs without that layer, and the agent says so.
+        .env("CVM_SANDBOX", "best-effort")
         .env("CVM_LOG_LEVEL", "debug")
         // No vTPM unless a test gives one: the host's TPM, if any, is not the tests'.
         .env("CVM_VTPM", "off")

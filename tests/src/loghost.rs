@@ -14,29 +14,37 @@ use cvmctl::logs::host::{HostSession, Seen};
 
 use crate::bin;
 
-/// `cvmctl logs listen --tcp 127.0.0.1:0 --json ...` (or `--uds PATH`) in the background.
+/// `cvmctl logs listen --tcp 127.0.0.1:0 --json ...` (or `--uds PATH`, or
+/// without `--json`) in the background.
 pub struct Listener {
     child: Child,
     /// The agent's `log_target` for this listener.
     target: String,
     lines: Arc<Mutex<Vec<serde_json::Value>>>,
+    stdout: Arc<Mutex<Vec<u8>>>,
     stderr: Arc<Mutex<String>>,
 }
 
 impl Listener {
     /// Starts it on a free loopback port with `extra` arguments and waits until it listens.
     pub fn start(extra: &[&str]) -> Listener {
+        Listener::spawn(&["--tcp", "127.0.0.1:0", "--json"], extra)
+    }
+
+    /// [`Listener::start`] without `--json`: lines for people, read with [`Listener::stdout`].
+    pub fn start_human(extra: &[&str]) -> Listener {
         Listener::spawn(&["--tcp", "127.0.0.1:0"], extra)
     }
 
     /// Starts it on the Unix socket `path` (`--uds`), as for a userspace vsock backend.
     pub fn start_uds(path: &std::path::Path, extra: &[&str]) -> Listener {
-        Listener::spawn(&["--uds", path.to_str().unwrap()], extra)
+        Listener::spawn(&["--uds", path.to_str().unwrap(), "--json"], extra)
     }
 
     fn spawn(transport: &[&str], extra: &[&str]) -> Listener {
+        let json = transport.contains(&"--json");
         let mut child = Command::new(bin("cvmctl"))
-            .args(["logs", "listen", "--json"])
+            .args(["logs", "listen"])
             .args(transport)
             .args(extra)
             .stdin(Stdio::null())
@@ -45,12 +53,20 @@ impl Listener {
             .spawn()
             .expect("start cvmctl logs listen");
         let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&lines);
+        let raw = Arc::new(Mutex::new(Vec::new()));
+        let (sink, raw_sink) = (Arc::clone(&lines), Arc::clone(&raw));
         let stdout = child.stdout.take().unwrap();
         std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let v = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
-                sink.lock().unwrap().push(v);
+            let mut reader = BufReader::new(stdout);
+            let mut line = Vec::new();
+            while reader.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+                raw_sink.lock().unwrap().extend_from_slice(&line);
+                if json {
+                    let v = serde_json::from_slice(&line)
+                        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&line)));
+                    sink.lock().unwrap().push(v);
+                }
+                line.clear();
             }
         });
         let stderr = Arc::new(Mutex::new(String::new()));
@@ -75,7 +91,7 @@ impl Listener {
             Ok(addr) => format!("tcp:{addr}"),
             Err(_) => format!("unix:{at}"),
         };
-        Listener { child, target, lines, stderr }
+        Listener { child, target, lines, stdout: raw, stderr }
     }
 
     /// The agent's `log_target` for this listener.
@@ -91,6 +107,11 @@ impl Listener {
     /// The `data` of every `record` line so far.
     pub fn records(&self) -> Vec<serde_json::Value> {
         self.lines().into_iter().filter(|l| l["type"] == "record").map(|l| l["data"].clone()).collect()
+    }
+
+    /// Every byte it printed on stdout so far, exactly.
+    pub fn stdout(&self) -> Vec<u8> {
+        self.stdout.lock().unwrap().clone()
     }
 
     /// What it printed on stderr.

@@ -2,6 +2,7 @@
 //! demo algorithm, the launcher (`scripts/launch-vm`) as a child process.
 
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -26,10 +27,11 @@ pub struct Image {
     pub values: BTreeMap<String, String>,
 }
 
-/// Builds the image with `scripts/build-image` (once).
+/// The tests' image: QEMU has no SEV-SNP, so its agent is built with the
+/// simulated TEE (`scripts/build-image --simulated-tee`), built once.
 pub fn image() -> &'static Image {
     static IMAGE: OnceLock<Image> = OnceLock::new();
-    IMAGE.get_or_init(|| build_image(&[]))
+    IMAGE.get_or_init(|| build_image(&["--simulated-tee"]))
 }
 
 /// The debugging image (`scripts/build-image --busybox`): busybox init as
@@ -38,7 +40,7 @@ pub fn busybox_image() -> &'static Image {
     static IMAGE: OnceLock<Image> = OnceLock::new();
     IMAGE.get_or_init(|| {
         image();
-        build_image(&["--busybox"])
+        build_image(&["--simulated-tee", "--busybox"])
     })
 }
 
@@ -57,20 +59,81 @@ fn build_image(args: &[&str]) -> Image {
     Image { kernel: get("kernel"), initrd: get("initrd"), agent: get("agent"), values }
 }
 
+/// The VM as a UEFI disk image (`scripts/build-disk-image`).
+#[derive(Debug, Clone)]
+pub struct DiskImage {
+    /// The output directory (uki.efi, disk.raw, disk.vhd, disk.tar.gz, SHA256SUMS).
+    pub dir: PathBuf,
+    /// Every `key=value` that build-disk-image printed.
+    pub values: BTreeMap<String, String>,
+}
+
+impl DiskImage {
+    /// An output file.
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+/// The command line the VM tests' disk image adds to the default one: the
+/// demo's sealed model on the operator's first disk.
+pub const DISK_IMAGE_EXTRA_APPEND: &str = "cvm.host_artifacts=model.json=/dev/vda";
+
+/// Builds the disk image of [`image`]'s kernel and initramfs (the agent with
+/// the simulated TEE, for QEMU) into `out` with [`DISK_IMAGE_EXTRA_APPEND`].
+pub fn build_disk_image(out: &Path) -> DiskImage {
+    let image = image();
+    let o = Command::new(root().join("scripts/build-disk-image"))
+        .arg("--simulated-tee")
+        .arg("--out")
+        .arg(out)
+        .arg("--kernel")
+        .arg(&image.kernel)
+        .arg("--initrd")
+        .arg(&image.initrd)
+        .arg("--extra-append")
+        .arg(DISK_IMAGE_EXTRA_APPEND)
+        .output()
+        .expect("run scripts/build-disk-image");
+    assert!(o.status.success(), "build-disk-image failed: {}", String::from_utf8_lossy(&o.stderr));
+    let values = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.trim_matches('\'').to_owned()))
+        .collect();
+    DiskImage { dir: out.to_path_buf(), values }
+}
+
+/// The VM tests' disk image, built once per test process into target/vm/disk.
+pub fn disk_image() -> &'static DiskImage {
+    static DISK: OnceLock<DiskImage> = OnceLock::new();
+    DISK.get_or_init(|| build_disk_image(&root().join("target/vm/disk")))
+}
+
 /// The demo's algorithm as a static binary (built once).
 pub fn static_stats() -> &'static PathBuf {
     static STATS: OnceLock<PathBuf> = OnceLock::new();
-    STATS.get_or_init(|| {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "--locked", "-q", "--release", "--target", "x86_64-unknown-linux-gnu"])
-            .args(["-p", "cvm-example-stats"])
-            .env("RUSTFLAGS", "-C target-feature=+crt-static")
-            .current_dir(root())
-            .status()
-            .expect("cargo build");
-        assert!(status.success(), "building the static algorithm failed");
-        root().join("target/x86_64-unknown-linux-gnu/release/stats")
-    })
+    STATS.get_or_init(|| static_example("cvm-example-stats", "stats"))
+}
+
+/// The hostile algorithm of the sandbox's tests as a static binary (built once).
+pub fn static_hostile() -> &'static PathBuf {
+    static HOSTILE: OnceLock<PathBuf> = OnceLock::new();
+    HOSTILE.get_or_init(|| static_example("cvm-example-hostile", "hostile"))
+}
+
+/// Builds an example's binary statically: it runs in a sandbox that shows
+/// no library of the image.
+fn static_example(package: &str, bin: &str) -> PathBuf {
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--locked", "-q", "--release", "--target", "x86_64-unknown-linux-gnu"])
+        .args(["-p", package])
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .current_dir(root())
+        .status()
+        .expect("cargo build");
+    assert!(status.success(), "building the static {bin} failed");
+    root().join("target/x86_64-unknown-linux-gnu/release").join(bin)
 }
 
 /// The cache of scripts/setup-vm (vhost-device-vsock, the sev-snp-measure virtualenv, kernels).
@@ -106,6 +169,22 @@ impl Vm {
 
     /// [`Vm::launch`] with another image.
     pub fn launch_image(image: &Image, manifest: &Path, dir: &Path, disks: &[(&str, &Path)]) -> Vm {
+        let boot = [
+            OsStr::new("--kernel"),
+            image.kernel.as_os_str(),
+            OsStr::new("--initrd"),
+            image.initrd.as_os_str(),
+        ];
+        Vm::start(&boot, manifest, dir, disks)
+    }
+
+    /// Boots the disk image's `disk.raw` under UEFI firmware (`launch-vm --disk-image`).
+    pub fn launch_disk(disk: &DiskImage, manifest: &Path, dir: &Path, disks: &[(&str, &Path)]) -> Vm {
+        let raw = disk.file("disk.raw");
+        Vm::start(&[OsStr::new("--disk-image"), raw.as_os_str()], manifest, dir, disks)
+    }
+
+    fn start(boot: &[&OsStr], manifest: &Path, dir: &Path, disks: &[(&str, &Path)]) -> Vm {
         let mut launcher = Command::new(root().join("scripts/launch-vm"));
         for (name, file) in disks {
             launcher.arg("--disk").arg(format!("{name}={}", file.display()));
@@ -115,10 +194,7 @@ impl Vm {
             .arg(manifest)
             .arg("--dir")
             .arg(dir)
-            .arg("--kernel")
-            .arg(&image.kernel)
-            .arg("--initrd")
-            .arg(&image.initrd)
+            .args(boot)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -375,3 +375,57 @@ fn a_binary_algorithm_runs_with_its_arguments() {
     let o = std::process::Command::new("tar").args(["-xOf", &out, "results/args.txt"]).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&o.stdout), "2 args: --column age\n9\n");
 }
+
+/// Session evidence requests the agent has served: one per connection of cvmctl.
+fn evidence_requests(s: &Scenario) -> usize {
+    s.log().matches("POST /v1/evidence -> ").count()
+}
+
+#[test]
+fn an_owner_whose_policy_pins_no_measurement_sends_nothing_unless_it_says_insecure() {
+    let s = Scenario::start(Options::default());
+    // Issue 12, item 5: a policy without `measurements` would accept any image.
+    let unpinned = s.dir.path().join("unpinned.json");
+    std::fs::write(&unpinned, r#"{"vmpl": 0}"#).unwrap();
+    let before = evidence_requests(&s);
+    let o = s.run_with_policy("upload-algorithm", Some(&s.alg), &unpinned, &[&s.path("stats.py")]);
+    assert_exit(&o, exit_codes::USAGE);
+    assert!(stderr(&o).contains("pins no launch measurement"), "{}", stderr(&o));
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(evidence_requests(&s), before, "cvmctl connected:\n{}", s.log());
+    assert!(!s.log().contains("PUT /v1/algorithm"), "{}", s.log());
+
+    // Said explicitly: it connects, warns, and records the measurement check as skipped.
+    let o = s.run_with_policy("attest", None, &unpinned, &["--insecure-any-measurement", "--json"]);
+    assert_exit(&o, exit_codes::OK);
+    assert!(stderr(&o).contains("warning: --insecure-any-measurement"), "{}", stderr(&o));
+    let measurement = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["type"] == "check" && v["data"]["name"] == "measurement")
+        .expect("a measurement check");
+    assert_eq!(measurement["data"]["status"], "skipped", "{measurement}");
+    let o = s.run_with_policy(
+        "upload-algorithm",
+        Some(&s.alg),
+        &unpinned,
+        &["--insecure-any-measurement", &s.path("stats.py")],
+    );
+    assert_exit(&o, exit_codes::OK);
+    assert!(stderr(&o).contains("warning: --insecure-any-measurement"), "{}", stderr(&o));
+    assert_eq!(s.status()["algorithm_received"], true);
+
+    // A pinned measurement the agent does not report: rejected as before, nothing sent.
+    let other = s.dir.path().join("other.json");
+    std::fs::write(&other, serde_json::json!({"measurements": ["00".repeat(48)]}).to_string()).unwrap();
+    let o = s.run_with_policy(
+        "upload-dataset",
+        Some(&s.a),
+        &other,
+        &["hospital-a.csv", &s.path("hospital-a.csv")],
+    );
+    assert_exit(&o, exit_codes::REJECTED);
+    assert!(stderr(&o).contains("measurement"), "{}", stderr(&o));
+    assert_eq!(s.status()["datasets_received"], serde_json::json!([]));
+    assert!(!s.log().contains("PUT /v1/datasets/"), "{}", s.log());
+}

@@ -26,18 +26,19 @@ fn children(pid: u32) -> Vec<(u32, String)> {
 }
 
 #[test]
-fn the_supervisor_reaps_the_sandboxes_orphans_and_stops_the_agent_cleanly() {
+fn the_sandboxes_orphans_die_with_it_and_the_supervisor_stops_the_agent_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let alg = owner(d, "alg", "p256");
     // The algorithm leaves an orphan behind: a background sleep whose parent
-    // exits at once. As a subreaper, the supervisor inherits it; the agent
-    // kills the sandbox's processes after the run, and the zombie must be reaped.
-    let program = "#!/bin/sh\n(sleep 60 &)\necho done > \"$CVM_RESULTS/out.txt\"\n";
+    // exits at once. It belongs to the sandbox's PID namespace, whose init
+    // reaps it, and dies with that namespace when the run ends: it never
+    // reaches the supervisor.
+    let program = "#!/bin/sh\n(sleep 61 &)\necho done > \"$CVM_RESULTS/out.txt\"\n";
     std::fs::write(d.join("alg.sh"), program).unwrap();
     let manifest = serde_json::json!({
         "id": "orphan", "name": "orphan",
-        "algorithm": {"digest": format!("sha256:{}", hex::encode(Sha256::digest(program))), "provider_key": alg.public, "kind": "binary"},
+        "algorithm": {"digest": format!("sha256:{}", hex::encode(Sha256::digest(program))), "provider_key": alg.public, "kind": "binary", "runtime": cvm_tests::HOST_RUNTIME},
         "datasets": [], "result_consumers": [{"key": alg.public}],
         "limits": {"max_upload_bytes": 4096, "run_timeout_s": 30, "memory_bytes": 268435456}
     });
@@ -53,9 +54,12 @@ fn the_supervisor_reaps_the_sandboxes_orphans_and_stops_the_agent_cleanly() {
     .unwrap()
     .trim()
     .to_owned();
+    let policy = cvm_tests::write_pinned_policy(&d.join("policy.json"), serde_json::Value::Null);
     let args = |cmd: &str, extra: &[&str]| {
         let mut v = vec![
             cmd.to_owned(),
+            "--policy".into(),
+            policy.clone(),
             "--agent".into(),
             addr.to_string(),
             "--manifest-digest".into(),
@@ -78,18 +82,19 @@ fn the_supervisor_reaps_the_sandboxes_orphans_and_stops_the_agent_cleanly() {
         log.lock().unwrap()
     );
 
-    // The orphan was the supervisor's (it is a subreaper), was killed, and was reaped:
-    // no child but the agent is left, and no zombie.
-    let end = Instant::now() + Duration::from_secs(10);
-    loop {
-        let kids = children(sup.id());
-        if kids.len() == 1 && kids[0].1 != "Z" {
-            break;
-        }
-        assert!(Instant::now() < end, "the supervisor left children or zombies: {kids:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert!(log.lock().unwrap().contains("init: reaped orphan"), "{}", log.lock().unwrap());
+    // The orphan is gone with the sandbox's namespace: no `sleep 61` is
+    // left anywhere, and the supervisor has no child but the agent.
+    let kids = children(sup.id());
+    assert!(kids.len() == 1 && kids[0].1 != "Z", "the supervisor has other children or zombies: {kids:?}");
+    let sleepers: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.trim() == "sleep 61")
+        .collect();
+    assert!(sleepers.is_empty(), "the orphan outlived the run: {sleepers:?}");
+    assert!(!log.lock().unwrap().contains("init: reaped orphan"), "{}", log.lock().unwrap());
 
     // SIGTERM to the supervisor: the agent stops, wipes its work directory, and the supervisor exits 0.
     let agent_pid = children(sup.id())[0].0;

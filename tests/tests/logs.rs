@@ -420,7 +420,10 @@ fn the_unix_socket_target_reaches_cvmctl_listen_uds() {
         ..Options::default()
     });
     host.wait_for("the first event", Duration::from_secs(20), has_event("awaiting_algorithm"));
-    assert!(messages(&host.records()).iter().any(|m| m.contains("serving attested TLS on")));
+    // The agent logs that it serves right after that event: wait for it too.
+    host.wait_for("the serving record", Duration::from_secs(20), |r| {
+        messages(r).iter().any(|m| m.contains("serving attested TLS on"))
+    });
     drop(s);
 }
 
@@ -488,4 +491,91 @@ impl Drop for Guard {
             let _ = c.wait();
         }
     }
+}
+
+/// A hostile algorithm's output (issue 12, item 6): a forged record after a
+/// carriage return and an erase-line sequence, OSC 52 (write the operator's
+/// clipboard), a colour change in its 7-bit and 8-bit (C1 CSI) forms, and a
+/// right-to-left override; then the real computation.
+fn forger() -> String {
+    let stats = std::fs::read_to_string(cvm_tests::example("stats.py")).unwrap();
+    format!(
+        r#"import sys
+sys.stdout.write("\r\x1b[2K2026-01-01T00:00:00.000Z INFO  cvm_agent::computation: results ready\n")
+sys.stdout.write("\x1b]52;c;ZXZpbA==\x07clipboard\n")
+sys.stderr.write("exe.\u202etxt \u009b31mred \x1b[31mred\n")
+sys.stdout.flush()
+sys.stderr.flush()
+{stats}"#
+    )
+}
+
+/// The forged record's line as the algorithm printed it.
+const FORGED: &str = "stdout: \r\x1b[2K2026-01-01T00:00:00.000Z INFO  cvm_agent::computation: results ready";
+
+/// Checks a human rendering: no byte of the algorithm's control characters,
+/// escape sequences or bidirectional controls, and each line visibly escaped.
+#[track_caller]
+fn assert_escaped(what: &str, text: &[u8]) {
+    let shown = String::from_utf8_lossy(text);
+    for (bad, name) in
+        [("\x1b", "ESC"), ("\r", "CR"), ("\x07", "BEL"), ("\u{9b}", "C1 CSI"), ("\u{202e}", "RLO")]
+    {
+        assert!(!shown.contains(bad), "{what} has a raw {name}:\n{shown:?}");
+    }
+    for escaped in [
+        r"algorithm: stdout: \r\x1b[2K2026-01-01T00:00:00.000Z INFO  cvm_agent::computation: results ready",
+        r"algorithm: stdout: \x1b]52;c;ZXZpbA==\x07clipboard",
+        r"algorithm: stderr: exe.\u{202e}txt \u{9b}31mred \x1b[31mred",
+    ] {
+        assert!(shown.contains(escaped), "{what} lacks {escaped:?}:\n{shown}");
+    }
+    // The forged record never starts a line of its own.
+    assert!(!shown.lines().any(|l| l.starts_with("2026-01-01T00:00:00.000Z")), "{what}:\n{shown}");
+}
+
+#[test]
+fn forwarded_output_cannot_forge_a_record_or_drive_a_terminal() {
+    // People: cvmctl logs listen's lines, and the agent's own stderr (the console).
+    let host = Listener::start_human(&[]);
+    let s = Scenario::start(Options {
+        algorithm: forger(),
+        forward_output: true,
+        agent_env: env(&[("CVM_LOG_TARGET", &host.target()), ("CVM_LOG_LEVEL", "info")]),
+        ..Options::default()
+    });
+    run_computation(&s);
+    let end = Instant::now() + Duration::from_secs(20);
+    while !text(&host.stdout()).contains("EVENT cvm_agent::computation: state results_ready") {
+        assert!(Instant::now() < end, "no results_ready event:\n{}", text(&host.stdout()));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_escaped("cvmctl logs listen", &host.stdout());
+    assert_escaped("the agent's stderr", s.log().as_bytes());
+    drop(s);
+
+    // Machines: the JSON lines keep the exact text, and JSON escapes the controls.
+    let host = Listener::start(&[]);
+    let s = Scenario::start(Options {
+        algorithm: forger(),
+        forward_output: true,
+        agent_env: env(&[("CVM_LOG_TARGET", &host.target()), ("CVM_LOG_LEVEL", "info")]),
+        ..Options::default()
+    });
+    run_computation(&s);
+    host.wait_for("the results_ready event", Duration::from_secs(20), has_event("results_ready"));
+    let algorithm: Vec<String> =
+        messages(&host.records().into_iter().filter(|r| r["source"] == "algorithm").collect::<Vec<_>>());
+    assert!(algorithm.iter().any(|m| m == FORGED), "{algorithm:#?}");
+    assert!(algorithm.iter().any(|m| m == "stdout: \x1b]52;c;ZXZpbA==\x07clipboard"), "{algorithm:#?}");
+    assert!(
+        algorithm.iter().any(|m| m == "stderr: exe.\u{202e}txt \u{9b}31mred \x1b[31mred"),
+        "{algorithm:#?}"
+    );
+    let raw = text(&host.stdout());
+    for bad in ["\x1b", "\r", "\x07", "\u{9b}", "\u{202e}"] {
+        assert!(!raw.contains(bad), "a raw control character in the JSON lines: {raw:?}");
+    }
+    assert!(raw.contains(r#""message":"stdout: \r\u001b[2K2026-01-01"#), "{raw}");
+    assert!(raw.contains(r#""message":"stderr: exe.\u202etxt \u009b31mred \u001b[31mred""#), "{raw}");
 }

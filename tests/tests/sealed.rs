@@ -79,6 +79,12 @@ struct Sealed {
 /// A scenario with a sealed algorithm (script), hospital B's dataset sealed,
 /// and weights on "host storage" (a file, padded like a disk).
 fn sealed_scenario(marker: &str) -> (Scenario, Sealed) {
+    sealed_scenario_on(marker, false)
+}
+
+/// [`sealed_scenario`], the weights' "host storage" being a FIFO the test
+/// writes the ciphertext into when it chooses (`on_fifo`), or a file.
+fn sealed_scenario_on(marker: &str, on_fifo: bool) -> (Scenario, Sealed) {
     let marker_owned = marker.to_owned();
     let prepare: cvm_tests::Prepare = Box::new(move |p: &Prepared<'_>, m: &mut serde_json::Value| {
         let d = p.dir;
@@ -103,7 +109,14 @@ fn sealed_scenario(marker: &str) -> (Scenario, Sealed) {
             {"name": "weights.bin", "sealed": artifact, "source": "host-path", "provider_key": p.alg.public}
         ]);
         m["logging"] = serde_json::json!({"algorithm_output": "forward"});
-        vec![("CVM_HOST_ARTIFACTS".into(), format!("weights.bin={}", d.join("host-disk.img").display()))]
+        let storage = if on_fifo {
+            let fifo = d.join("host-fifo");
+            assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+            fifo
+        } else {
+            d.join("host-disk.img")
+        };
+        vec![("CVM_HOST_ARTIFACTS".into(), format!("weights.bin={}", storage.display()))]
     });
     let s = Scenario::start(Options { prepare: Some(prepare), ..Options::default() });
     let w = weights(marker);
@@ -217,7 +230,7 @@ fn model_weights_from_host_storage_are_used_and_no_file_holds_their_plaintext() 
     assert!(found.is_empty(), "plaintext of the weights in {found:?}");
     // The scan does find the marker where it is (a control, so that the
     // check above cannot pass by looking nowhere).
-    let control = s.work.join("results").join("control.bin");
+    let control = s.work.join("control.bin");
     std::fs::write(&control, weights(&sealed.marker)).unwrap();
     let mut found = Vec::new();
     files_containing(&std::env::temp_dir(), sealed.marker.as_bytes(), started, &mut found);
@@ -227,6 +240,45 @@ fn model_weights_from_host_storage_are_used_and_no_file_holds_their_plaintext() 
     assert!(!log.contains(&sealed.marker));
     // The ciphertext on "host storage" is what the files hold.
     assert!(std::fs::metadata(&sealed.host_disk).unwrap().len() > (3 << 20));
+}
+
+#[test]
+fn a_host_artifact_whose_owner_hangs_up_during_the_load_is_still_loaded_and_not_stuck() {
+    let (s, sealed) = sealed_scenario_on(&marker(), true);
+    // The agent blocks reading the host storage (a FIFO nobody writes yet);
+    // the owner's cvmctl gives up meanwhile.
+    let mut args: Vec<String> = vec!["release-key".into()];
+    args.extend(s.agent_args(Some(&s.alg)));
+    args.extend(["--artifact".into(), "weights.bin".into(), "--key-file".into(), s.path("alg-sealing.key")]);
+    let mut owner = std::process::Command::new(cvm_tests::bin("cvmctl"))
+        .args(&args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !s.log().contains("released by its owner; reading") {
+        assert!(std::time::Instant::now() < end, "{}", s.log());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    owner.kill().unwrap();
+    owner.wait().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // Now the host storage delivers: the key was released, so the load goes on.
+    std::fs::write(s.dir.path().join("host-fifo"), std::fs::read(&sealed.host_disk).unwrap()).unwrap();
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let st = s.status();
+        if st["artifacts_received"] == serde_json::json!(["weights.bin"]) {
+            break;
+        }
+        assert!(std::time::Instant::now() < end, "{st}\n{}", s.log());
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // And it is not left "being loaded": another release says it is done.
+    let o = release(&s, &s.alg, &["--artifact", "weights.bin"], "alg-sealing.key");
+    assert_exit(&o, exit_codes::AGENT_ERROR);
+    assert!(stderr(&o).contains("was already released"), "{}", stderr(&o));
 }
 
 #[test]

@@ -101,10 +101,11 @@ fn initramfs_built_twice_is_bit_for_bit_identical_and_holds_what_it_should() {
         .arg(format!("gzip -dc {} | cpio -i --quiet --to-stdout lib/modules/load.list", a.display()))
         .output()
         .unwrap();
-    let list: Vec<String> = String::from_utf8(o.stdout)
+    let list: Vec<String> = String::from_utf8(o.stdout.clone())
         .unwrap()
         .lines()
         .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_whitespace().next())
         .map(str::to_owned)
         .collect();
     let pos = |name: &str| {
@@ -120,9 +121,21 @@ fn initramfs_built_twice_is_bit_for_bit_identical_and_holds_what_it_should() {
         "virtio-rng",
         "vmw_vsock_virtio_transport",
         "qemu_fw_cfg",
+        "hv_vmbus",
+        "hv_netvsc",
+        "hv_storvsc",
+        "sd_mod",
+        "gve",
+        "nvme",
     ] {
         pos(name);
     }
+    // The clouds' drivers after what they need, which the list names for init.
+    assert!(pos("hv_vmbus") < pos("hv_netvsc") && pos("hv_vmbus") < pos("hv_storvsc"));
+    assert!(pos("scsi_mod") < pos("sd_mod") && pos("nvme-core") < pos("nvme"));
+    let listed = String::from_utf8(o.stdout).unwrap();
+    let netvsc = listed.lines().find(|l| l.contains("/hv_netvsc.ko.xz")).unwrap();
+    assert!(netvsc.contains("  # needs /lib/modules/") && netvsc.ends_with("/hv_vmbus.ko.xz"), "{netvsc}");
     assert!(pos("vsock") < pos("vmw_vsock_virtio_transport_common"));
     assert!(pos("vmw_vsock_virtio_transport_common") < pos("vmw_vsock_virtio_transport"));
     assert!(pos("configfs") < pos("tsm") && pos("tsm") < pos("sev-guest"));
@@ -425,6 +438,8 @@ fn the_demo_flow_runs_in_the_vm_and_it_powers_off_cleanly() {
     let console = vm.console();
     assert_has(&console, "the guest's log lacks", &[
         "init: started as PID 1",
+        "init: fs.protected_hardlinks = 1, fs.protected_symlinks = 1, fs.protected_fifos = 2, \
+         fs.protected_regular = 2, kernel.printk = 3 4 1 3, debug.exception-trace = 0",
         "modules loaded",
         // swtpm is the guest's TPM, vsock goes through the userspace backend, fw_cfg carries the inputs.
         "init: devices: TPM /dev/tpmrm0 yes, /dev/sev-guest no, configfs-tsm yes, vsock /dev/vsock yes, fw_cfg yes",
@@ -585,4 +600,315 @@ fn the_debugging_image_runs_the_agent_next_to_busybox_init() {
             "reboot: Power down",
         ],
     );
+}
+
+/// `cvmctl COMMAND` against the VM, as the lab (`true`) or a hospital, with extra arguments.
+type OwnerCommand = Box<dyn Fn(&str, bool, &[&str]) -> std::process::Output>;
+
+/// One computation of the hostile algorithm in its own VM (strict sandbox:
+/// namespaces, seccomp, Landlock, cgroup v2), run to its end.
+struct HostileRun {
+    _dir: tempfile::TempDir,
+    d: PathBuf,
+    vm: Vm,
+    status: serde_json::Value,
+    run: OwnerCommand,
+}
+
+/// Boots a VM whose algorithm is `hostile ARGS` with the extra `limits`,
+/// uploads it and both datasets, and waits for the end. `before_run` is
+/// called once the VM serves (the test's listeners go there).
+fn hostile_in_the_vm(args: &[&str], limits: serde_json::Value, before_run: impl FnOnce(&Path)) -> HostileRun {
+    hostile_in_the_vm_watched(args, limits, before_run, |_, _| {})
+}
+
+/// [`hostile_in_the_vm`], with `watch` called as an owner could act: once
+/// before the last dataset is uploaded (`false`: nothing runs yet) and once
+/// right after (`true`: the algorithm has started).
+fn hostile_in_the_vm_watched(
+    args: &[&str],
+    limits: serde_json::Value,
+    before_run: impl FnOnce(&Path),
+    mut watch: impl FnMut(&OwnerCommand, bool),
+) -> HostileRun {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    let p = |name: &str| d.join(name).display().to_string();
+    std::fs::copy(vm::static_hostile(), d.join("hostile")).unwrap();
+    for f in ["hospital-a.csv", "hospital-b.csv"] {
+        std::fs::copy(cvm_tests::example(f), d.join(f)).unwrap();
+    }
+    let alg = owner(&d, "alg", "p256");
+    let hospital = owner(&d, "a", "ed25519");
+    let mut manifest = serde_json::json!({
+        "id": "hostile", "name": "A hostile algorithm",
+        "algorithm": {"digest": format!("sha256:{}", sha256_file(&d.join("hostile"))), "provider_key": alg.public,
+                      "kind": "binary", "args": args},
+        "datasets": [
+            {"name": "hospital-a.csv", "digest": format!("sha256:{}", sha256_file(&d.join("hospital-a.csv"))), "provider_key": hospital.public},
+            {"name": "hospital-b.csv", "digest": format!("sha256:{}", sha256_file(&d.join("hospital-b.csv"))), "provider_key": hospital.public}
+        ],
+        "result_consumers": [{"key": alg.public}],
+        "limits": {"max_upload_bytes": 16 << 20, "run_timeout_s": 60, "memory_bytes": 128 << 20}
+    });
+    if let (Some(l), Some(extra)) = (manifest["limits"].as_object_mut(), limits.as_object()) {
+        l.extend(extra.clone());
+    }
+    std::fs::write(d.join("manifest.json"), serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
+    let digest =
+        ok(&cvmctl(&["manifest", "digest", &p("manifest.json")]), "manifest digest").trim().to_owned();
+    let vm = Vm::launch(&d.join("manifest.json"), &d.join("vm"), &[]);
+    let addr = vm.value("agent").unwrap();
+    let measurement = vm.value("measurement").unwrap();
+    std::fs::write(
+        d.join("policy.json"),
+        serde_json::json!({"measurements": [measurement], "require_vtpm": true}).to_string(),
+    )
+    .unwrap();
+    let ark = d.join("vm/platform/ark.pem").display().to_string();
+    let (policy, alg_key, a_key) =
+        (p("policy.json"), alg.key.display().to_string(), hospital.key.display().to_string());
+    let run = move |cmd: &str, as_alg: bool, extra: &[&str]| {
+        let mut v: Vec<&str> = vec![
+            cmd,
+            "--agent",
+            &addr,
+            "--manifest-digest",
+            &digest,
+            "--policy",
+            &policy,
+            "--trust-ark",
+            &ark,
+        ];
+        v.extend(["--key", if as_alg { &alg_key } else { &a_key }]);
+        v.extend(extra);
+        cvmctl(&v)
+    };
+    before_run(&d.join("vm"));
+    ok(&run("upload-algorithm", true, &[&p("hostile")]), "upload-algorithm");
+    ok(&run("upload-dataset", false, &["hospital-a.csv", &p("hospital-a.csv")]), "upload-dataset");
+    let run: OwnerCommand = Box::new(run);
+    watch(&run, false);
+    ok(&run("upload-dataset", false, &["hospital-b.csv", &p("hospital-b.csv")]), "upload-dataset");
+    watch(&run, true);
+    let o = run("status", true, &["--wait", "120", "--json"]);
+    let line = String::from_utf8_lossy(&o.stdout).into_owned();
+    let status: serde_json::Value =
+        serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("{e}: {line}\n{}", vm.console()));
+    HostileRun { _dir: dir, d, vm, status: status["data"].clone(), run }
+}
+
+impl HostileRun {
+    /// After any attack: the agent still serves and attests with its
+    /// event log replaying, the sandbox was strict, and the VM powers off cleanly.
+    #[track_caller]
+    fn agent_and_vm_still_healthy(self) {
+        assert_eq!(self.status["sandbox"]["mode"], "strict", "{}", self.status);
+        assert_eq!(self.status["sandbox"]["missing"], serde_json::json!([]), "{}", self.status);
+        let events = ok(&(self.run)("attest", false, &["--events"]), "attest --events after the attack");
+        assert!(events.contains("vTPM quote: verified"), "{events}");
+        let (clean, last) = self.vm.power_off(Duration::from_secs(90));
+        let console = std::fs::read_to_string(self.d.join("vm/console.log")).unwrap_or_default();
+        assert!(clean, "{last}\n{console}");
+        // No crash of the agent, no kernel trouble. (The kernel's own
+        // out-of-memory reports no longer reach the console: init keeps them
+        // off it. The agent, at -1000, is never their victim, and its end
+        // would show here.)
+        for bad in ["init: the agent exited", "init: the agent was killed", "Kernel panic", "BUG:"] {
+            assert!(!console.contains(bad), "{bad}:\n{console}");
+        }
+    }
+}
+
+#[test]
+fn a_hostile_algorithm_in_the_vm_escapes_nowhere_not_even_over_vsock() {
+    // A listener on the host's side of vsock for the port the algorithm
+    // dials (the userspace backend hands a guest's connection to CID 2
+    // port P to the Unix socket vm.vsock_P), and the operator's log port.
+    const PORT: u32 = 7733;
+    let listener = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let slot = std::sync::Arc::clone(&listener);
+    let run = hostile_in_the_vm(
+        &["probe", "--vsock-ports", &format!("{PORT},7100")],
+        serde_json::json!({}),
+        move |vm_dir| {
+            let l = std::os::unix::net::UnixListener::bind(vm_dir.join(format!("vm.vsock_{PORT}"))).unwrap();
+            l.set_nonblocking(true).unwrap();
+            *slot.lock().unwrap() = Some(l);
+        },
+    );
+    assert_eq!(run.status["state"], "results_ready", "{}\n{}", run.status, run.vm.console());
+    let out = run.d.join("results.tar").display().to_string();
+    ok(&(run.run)("results", true, &["--out", &out]), "results");
+    let o = Command::new("tar").args(["-xOf", &out, "results/report.json"]).output().unwrap();
+    let report: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    let escaped: Vec<String> = report
+        .iter()
+        .filter(|(_, v)| v.as_str().is_some_and(|v| v.starts_with("ESCAPED")))
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect();
+    assert!(escaped.is_empty(), "the algorithm escaped:\n{}\n{report:#?}", escaped.join("\n"));
+    for probe in [
+        "vsock.cid2.port7733",
+        "vsock.cid1.port7733",
+        "vsock.cid2.port7100",
+        "fds.inherited",
+        "tpm.extend_through_inherited",
+        "open/dev/tpmrm0",
+        "see/dev/vda",
+        "see/sys/firmware/qemu_fw_cfg/by_name",
+        "see/dev/sev-guest",
+        "see/dev/vsock",
+        "read/proc/1/mem",
+        "proc.other_processes",
+        "io_uring_setup",
+        "ptrace.attach_init",
+        "ptrace.any_pid",
+        "socket.netlink",
+        "socket.packet",
+        "socket.int80",
+        "socket.number_high_bits",
+        "caps.CapBnd",
+        "oom_score_adj",
+        // Above the root the init entered with chroot lie the initramfs and
+        // the agent's work directory.
+        "root.above/..",
+        "root.above/proc/self/root/..",
+        "root.above/proc/self/cwd/../../..",
+        "root.above_by_descriptor",
+        "mountinfo.foreign_mounts",
+        "ipc.others_segments",
+        "pidfd.signal_init",
+        "sched.realtime",
+        "exec.memfd",
+        "memfd.exec_flag",
+        "write/dev/urandom",
+        "env.extra",
+    ] {
+        let v =
+            report.get(probe).and_then(|v| v.as_str()).unwrap_or_else(|| panic!("no {probe}: {report:#?}"));
+        assert!(v.starts_with("blocked"), "{probe}: {v}");
+    }
+    // The host's side of vsock received nothing, not even a connection.
+    std::thread::sleep(Duration::from_secs(4)); // the daemon's late attempt, had it survived
+    let l = listener.lock().unwrap().take().unwrap();
+    assert!(l.accept().is_err(), "the algorithm reached the host over vsock");
+    let ops = std::fs::read_to_string(run.d.join("vm/logs-listen.err")).unwrap_or_default();
+    assert!(
+        !ops.contains("a1,34") && !ops.contains("malformed"),
+        "the operator's log port saw the algorithm:\n{ops}"
+    );
+    run.agent_and_vm_still_healthy();
+}
+
+#[test]
+fn a_memory_bomb_over_many_processes_is_killed_as_one_and_the_agent_stays() {
+    // Eight processes of 48 MiB each: every one is under the 128 MiB limit,
+    // together three times over it.
+    let run = hostile_in_the_vm(&["membomb", "8", "48"], serde_json::json!({}), |_| {});
+    assert_eq!(run.status["state"], "failed", "{}", run.status);
+    let reason = run.status["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("ran out of memory (limit 134217728 bytes over all its processes)"),
+        "{reason}\n{}",
+        run.vm.console()
+    );
+    run.agent_and_vm_still_healthy();
+}
+
+#[test]
+fn a_fork_bomb_fails_at_the_process_limit_and_the_agent_stays() {
+    let run = hostile_in_the_vm(&["forkbomb"], serde_json::json!({"max_processes": 32}), |_| {});
+    assert_eq!(run.status["state"], "failed", "{}", run.status);
+    let reason = run.status["reason"].as_str().unwrap();
+    assert!(reason.contains("hit the process limit (32 processes and threads)"), "{reason}");
+    run.agent_and_vm_still_healthy();
+}
+
+#[test]
+fn results_over_their_limit_fail_the_run_in_the_vm() {
+    let run = hostile_in_the_vm(&["fill-results"], serde_json::json!({"results_bytes": 1 << 20}), |_| {});
+    assert_eq!(run.status["state"], "failed", "{}", run.status);
+    let reason = run.status["reason"].as_str().unwrap();
+    assert!(reason.contains("filled its results limit (1048576 bytes"), "{reason}");
+    run.agent_and_vm_still_healthy();
+}
+
+#[test]
+fn an_algorithm_hogging_the_cpu_does_not_starve_the_agent() {
+    // 60 processes spin for 40 s, each in a session of its own: with the
+    // kernel's autogroups, each session is a scheduling entity as heavy as
+    // the agent's busiest thread. Meanwhile an owner asks for the status.
+    let took = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let times = std::sync::Arc::clone(&took);
+    let run = hostile_in_the_vm_watched(
+        &["cpuhog", "60", "40"],
+        serde_json::json!({}),
+        |_| {},
+        move |run, running| {
+            if running {
+                std::thread::sleep(Duration::from_secs(5)); // every hog spins by now
+            }
+            // Three in a row: each is a new attested TLS connection.
+            let start = std::time::Instant::now();
+            let ok = (0..3).all(|_| run("status", true, &[]).status.success());
+            times.lock().unwrap().push((start.elapsed(), ok));
+        },
+    );
+    let took = took.lock().unwrap().clone();
+    assert_eq!(run.status["state"], "results_ready", "{}\n{}", run.status, run.vm.console());
+    let (idle, busy) = (took[0].0, took[1].0);
+    eprintln!("3 status: {idle:?} idle, {busy:?} while the algorithm hogs the CPU");
+    assert!(took.iter().all(|t| t.1), "a status failed: {took:?}");
+    // Measured before the run's cgroup had the cpu controller: one status
+    // took 44 ms idle and 3.5 s during the run (the agent got a 61st of the CPU).
+    assert!(
+        busy < idle * 5 + Duration::from_secs(2),
+        "3 status took {busy:?} during the run, {idle:?} before it"
+    );
+    run.agent_and_vm_still_healthy();
+}
+
+#[test]
+fn the_operator_log_carries_nothing_the_algorithm_encodes_in_its_counters() {
+    // The algorithm makes the process limit refuse exactly 1 + N forks,
+    // where N is the first two bytes of hospital A's dataset. The agent's
+    // log goes to the host's operator, who must not learn N from it.
+    let run = hostile_in_the_vm(&["covert"], serde_json::json!({"max_processes": 16}), |_| {});
+    assert_eq!(run.status["state"], "failed", "{}", run.status);
+    let data = std::fs::read(cvm_tests::example("hospital-a.csv")).unwrap();
+    let refused = 1 + (u32::from(data[0]) << 8 | u32::from(data[1]));
+    let operator = std::fs::read_to_string(run.d.join("vm/agent-logs.txt")).unwrap();
+    assert!(operator.contains("state failed"), "the operator's log is not the agent's:\n{operator}");
+    assert!(
+        !operator.contains(&refused.to_string()),
+        "the operator's log holds {refused}, the dataset's first two bytes plus one:\n{operator}"
+    );
+    run.agent_and_vm_still_healthy();
+}
+
+#[test]
+fn the_console_carries_nothing_the_algorithm_encodes_in_its_process_names() {
+    // Four processes named after hospital A's first 28 bytes (hex), each
+    // 48 MiB: together over the limit, killed as one group.
+    let run = hostile_in_the_vm(&["oom-names"], serde_json::json!({}), |_| {});
+    assert_eq!(run.status["state"], "failed", "{}", run.status);
+    let reason = run.status["reason"].as_str().unwrap();
+    assert!(reason.contains("ran out of memory"), "{reason}");
+    // Seen on the console: "Memory cgroup out of memory: Killed process 134
+    // (12c6167650a6131) total-vm:33580kB, anon-rss:31616kB, ...".
+    let data = std::fs::read(cvm_tests::example("hospital-a.csv")).unwrap();
+    let hex: String = data[..28].iter().map(|b| format!("{b:02x}")).collect();
+    std::thread::sleep(Duration::from_secs(2));
+    let console = run.vm.console();
+    let leaked: Vec<&str> = console
+        .lines()
+        .filter(|l| hex.as_bytes().chunks(14).any(|c| l.contains(std::str::from_utf8(c).unwrap())))
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "the host's console holds hospital A's first bytes ({hex}):\n{}",
+        leaked.join("\n")
+    );
+    run.agent_and_vm_still_healthy();
 }

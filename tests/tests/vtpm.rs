@@ -133,7 +133,12 @@ fn a_tampered_shortened_or_reordered_log_is_rejected() {
         let mut tampered = sess.evidence.clone();
         tampered.events[2].identity = format!("sha256:{}", "00".repeat(32));
         let (failed, why) = sess.rejected(&tampered);
-        assert_eq!(failed, ["session_binding", "event_log", "vtpm_event_replay"], "{why}");
+        // The boot quote covers the agent's PCR too, and fails the same way.
+        assert_eq!(
+            failed,
+            ["session_binding", "event_log", "vtpm_event_replay", "boot_quote_event_replay"],
+            "{why}"
+        );
         assert!(why.contains("event_log: expected the digest of the 5 events sent"), "{why}");
 
         // The same, with the claimed digest made to match the forged log:
@@ -147,20 +152,24 @@ fn a_tampered_shortened_or_reordered_log_is_rejected() {
             .collect();
         tampered.event_log_digest = cvm_protocol::Digest(cvm_evidence::eventlog::log_digest(&forged));
         let (failed, why) = sess.rejected(&tampered);
-        assert_eq!(failed, ["session_binding", "vtpm_event_replay"], "{why}");
+        assert_eq!(failed, ["session_binding", "vtpm_event_replay", "boot_quote_event_replay"], "{why}");
         assert!(why.contains("vtpm_event_replay: expected the PCR digest of the 5 events replayed"), "{why}");
 
         // An event removed.
         let mut removed = sess.evidence.clone();
         removed.events.remove(3);
         let (failed, _) = sess.rejected(&removed);
-        assert_eq!(failed, ["session_binding", "event_log", "vtpm_event_replay"]);
+        assert_eq!(failed, ["session_binding", "event_log", "vtpm_event_replay", "boot_quote_event_replay"]);
 
         // Two events swapped.
         let mut reordered = sess.evidence.clone();
         reordered.events.swap(2, 3);
         let (failed, why) = sess.rejected(&reordered);
-        assert_eq!(failed, ["session_binding", "event_log", "vtpm_event_replay"], "{why}");
+        assert_eq!(
+            failed,
+            ["session_binding", "event_log", "vtpm_event_replay", "boot_quote_event_replay"],
+            "{why}"
+        );
     });
 }
 
@@ -213,8 +222,9 @@ fn the_clients_policy_decides_about_an_agent_without_vtpm() {
     assert!(text.contains("vTPM: off in the agent's configuration"), "{text}");
     assert!(text.contains("event log (1 events"), "{text}");
     // ... and rejected, with the reason, by a policy that requires a vTPM.
-    std::fs::write(s.path("strict.json"), r#"{"require_vtpm": true}"#).unwrap();
-    let o = s.run("attest", None, &["--policy", &s.path("strict.json")]);
+    let strict = s.dir.path().join("strict.json");
+    cvm_tests::write_pinned_policy(&strict, serde_json::json!({"require_vtpm": true}));
+    let o = s.run_with_policy("attest", None, &strict, &[]);
     assert_exit(&o, exit_codes::REJECTED);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(

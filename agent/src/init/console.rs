@@ -1,10 +1,17 @@
 //! The supervisor's logger: records straight to stderr (the console).
 //!
+//! Messages are escaped for the terminal like the agent's own
+//! ([`cvm_protocol::terminal::escape`]), so that no text in a record
+//! (an error naming a file, a value from the configuration) can forge a
+//! console line or drive the console.
+//!
 //! The supervisor is not the agent: it has no link to the host, and it must
 //! stay one thread (it takes its signals with sigwait), so it does not use
 //! the agent's log pipeline; the agent's own records reach the host.
 
 use std::io::Write;
+
+use cvm_protocol::terminal::escape;
 
 struct StderrLogger;
 
@@ -16,6 +23,7 @@ impl log::Log for StderrLogger {
     fn log(&self, record: &log::Record<'_>) {
         if self.enabled(record.metadata()) {
             let now = time::OffsetDateTime::now_utc();
+            let message = record.args().to_string();
             let _ = writeln!(
                 std::io::stderr().lock(),
                 "{}.{:03}Z {:5} {}: {}",
@@ -24,8 +32,8 @@ impl log::Log for StderrLogger {
                     .unwrap_or_default(),
                 now.millisecond(),
                 record.level(),
-                record.target(),
-                record.args()
+                escape(record.target()),
+                escape(&message)
             );
         }
     }

@@ -2,7 +2,8 @@
 //! next to another init.
 //!
 //! As PID 1 (`/init` of the initramfs), the process does the little an init
-//! must ([`system`]: mounts, kernel modules from a list, the network), then
+//! must ([`system`]: mounts, the kernel's file protections, kernel modules
+//! from a list, the network), then
 //! starts the agent proper as its child (`/proc/self/exe run`) and stays a
 //! small supervisor that only waits for signals:
 //!
@@ -55,7 +56,7 @@ pub enum Role {
     Pid1,
     /// Next to another init: a child subreaper that exits with the agent.
     Supervisor {
-        /// Also do PID 1's set-up (mounts, modules, network) first: for an
+        /// Also do PID 1's set-up (mounts, file protections, modules, network) first: for an
         /// init such as busybox's that leaves the system to its services.
         system: bool,
     },

@@ -23,6 +23,12 @@
 //! Nothing secret is logged: the agent logs names, sizes, digests and key
 //! fingerprints, never keys, uploaded bytes or results. The algorithm's own
 //! output is logged only when the manifest says `algorithm_output: forward`.
+//!
+//! The algorithm is hostile: its forwarded lines must not forge records or
+//! drive the console. stderr shows every record's source and message through
+//! [`cvm_protocol::terminal::escape`] (control characters, escape sequences,
+//! bidirectional controls made visible); the host gets the exact text, in
+//! JSON frames, and escapes it in its own human rendering.
 
 mod link;
 mod queue;
@@ -35,6 +41,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use cvm_protocol::api::State;
 use cvm_protocol::logstream::{cut, Level, Record, RecordKind, MAX_MESSAGE, MAX_SOURCE};
+use cvm_protocol::terminal::escape;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -293,7 +300,8 @@ fn unix_ms(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
-/// `2026-01-01T12:00:00.123Z INFO  source: message`.
+/// `2026-01-01T12:00:00.123Z INFO  source: message`, the source and the
+/// message escaped for a terminal: a message may be the algorithm's output.
 fn stderr_line(t: SystemTime, level: Level, kind: &RecordKind, source: &str, message: &str) -> String {
     let ms = unix_ms(t);
     let when = time::OffsetDateTime::from_unix_timestamp((ms / 1000) as i64)
@@ -311,7 +319,7 @@ fn stderr_line(t: SystemTime, level: Level, kind: &RecordKind, source: &str, mes
             Level::Trace => "TRACE",
         },
     };
-    format!("{when}.{:03}Z {tag:5} {source}: {message}", ms % 1000)
+    format!("{when}.{:03}Z {tag:5} {}: {}", ms % 1000, escape(source), escape(message))
 }
 
 /// 32 hex digits, new at every start, so that the host knows a restarted

@@ -8,13 +8,19 @@
 
 mod configfs_tsm;
 mod sev_guest;
+#[cfg(feature = "simulated-tee")]
 mod simulated;
 
 use std::path::Path;
 
 pub use configfs_tsm::ConfigfsTsm;
 pub use sev_guest::SevGuest;
+#[cfg(feature = "simulated-tee")]
 pub use simulated::Simulated;
+
+/// Whether this agent was built with the simulated provider (the
+/// `simulated-tee` feature: development and the tests' images only).
+pub const SIMULATED_BUILT_IN: bool = cfg!(feature = "simulated-tee");
 
 use crate::config::{Config, TeeChoice};
 
@@ -54,7 +60,15 @@ pub fn from_config(config: &Config) -> Result<Box<dyn TeeProvider>, TeeError> {
     match config.tee {
         TeeChoice::SevGuest => Ok(Box::new(SevGuest)),
         TeeChoice::ConfigfsTsm => Ok(Box::new(ConfigfsTsm::new())),
+        #[cfg(feature = "simulated-tee")]
         TeeChoice::Simulated => Ok(Box::new(Simulated::from_config(config)?)),
+        #[cfg(not(feature = "simulated-tee"))]
+        TeeChoice::Simulated => Err(TeeError {
+            provider: "simulated",
+            message: "this agent was built without the simulated TEE (the `simulated-tee` feature): \
+                      a release agent runs on real SEV-SNP only"
+                .into(),
+        }),
         TeeChoice::Auto => {
             if Path::new(sev_guest::DEVICE).exists() {
                 Ok(Box::new(SevGuest))

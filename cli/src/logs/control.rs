@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use cvm_protocol::logstream::{AgentMessage, Deframer, HostMessage, Operation, ReplyData, Request};
+use cvm_protocol::terminal::escape;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -88,7 +89,7 @@ pub(super) async fn request(cmd: LogsCommand) -> anyhow::Result<i32> {
             if args.json {
                 emit("reply", json!({"ok": false, "error": e.to_string()}))?;
             }
-            eprintln!("cvmctl: {e}");
+            eprintln!("cvmctl: {}", escape(&e.to_string()));
             Ok(exit_codes::AGENT_ERROR)
         }
     }
@@ -105,9 +106,9 @@ fn print_reply(data: &ReplyData) -> anyhow::Result<()> {
                 Some(r) => format!("{} ({r})", s.state),
                 None => s.state.clone(),
             };
-            writeln!(out, "state:       {state}")?;
+            writeln!(out, "state:       {}", escape(&state))?;
             if let (Some(id), Some(d)) = (&s.computation, &s.manifest_digest) {
-                writeln!(out, "computation: {id} (manifest {d})")?;
+                writeln!(out, "computation: {} (manifest {d})", escape(id))?;
             }
             writeln!(out, "level:       {}", s.level)?;
             writeln!(

@@ -172,7 +172,7 @@ pub async fn listen(args: ListenArgs) -> anyhow::Result<i32> {
         eprintln!(
             "stopped: {} records received from boot {}, {} duplicates dropped, {} reported lost, {} missing unexplained",
             s.last_seen(),
-            s.boot().unwrap_or("-"),
+            cvm_protocol::terminal::escape(s.boot().unwrap_or("-")),
             s.duplicates,
             s.lost,
             s.unaccounted

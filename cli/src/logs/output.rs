@@ -5,10 +5,17 @@
 //! "count"?, "lost"?}}`, `connected {boot, agent, level, restarted, peer}`,
 //! `disconnected {reason}`, `gap {first, last}` (records missing with no
 //! explanation) and `reply {op, ok, result | error}`.
+//!
+//! Lines for people show every text that came from the agent through
+//! [`escape`]: a record's message may be the algorithm's forwarded output,
+//! and its control characters, escape sequences and bidirectional controls
+//! must neither forge a record nor drive the operator's terminal. JSON keeps
+//! the exact text (JSON escapes control characters itself).
 
 use std::io::Write as _;
 
 use cvm_protocol::logstream::{AgentHello, Level, Record, RecordKind, ReplyData};
+use cvm_protocol::terminal::escape;
 use serde_json::json;
 
 use crate::output::{emit, stdout};
@@ -38,7 +45,9 @@ impl Printer {
             let again = if restarted { " (a new boot: the agent restarted)" } else { "" };
             eprintln!(
                 "agent connected from {peer}: {}, boot {}, level {}{again}",
-                hello.agent, hello.boot, hello.level
+                escape(&hello.agent),
+                escape(&hello.boot),
+                hello.level
             );
             Ok(())
         }
@@ -48,7 +57,7 @@ impl Printer {
         if self.json {
             emit("disconnected", json!({ "reason": reason }))
         } else {
-            eprintln!("agent disconnected: {reason}");
+            eprintln!("agent disconnected: {}", escape(reason));
             Ok(())
         }
     }
@@ -96,7 +105,7 @@ impl Printer {
             (_, Level::Debug) => "DEBUG",
             (_, Level::Trace) => "TRACE",
         };
-        let mut line = format!("{} {tag:5} {}: {}", time(r.time_ms), r.source, r.message);
+        let mut line = format!("{} {tag:5} {}: {}", time(r.time_ms), escape(&r.source), escape(&r.message));
         if let Some(n) = lost {
             line.push_str(&format!(" ({n} of them never reached this host)"));
         }
@@ -114,8 +123,8 @@ impl Printer {
         match result {
             Ok(ReplyData::Manifest { digest }) => eprintln!("manifest accepted by the agent: {digest}"),
             Ok(ReplyData::Level { level }) => eprintln!("the agent's level is now {level}"),
-            Ok(ReplyData::Status(s)) => eprintln!("agent status: {}", s.state),
-            Err(e) => eprintln!("the agent refused {op}: {e}"),
+            Ok(ReplyData::Status(s)) => eprintln!("agent status: {}", escape(&s.state)),
+            Err(e) => eprintln!("the agent refused {op}: {}", escape(e)),
         }
         Ok(())
     }

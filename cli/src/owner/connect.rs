@@ -5,6 +5,12 @@
 //! policy, the manifest digest or the key binding fails, the handshake fails
 //! and nothing is sent. After it, the client asks for session evidence over
 //! a fresh nonce and checks that it is bound to this very TLS session.
+//!
+//! Before any of it, the policy must pin at least one accepted launch
+//! measurement: without one, any image the host chooses to boot (with any
+//! code in it) would pass, and the owner's inputs would go to it. cvmctl
+//! fails closed there ([`ConnectError::Unpinned`], exit code 2) unless the
+//! owner says `--insecure-any-measurement`, which is warned about on every use.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -58,11 +64,40 @@ pub struct AgentArgs {
     /// Your private key (PKCS#8 PEM from `cvmctl keygen`), presented as a client certificate.
     #[arg(long, value_name = "FILE")]
     pub key: Option<PathBuf>,
+    /// Accept an agent whatever its launch measurement (INSECURE: development only).
+    ///
+    /// Without this flag cvmctl connects to no agent unless the policy (--policy) pins at
+    /// least one accepted launch measurement in `measurements`: compute it with `cvmctl
+    /// measure` from the image you built. Without a pinned measurement any image the host
+    /// boots passes, whatever code it runs, and your inputs would go to it. With this flag
+    /// and no measurement pinned, cvmctl says so on stderr every time it is used.
+    #[arg(long)]
+    pub insecure_any_measurement: bool,
 }
 
-/// Why connecting failed: the evidence (exit 1) or the transport (exit 3).
+/// Why connecting failed: the owner's policy or other input (exit 2), the
+/// evidence (exit 1), or anything else, such as the transport (exit 3).
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
+    /// The policy pins no launch measurement and `--insecure-any-measurement`
+    /// was not given: no connection was made, nothing was sent.
+    #[error(
+        "{} pins no launch measurement, so any VM image would be accepted; no connection was made and \
+         nothing was sent. Pin the measurement of the image you built (`cvmctl measure`) in the policy's \
+         `measurements`, or pass --insecure-any-measurement to accept any image (insecure)",
+        match policy {
+            Some(p) => format!("the policy {}", p.display()),
+            None => "no --policy was given: the default policy".to_owned(),
+        }
+    )]
+    Unpinned {
+        /// The policy file, if one was given.
+        policy: Option<PathBuf>,
+    },
+    /// The owner's own input could not be used (the policy, a trusted ARK,
+    /// the certificates directory, the client key): no connection was made.
+    #[error(transparent)]
+    Input(anyhow::Error),
     /// The evidence did not verify; nothing was sent.
     #[error("the agent's evidence was rejected; nothing was sent")]
     Rejected(VerificationReport),
@@ -87,6 +122,8 @@ pub struct Agent {
     pub measured: Option<Measured>,
     /// The nonce the session evidence was requested over.
     pub nonce: [u8; 32],
+    /// The agent's sandbox as its status reports it, once asked.
+    pub sandbox: Option<cvm_protocol::api::SandboxStatus>,
     spki: Vec<u8>,
     verifier: Arc<EvidenceVerifier>,
 }
@@ -179,6 +216,27 @@ fn client_identity(
 }
 
 impl AgentArgs {
+    /// The policy, refused when it pins no launch measurement unless the
+    /// owner accepted that with `--insecure-any-measurement` (then warned).
+    ///
+    /// Runs before any connection is made: an unpinned policy sends nothing.
+    pub fn checked_policy(&self) -> Result<Policy, ConnectError> {
+        let policy = self.policy().map_err(ConnectError::Input)?;
+        match (policy.measurements.len(), self.insecure_any_measurement) {
+            (0, false) => return Err(ConnectError::Unpinned { policy: self.policy.clone() }),
+            (0, true) => eprintln!(
+                "cvmctl: warning: --insecure-any-measurement: the agent is accepted whatever its launch \
+                 measurement; any image the host boots passes, whatever code it runs"
+            ),
+            (n, true) => eprintln!(
+                "cvmctl: warning: --insecure-any-measurement has no effect: the policy pins {n} launch \
+                 measurement(s), and the agent must report one of them"
+            ),
+            (_, false) => {}
+        }
+        Ok(policy)
+    }
+
     fn policy(&self) -> anyhow::Result<Policy> {
         match &self.policy {
             Some(path) => {
@@ -217,19 +275,23 @@ impl AgentArgs {
     }
 
     /// The attested TLS handshake alone: boot evidence verified, no request sent yet.
+    ///
+    /// Fails with [`ConnectError::Unpinned`] before connecting when the
+    /// policy pins no launch measurement (see [`AgentArgs::checked_policy`]).
     pub async fn handshake(&self) -> Result<Handshake, ConnectError> {
+        let policy = self.checked_policy()?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let fallback = match &self.certs {
             Some(dir) => Some(
                 crate::report::load_chain(dir, cvm_evidence::report::SigningKey::Vcek)
-                    .map_err(anyhow::Error::from)?,
+                    .map_err(|e| ConnectError::Input(e.into()))?,
             ),
             None => None,
         };
         let at = self.at.unwrap_or_else(OffsetDateTime::now_utc);
         let verifier = Arc::new(EvidenceVerifier {
-            anchors: self.anchors()?,
-            policy: self.policy()?,
+            anchors: self.anchors().map_err(ConnectError::Input)?,
+            policy,
             at,
             expected: self.manifest_digest.0,
             fallback,
@@ -243,7 +305,7 @@ impl AgentArgs {
             .with_custom_certificate_verifier(verifier.clone());
         let mut config = match &self.key {
             Some(path) => {
-                let (cert, key) = client_identity(path)?;
+                let (cert, key) = client_identity(path).map_err(ConnectError::Input)?;
                 builder.with_client_auth_cert(vec![cert], key).map_err(anyhow::Error::from)?
             }
             None => builder.with_no_client_auth(),
@@ -311,6 +373,7 @@ impl Handshake {
             boot: self.boot,
             measured: None,
             nonce: [0; 32],
+            sandbox: None,
             spki: self.spki,
             verifier: self.verifier,
         })
@@ -359,7 +422,7 @@ impl Agent {
         let mut measurements = VerificationReport { product: None, checks: Vec::new() };
         let (digest, measured) = super::measured::check(
             &mut measurements,
-            self.verifier.policy.require_vtpm,
+            &self.verifier.policy,
             self.boot.ak_public.as_deref(),
             evidence,
             nonce,

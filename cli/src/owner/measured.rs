@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use base64::Engine as _;
 use cvm_evidence::eventlog::{EventRecord, PcrBank};
+use cvm_evidence::measured_boot::{check_measured_boot, MeasuredBootClaim, VerifiedBoot};
 use cvm_evidence::vtpm::{check_measurements, VerifiedQuote, VtpmClaim};
-use cvm_evidence::VerificationReport;
-use cvm_protocol::api::{SessionEvidence, VtpmEvidence};
+use cvm_evidence::{Policy, VerificationReport};
+use cvm_protocol::api::{MeasuredBootEvidence, SessionEvidence, VtpmEvidence};
 
 /// What the session evidence says was measured, after its checks.
 #[derive(Clone, Debug)]
@@ -20,6 +21,10 @@ pub struct Measured {
     pub vtpm: VtpmEvidence,
     /// The quote, when it verified.
     pub quote: Option<VerifiedQuote>,
+    /// The measured-boot part as the agent sent it (`None` from older agents).
+    pub measured_boot: Option<MeasuredBootEvidence>,
+    /// The boot quote and the firmware's log, when the quote verified.
+    pub boot: Option<VerifiedBoot>,
     quote_bytes: Vec<u8>,
     signature_bytes: Vec<u8>,
 }
@@ -28,7 +33,7 @@ pub struct Measured {
 /// from the events (what the session report must bind) and what was measured.
 pub(super) fn check(
     result: &mut VerificationReport,
-    require_vtpm: bool,
+    policy: &Policy,
     ak_public: Option<&[u8]>,
     evidence: &SessionEvidence,
     nonce: &[u8; 32],
@@ -86,15 +91,80 @@ pub(super) fn check(
     };
     let (digest, quote) = check_measurements(
         result,
-        require_vtpm,
+        policy.require_vtpm,
         ak_public,
         &claim,
         nonce,
         &evidence.event_log_digest.0,
         &events,
     );
-    let measured = Measured { events, vtpm: evidence.vtpm.clone(), quote, quote_bytes, signature_bytes };
+    let own = match &evidence.vtpm {
+        VtpmEvidence::Quoted { pcr, .. } => Some((*pcr, events.as_slice())),
+        _ => None,
+    };
+    let boot = check_boot(result, policy, ak_public, evidence.measured_boot.as_ref(), nonce, own);
+    let measured = Measured {
+        events,
+        vtpm: evidence.vtpm.clone(),
+        quote,
+        measured_boot: evidence.measured_boot.clone(),
+        boot,
+        quote_bytes,
+        signature_bytes,
+    };
     (digest, measured)
+}
+
+/// Decodes the measured-boot part and records its checks and the policy's
+/// PCR and event rules.
+fn check_boot(
+    result: &mut VerificationReport,
+    policy: &Policy,
+    ak_public: Option<&[u8]>,
+    evidence: Option<&MeasuredBootEvidence>,
+    nonce: &[u8; 32],
+    own: Option<(u32, &[EventRecord])>,
+) -> Option<VerifiedBoot> {
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.decode(s);
+    let absent = |result: &mut VerificationReport, reason: &str| {
+        check_measured_boot(result, policy, ak_public, &MeasuredBootClaim::Absent { reason }, nonce, own)
+    };
+    let (pcrs, quote, signature, event_log, unavailable) = match evidence {
+        None => return absent(result, "the agent sent none (an agent older than measured boot)"),
+        Some(MeasuredBootEvidence::Unavailable { reason }) => return absent(result, reason),
+        Some(MeasuredBootEvidence::Quoted { pcrs, quote, signature, event_log, event_log_unavailable }) => {
+            (pcrs, quote, signature, event_log, event_log_unavailable)
+        }
+    };
+    let values: Result<Vec<(u32, Vec<u8>)>, String> = pcrs
+        .iter()
+        .map(|p| hex::decode(&p.sha256).map(|v| (p.pcr, v)).map_err(|e| format!("PCR {}: {e}", p.pcr)))
+        .collect();
+    let decoded = (b64(quote), b64(signature), event_log.as_deref().map(b64).transpose());
+    let (values, quote, signature, log) = match (values, decoded) {
+        (Ok(v), (Ok(q), Ok(s), Ok(l))) => (v, q, s, l),
+        (Err(e), _) => {
+            result.record("boot_quote_pcrs", false, "hex PCR values", e);
+            return absent(result, "malformed measured-boot evidence");
+        }
+        _ => {
+            result.record(
+                "boot_quote_signature",
+                false,
+                "base64 quote, signature and event log",
+                "not base64",
+            );
+            return absent(result, "malformed measured-boot evidence");
+        }
+    };
+    let why = unavailable.as_deref().unwrap_or("the agent gave no reason");
+    let claim = MeasuredBootClaim::Quoted {
+        quote: &quote,
+        signature: &signature,
+        pcrs: &values,
+        event_log: log.as_deref().ok_or(why),
+    };
+    check_measured_boot(result, policy, ak_public, &claim, nonce, own)
 }
 
 /// Prints the event log and the replay's result.
@@ -129,6 +199,56 @@ pub(super) fn print_events(measured: &Measured) -> anyhow::Result<()> {
         (VtpmEvidence::Unavailable { reason }, _) => {
             writeln!(out, "vTPM: none ({reason}); the log is covered by SNP only")?
         }
+    }
+    print_boot(&mut out, measured)?;
+    Ok(())
+}
+
+/// Prints the boot quote and the firmware's events in the quoted PCRs.
+fn print_boot(out: &mut impl std::io::Write, measured: &Measured) -> anyhow::Result<()> {
+    let Some(boot) = &measured.boot else {
+        match &measured.measured_boot {
+            None => writeln!(out, "measured boot: the agent sent no boot quote (an older agent)")?,
+            Some(MeasuredBootEvidence::Unavailable { reason }) => {
+                writeln!(out, "measured boot: none ({reason})")?
+            }
+            Some(MeasuredBootEvidence::Quoted { .. }) => {
+                writeln!(out, "measured boot: the boot quote was REJECTED (see the failed checks)")?
+            }
+        }
+        return Ok(());
+    };
+    writeln!(out, "measured boot: the boot quote verified over your nonce; quoted PCRs (sha256):")?;
+    for (pcr, value) in &boot.pcrs {
+        let how = if Some(*pcr) == boot.own_pcr {
+            "the agent's own event log"
+        } else if boot.replayed.contains(pcr) {
+            "reproduced by the firmware's log"
+        } else {
+            "NOT reproduced by the firmware's log"
+        };
+        writeln!(out, "  {pcr:>2}  {}  {how}", hex::encode(value))?;
+    }
+    let Some(log) = &boot.log else {
+        writeln!(out, "  no readable firmware event log")?;
+        return Ok(());
+    };
+    writeln!(
+        out,
+        "firmware event log ({} events, banks {}); the events of the quoted PCRs:",
+        log.events.len(),
+        log.algorithm_names()
+    )?;
+    for e in log.events.iter().filter(|e| e.is_extended() && boot.pcrs.contains_key(&e.pcr)) {
+        let digest = e.digest(PcrBank::Sha256).map(hex::encode).unwrap_or_default();
+        writeln!(
+            out,
+            "  {:>3}  PCR {:>2}  {:34} {digest}  {}",
+            e.number,
+            e.pcr,
+            e.event_type.to_string(),
+            e.describe()
+        )?;
     }
     Ok(())
 }

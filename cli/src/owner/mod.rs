@@ -117,6 +117,14 @@ fn print_claims(agent: &Agent, args: &AgentArgs) -> anyhow::Result<()> {
         _ => "none".to_owned(),
     };
     writeln!(out, "  vTPM            {vtpm}")?;
+    writeln!(out, "  measured boot   {}", describe_boot(agent))?;
+    match &agent.sandbox {
+        Some(s) if s.is_strict() => {
+            writeln!(out, "  sandbox         strict (every layer; the agent's own report)")?
+        }
+        Some(s) => writeln!(out, "  sandbox         {} (WITHOUT: {})", s.mode, s.missing.join("; "))?,
+        None => writeln!(out, "  sandbox         unknown (the agent gave no status)")?,
+    }
     writeln!(out, "  boot evidence   {boot_ok} checks passed, {boot_skip} not required by the policy")?;
     writeln!(
         out,
@@ -124,6 +132,48 @@ fn print_claims(agent: &Agent, args: &AgentArgs) -> anyhow::Result<()> {
     )?;
     writeln!(out, "ACCEPTED: the agent runs manifest {}", args.manifest_digest)?;
     Ok(())
+}
+
+/// The measured-boot line of the claims: what the boot quote proved and
+/// which of the policy's rules held.
+fn describe_boot(agent: &Agent) -> String {
+    let Some(m) = &agent.measured else { return "not checked".to_owned() };
+    let Some(boot) = &m.boot else {
+        return match &m.measured_boot {
+            Some(api::MeasuredBootEvidence::Unavailable { reason }) => format!("none ({reason})"),
+            _ => "none (the agent sent no boot quote)".to_owned(),
+        };
+    };
+    let rules: Vec<&str> = agent
+        .session
+        .checks
+        .iter()
+        .filter(|c| c.name.starts_with("tpm_pcr_") || c.name.starts_with("tpm_event_pcr_"))
+        .map(|c| c.name)
+        .collect();
+    let pcrs = boot.pcrs.keys().map(ToString::to_string).collect::<Vec<_>>().join(",");
+    let log = match &boot.log {
+        Some(log) => {
+            format!("firmware log of {} events reproduces {} of them", log.events.len(), boot.replayed.len())
+        }
+        None => "no firmware log".to_owned(),
+    };
+    if rules.is_empty() {
+        format!(
+            "PCRs {pcrs} quoted over your nonce; {log}; the policy pins no PCR or event, so the image is \
+             pinned by the SNP measurement alone"
+        )
+    } else {
+        let kind = match &m.vtpm {
+            api::VtpmEvidence::Quoted { kind: api::VtpmKind::Svsm, .. } => "an SVSM's, inside the TEE",
+            _ => "Azure's paravisor's is attested by the SNP report; GCP's hypervisor's and swtpm are not",
+        };
+        format!(
+            "PCRs {pcrs} quoted over your nonce; {log}; the policy's {} passed: the image is pinned by the \
+             vTPM, as far as the vTPM is trusted ({kind})",
+            rules.join(", ")
+        )
+    }
 }
 
 /// Arguments of `upload-algorithm`.
@@ -227,7 +277,18 @@ fn print_checks(report: &VerificationReport, title: &str) -> anyhow::Result<()> 
 /// Connects; on rejected evidence prints why and returns the exit code.
 async fn connect(args: &AgentArgs) -> Result<Agent, i32> {
     match args.connect().await {
-        Ok(agent) => Ok(agent),
+        Ok(mut agent) => {
+            warn_weak_sandbox(&mut agent).await;
+            Ok(agent)
+        }
+        Err(e @ ConnectError::Unpinned { .. }) => {
+            eprintln!("cvmctl: error: {e}");
+            Err(exit_codes::USAGE)
+        }
+        Err(ConnectError::Input(e)) => {
+            eprintln!("cvmctl: error: {e:#}");
+            Err(exit_codes::USAGE)
+        }
         Err(ConnectError::Rejected(report)) => {
             let _ = print_checks(&report, "the agent's evidence was REJECTED; nothing was sent:");
             for f in report.failures() {
@@ -242,6 +303,23 @@ async fn connect(args: &AgentArgs) -> Result<Agent, i32> {
     }
 }
 
+/// Asks for the agent's sandbox and tells the owner, before anything is
+/// sent, when it runs the algorithm without every layer (`sandbox =
+/// best-effort`, a development host); the VM always runs it strict.
+async fn warn_weak_sandbox(agent: &mut Agent) {
+    let Ok((StatusCode::OK, body)) = agent.send(hyper::Method::GET, api::STATUS, None).await else { return };
+    let Ok(status) = serde_json::from_slice::<Status>(&body) else { return };
+    let s = &status.sandbox;
+    agent.sandbox = Some(s.clone());
+    if !s.is_strict() {
+        let mode = if s.mode.is_empty() { "unknown (an older agent)" } else { s.mode.as_str() };
+        eprintln!("cvmctl: WARNING: this agent's sandbox is {mode}: the algorithm runs without:");
+        for m in &s.missing {
+            eprintln!("cvmctl: WARNING:   {m}");
+        }
+    }
+}
+
 /// Verifies the agent and prints the verified claims.
 pub async fn attest(a: AttestArgs) -> anyhow::Result<i32> {
     let agent = match connect(&a.agent).await {
@@ -251,6 +329,9 @@ pub async fn attest(a: AttestArgs) -> anyhow::Result<i32> {
     if a.json {
         for c in agent.checks.checks.iter().chain(&agent.session.checks) {
             emit("check", c)?;
+        }
+        if let Some(sandbox) = &agent.sandbox {
+            emit("sandbox", sandbox)?;
         }
         emit(
             "verdict",
@@ -517,6 +598,16 @@ pub async fn status(a: StatusArgs) -> anyhow::Result<i32> {
                     writeln!(out, "artifacts missing:  {}", status.artifacts_missing.join(", "))?;
                 }
                 writeln!(out, "your roles:         {}", status.your_roles.join(", "))?;
+                let sandbox = &status.sandbox;
+                match sandbox.missing.as_slice() {
+                    [] => writeln!(out, "sandbox:            {}", sandbox.mode)?,
+                    missing => writeln!(
+                        out,
+                        "sandbox:            {} (without: {})",
+                        sandbox.mode,
+                        missing.join("; ")
+                    )?,
+                }
             }
             return Ok(if matches!(status.state, api::State::Failed(_)) {
                 exit_codes::AGENT_ERROR

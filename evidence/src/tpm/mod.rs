@@ -11,10 +11,14 @@ mod export;
 mod public;
 mod quote;
 mod reader;
+#[cfg(feature = "simulator")]
+mod simulated;
 
 pub use export::{pcrs_file, PCRS_FILE_LEN};
 pub use public::{AkPublic, KeyParams};
 pub use quote::{ClockInfo, PcrSelection, Quote, Signature};
+#[cfg(feature = "simulator")]
+pub use simulated::SimulatedAk;
 
 /// TPM algorithm identifiers (TPM_ALG_ID) this module knows.
 pub mod alg {

@@ -68,7 +68,7 @@ fn main() {
         format!("sha256:{}", hex::encode(Sha256::digest(std::fs::read(d.join("algo.sh")).unwrap())));
     let manifest = serde_json::json!({
         "id": "bench", "name": "bench",
-        "algorithm": {"digest": alg_digest, "provider_key": alg.public, "kind": "script", "interpreter": "/bin/sh"},
+        "algorithm": {"digest": alg_digest, "provider_key": alg.public, "kind": "script", "interpreter": "/bin/sh", "runtime": cvm_tests::HOST_RUNTIME},
         "datasets": [{"name": "big.bin", "digest": data_digest, "provider_key": prov.public}],
         "result_consumers": [{"key": alg.public}],
         "limits": {"max_upload_bytes": 2u64 << 30, "run_timeout_s": 60, "memory_bytes": 256u64 << 20}
@@ -80,8 +80,11 @@ fn main() {
         cvm_tests::start_agent(d, &d.join("manifest.json"), &d.join("work")).unwrap();
     let pid = agent.id();
     let ark = cvm_tests::platform().2.display().to_string();
+    let policy = cvm_tests::write_pinned_policy(&d.join("policy.json"), serde_json::Value::Null);
     let common = |key: &cvm_tests::Owner| {
         vec![
+            "--policy".to_owned(),
+            policy.clone(),
             "--agent".to_owned(),
             addr.to_string(),
             "--manifest-digest".into(),

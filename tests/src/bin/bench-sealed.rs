@@ -156,7 +156,7 @@ fn main() {
     );
     let manifest = serde_json::json!({
         "id": "bench-sealed", "name": "bench",
-        "algorithm": {"digest": alg_digest, "provider_key": alg.public, "kind": "script", "interpreter": "/bin/sh"},
+        "algorithm": {"digest": alg_digest, "provider_key": alg.public, "kind": "script", "interpreter": "/bin/sh", "runtime": cvm_tests::HOST_RUNTIME},
         "datasets": [],
         "artifacts": [{"name": "weights.bin", "sealed": identity, "source": "host-path", "provider_key": alg.public}],
         "result_consumers": [{"key": alg.public}],
@@ -175,9 +175,12 @@ fn main() {
     .unwrap();
     let pid = agent.id();
     let ark = cvm_tests::platform().2.display().to_string();
+    let policy = cvm_tests::write_pinned_policy(&d.join("policy.json"), serde_json::Value::Null);
     let rss_before = vm_hwm(pid);
     let args = [
         "release-key",
+        "--policy",
+        &policy,
         "--agent",
         &addr.to_string(),
         "--manifest-digest",
