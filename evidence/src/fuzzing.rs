@@ -36,8 +36,10 @@ use crate::binding::{chain_from, check_boot_certificate, BootEvidence};
 use crate::certs::extensions::AmdExtensions;
 use crate::certs::{self, CertChain, Certificate, TrustAnchors};
 use crate::eventlog::{extend_log_digest, log_digest, replay_pcr, EventRecord, PcrBank, EVENT_CONTEXT};
+use crate::measured_boot::{check_measured_boot, MeasuredBootClaim};
 use crate::report::{ReportBody, REPORT_LEN, SIGNED_LEN};
 use crate::simulator::SimulatedChain;
+use crate::tcglog::{self, EventLog, MAX_PCR};
 use crate::tpm::{AkPublic, KeyParams, Quote, Signature};
 use crate::verify::Outcome;
 use crate::vtpm::{check_measurements, VtpmClaim};
@@ -60,6 +62,9 @@ pub const TARGETS: &[(&str, Property)] = &[
     ("event_log", event_log),
     ("vtpm_check", vtpm_check),
     ("simulated_bundle", simulated_bundle),
+    ("tcg_event_log", tcg_event_log),
+    ("measured_boot", measured_boot),
+    ("uki", uki),
 ];
 
 /// The most bytes a property function may hold allocated at once for an
@@ -643,4 +648,280 @@ pub fn simulated_bundle(data: &[u8]) {
 /// The simulated chain of the test data, for seeds.
 pub fn simulated_chain() -> &'static SimulatedChain {
     &genuine().simulated
+}
+
+// ---- measured boot: the firmware's event log, the boot quote, UKIs -----------
+
+/// A firmware event log (TCG crypto-agile) that parses marshals back to
+/// exactly its bytes; every event can be described; a bank the header names
+/// replays to 24 PCR values of its size, any other bank is refused.
+pub fn tcg_event_log(data: &[u8]) {
+    let Ok(log) = tcglog::parse(data) else { return };
+    assert_eq!(marshal_tcg_log(&log), data, "the log marshals to other bytes");
+    for e in &log.events {
+        let _ = e.describe();
+    }
+    for bank in [PcrBank::Sha256, PcrBank::Sha384] {
+        let named = log.spec_id.algorithms.iter().any(|(a, _)| *a == bank.alg_id());
+        match log.replay(bank) {
+            Ok(pcrs) => {
+                assert!(named, "a bank the log does not name replayed");
+                assert_eq!(pcrs.len(), MAX_PCR as usize + 1);
+                assert!(pcrs.iter().all(|p| p.len() == bank.digest_len()));
+            }
+            Err(_) => assert!(!named, "a bank the log names did not replay"),
+        }
+    }
+    let extended: usize = (0..=MAX_PCR).map(|p| log.events_in(p).count()).sum();
+    assert_eq!(extended, log.events.iter().filter(|e| e.is_extended()).count());
+    let _ = log.algorithm_names();
+}
+
+fn marshal_tcg_log(log: &EventLog) -> Vec<u8> {
+    let s = &log.spec_id;
+    let mut spec = b"Spec ID Event03\0".to_vec();
+    spec.extend_from_slice(&s.platform_class.to_le_bytes());
+    spec.extend_from_slice(&[s.version.1, s.version.0, s.version.2, s.uintn_size]);
+    spec.extend_from_slice(&(s.algorithms.len() as u32).to_le_bytes());
+    for (id, size) in &s.algorithms {
+        spec.extend_from_slice(&id.to_le_bytes());
+        spec.extend_from_slice(&size.to_le_bytes());
+    }
+    spec.push(s.vendor_info.len() as u8);
+    spec.extend_from_slice(&s.vendor_info);
+    let mut out = Vec::new();
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&tcglog::EventType::NO_ACTION.0.to_le_bytes());
+    out.extend_from_slice(&[0; 20]);
+    out.extend_from_slice(&(spec.len() as u32).to_le_bytes());
+    out.extend_from_slice(&spec);
+    for e in &log.events {
+        out.extend_from_slice(&e.pcr.to_le_bytes());
+        out.extend_from_slice(&e.event_type.0.to_le_bytes());
+        out.extend_from_slice(&(e.digests.len() as u32).to_le_bytes());
+        for (id, digest) in &e.digests {
+            out.extend_from_slice(&id.to_le_bytes());
+            out.extend_from_slice(digest);
+        }
+        out.extend_from_slice(&(e.data.len() as u32).to_le_bytes());
+        out.extend_from_slice(&e.data);
+    }
+    out
+}
+
+/// The measured-boot checks of session evidence on fuzzed pieces (see
+/// [`measured_boot_input`] for the layout): each check is recorded once,
+/// the quote's checks in their documented order; a boot that verified
+/// passed its signature, nonce and PCR checks, and proves exactly the PCR
+/// values the claim carried.
+pub fn measured_boot(data: &[u8]) {
+    let Some(input) = MeasuredBootInput::parse(data) else { return };
+    let policy = if input.policy.is_empty() {
+        Policy::default()
+    } else {
+        let Ok(p) = std::str::from_utf8(input.policy)
+            .map_err(|_| ())
+            .and_then(|t| Policy::from_json(t).map_err(|_| ()))
+        else {
+            return;
+        };
+        p
+    };
+    let own_events = [EventRecord::new("manifest", "m", "sha256:00")];
+    let claim = if input.flags & 0x01 != 0 {
+        MeasuredBootClaim::Quoted {
+            quote: input.quote,
+            signature: input.signature,
+            pcrs: &input.pcrs,
+            event_log: if input.flags & 0x02 != 0 { Ok(input.log) } else { Err("no log (fuzz)") },
+        }
+    } else {
+        MeasuredBootClaim::Absent { reason: "fuzz" }
+    };
+    let ak = (input.flags & 0x04 != 0).then_some(input.ak);
+    let own = (input.flags & 0x08 != 0).then_some((u32::from(input.own_pcr), &own_events[..]));
+    let mut result = VerificationReport { product: None, checks: Vec::new() };
+    let verified = check_measured_boot(&mut result, &policy, ak, &claim, &input.nonce, own);
+    assert_each_check_once(&result);
+    let names: Vec<&str> = result.checks.iter().map(|c| c.name).collect();
+    assert_eq!(
+        &names[..7.min(names.len())],
+        [
+            "measured_boot",
+            "boot_quote_signature",
+            "boot_quote_nonce",
+            "boot_quote_pcrs",
+            "firmware_log_format",
+            "firmware_log_replay",
+            "boot_quote_event_replay"
+        ],
+        "the boot quote's checks are not all recorded in order"
+    );
+    if let Some(boot) = verified {
+        for name in ["boot_quote_signature", "boot_quote_nonce", "boot_quote_pcrs"] {
+            let passed = result.check(name).is_some_and(|c| c.outcome == Outcome::Passed);
+            assert!(passed, "a boot verified whose {name} check did not pass");
+        }
+        let claimed: std::collections::BTreeMap<u32, Vec<u8>> = input.pcrs.iter().cloned().collect();
+        assert_eq!(boot.pcrs, claimed, "the verified boot proves other PCR values than the claim carried");
+        assert!(
+            boot.replayed.iter().all(|p| boot.pcrs.contains_key(p)),
+            "a PCR replayed that was not quoted"
+        );
+    }
+}
+
+struct MeasuredBootInput<'a> {
+    flags: u8,
+    own_pcr: u8,
+    ak: &'a [u8],
+    quote: &'a [u8],
+    signature: &'a [u8],
+    log: &'a [u8],
+    pcrs: Vec<(u32, Vec<u8>)>,
+    nonce: [u8; 32],
+    policy: &'a [u8],
+}
+
+impl<'a> MeasuredBootInput<'a> {
+    fn parse(data: &'a [u8]) -> Option<MeasuredBootInput<'a>> {
+        fn take<'b>(rest: &mut &'b [u8], n: usize) -> Option<&'b [u8]> {
+            let (piece, tail) = rest.split_at_checked(n)?;
+            *rest = tail;
+            Some(piece)
+        }
+        fn sized<'b>(rest: &mut &'b [u8]) -> Option<&'b [u8]> {
+            let len = take(rest, 2)?;
+            take(rest, usize::from(u16::from_be_bytes([len[0], len[1]])))
+        }
+        let mut rest = data;
+        let flags = take(&mut rest, 1)?[0];
+        let own_pcr = take(&mut rest, 1)?[0];
+        let ak = sized(&mut rest)?;
+        let quote = sized(&mut rest)?;
+        let signature = sized(&mut rest)?;
+        let log = sized(&mut rest)?;
+        let count = usize::from(take(&mut rest, 1)?[0]).min(24);
+        let mut pcrs = Vec::with_capacity(count);
+        for _ in 0..count {
+            let pcr = u32::from(take(&mut rest, 1)?[0]);
+            pcrs.push((pcr, take(&mut rest, 32)?.to_vec()));
+        }
+        let nonce = take(&mut rest, 32)?.try_into().ok()?;
+        Some(MeasuredBootInput { flags, own_pcr, ak, quote, signature, log, pcrs, nonce, policy: rest })
+    }
+}
+
+/// The bytes of a `measured_boot` input: a flags byte (1 a boot quote is
+/// claimed, 2 with the firmware's log, 4 the boot evidence carries `ak`, 8
+/// the agent names its own PCR), that PCR, then `ak`, `quote`, `signature`
+/// and `log` each behind a u16 big-endian length, a count of PCRs and that
+/// many (PCR byte, 32-byte SHA-256 value), the 32-byte nonce, and the
+/// policy's JSON (empty: the default policy).
+#[allow(clippy::too_many_arguments, reason = "one argument per piece of the layout")]
+pub fn measured_boot_input(
+    flags: u8,
+    own_pcr: u8,
+    ak: &[u8],
+    quote: &[u8],
+    signature: &[u8],
+    log: &[u8],
+    pcrs: &[(u32, Vec<u8>)],
+    nonce: &[u8; 32],
+    policy: &[u8],
+) -> Vec<u8> {
+    let mut out = vec![flags, own_pcr];
+    for piece in [ak, quote, signature, log] {
+        tpm2b(&mut out, piece);
+    }
+    out.push(pcrs.len() as u8);
+    for (pcr, value) in pcrs {
+        out.push(*pcr as u8);
+        out.extend_from_slice(value);
+    }
+    out.extend_from_slice(nonce);
+    out.extend_from_slice(policy);
+    out
+}
+
+/// A UKI (a PE image with the stub's sections) that measures has one
+/// measured section per stub section it holds, each the SHA-256 of that
+/// section's data; every section of a PE image that parses lies in the file.
+pub fn uki(data: &[u8]) {
+    if let Ok(pe) = crate::pe::PeImage::parse(data) {
+        for section in &pe.sections {
+            if let Ok(bytes) = pe.section_data(section) {
+                let start = bytes.as_ptr() as usize - data.as_ptr() as usize;
+                assert!(start + bytes.len() <= data.len(), "a section's data lies outside the file");
+            }
+        }
+        let _ = pe.authenticode_sha256();
+    }
+    let Ok(m) = crate::uki::measure_uki(data) else { return };
+    let pe = crate::pe::PeImage::parse(data).expect("a measured UKI parses");
+    for measured in &m.sections {
+        let section =
+            pe.sections.iter().find(|s| s.name == measured.name).expect("a measured section exists");
+        let bytes = pe.section_data(section).expect("its data was read");
+        assert_eq!(measured.size, bytes.len());
+        assert_eq!(measured.sha256, <[u8; 32]>::from(Sha256::digest(bytes)));
+    }
+}
+
+/// A small UKI (stub, `.osrel`, `.cmdline`, a PE `.linux`, `.initrd`), for seeds.
+pub fn uki_seed() -> Vec<u8> {
+    let kernel = crate::pe::tests_support::image(&[(".text", b"kernel code")], b"", 0);
+    crate::pe::tests_support::image(
+        &[
+            (".text", b"stub"),
+            (".osrel", b"ID=cvm\n"),
+            (".cmdline", b"console=ttyS0"),
+            (".linux", &kernel),
+            (".initrd", b"cpio"),
+        ],
+        b"tail",
+        16,
+    )
+}
+
+/// The seeds of `measured_boot`: a boot quoted by a software AK over a
+/// firmware log of the crate's test data, as it verifies (with and without
+/// a policy that pins PCR 4 and its events), and the test swtpm quote.
+pub fn measured_boot_seeds() -> Vec<Vec<u8>> {
+    let log = include_bytes!("../testdata/tcglog/ovmf-swtpm-uki.bin");
+    let replay = tcglog::parse(log).expect("test data").replay(PcrBank::Sha256).expect("sha256");
+    let own_events = [EventRecord::new("manifest", "m", "sha256:00")];
+    let nonce = [0x4e; 32];
+    let quoted: Vec<(u32, Vec<u8>)> = [4u32, 7, 9, 11, 15]
+        .iter()
+        .map(|p| {
+            (
+                *p,
+                if *p == 15 { replay_pcr(PcrBank::Sha256, &own_events) } else { replay[*p as usize].clone() },
+            )
+        })
+        .collect();
+    let ak = crate::tpm::SimulatedAk::generate().expect("a software AK");
+    let banked: Vec<(PcrBank, u32, Vec<u8>)> =
+        quoted.iter().map(|(p, v)| (PcrBank::Sha256, *p, v.clone())).collect();
+    let (quote, signature) = ak.quote(&nonce, &banked).expect("quotes");
+    let policy = format!(r#"{{"tpm_pcrs": {{"4": ["{}"]}}}}"#, hex::encode(&replay[4]));
+    let swtpm = Quote::parse(QUOTE).expect("test data");
+    let swtpm_nonce: [u8; 32] = swtpm.extra_data.as_slice().try_into().expect("32 bytes");
+    vec![
+        measured_boot_input(0x0f, 15, &ak.public(), &quote, &signature, log, &quoted, &nonce, b""),
+        measured_boot_input(
+            0x0f,
+            15,
+            &ak.public(),
+            &quote,
+            &signature,
+            log,
+            &quoted,
+            &nonce,
+            policy.as_bytes(),
+        ),
+        measured_boot_input(0x05, 0, AK, QUOTE, QUOTE_SIG, b"", &[(15, vec![0; 32])], &swtpm_nonce, b""),
+        measured_boot_input(0x00, 0, b"", b"", b"", b"", &[], &[0; 32], policy.as_bytes()),
+    ]
 }

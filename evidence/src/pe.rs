@@ -281,7 +281,8 @@ impl<'a> PeImage<'a> {
 }
 
 /// Test images, shared with the UKI tests.
-#[cfg(test)]
+/// Builds small images for tests and for the fuzz targets' seeds.
+#[cfg(any(test, feature = "simulator"))]
 pub(crate) mod tests_support {
     use super::PE32_PLUS_MAGIC;
 

@@ -141,6 +141,21 @@ fn simulated_bundle() {
 }
 
 #[test]
+fn tcg_event_log() {
+    replay("tcg_event_log");
+}
+
+#[test]
+fn measured_boot() {
+    replay("measured_boot");
+}
+
+#[test]
+fn uki() {
+    replay("uki");
+}
+
+#[test]
 fn every_target_has_a_test_here() {
     let source = include_str!("fuzz_replay.rs");
     for (name, _) in TARGETS {
@@ -266,6 +281,11 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         out.push(("vtpm_check", format!("swtpm-{i}"), seed));
     }
     out.push(("simulated_bundle", "milan-chain.txt".into(), fuzzing::SIMULATED_CHAIN.as_bytes().to_vec()));
+    out.push(("tcg_event_log", "ovmf-swtpm-uki.bin".into(), testdata("tcglog/ovmf-swtpm-uki.bin")));
+    for (i, seed) in fuzzing::measured_boot_seeds().into_iter().enumerate() {
+        out.push(("measured_boot", format!("boot-{i}"), seed));
+    }
+    out.push(("uki", "small-uki.efi".into(), fuzzing::uki_seed()));
     out
 }
 
