@@ -282,3 +282,31 @@ fn a_failed_chunk_leaves_no_plaintext_in_the_callers_buffer() {
     opener.next_chunk().unwrap();
     assert!(matches!(opener.finish().unwrap_err(), SealError::Trailing));
 }
+
+/// `tests/fixtures/sealed-v1.sealed`: 13288 bytes of [`data`] in 4096-byte
+/// chunks, sealed by `cvmctl seal` when sealed streams used ring's AES-GCM,
+/// to `tests/fixtures/sealed-v1.key` (a published test key). Streams sealed
+/// before a change of implementation must open after it.
+fn fixture() -> (SealingKey, Vec<u8>) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let key = SealingKey::from_text(&std::fs::read_to_string(dir.join("sealed-v1.key")).unwrap()).unwrap();
+    (key, std::fs::read(dir.join("sealed-v1.sealed")).unwrap())
+}
+
+/// The fixture's identity, as `cvmctl seal` printed it.
+const FIXTURE_IDENTITY: &str = include_str!("fixtures/sealed-v1.identity.json");
+
+#[test]
+fn a_stream_sealed_by_the_previous_implementation_opens() {
+    let (key, ct) = fixture();
+    let expected: StreamIdentity = serde_json::from_str(FIXTURE_IDENTITY).unwrap();
+    assert_eq!(ct.len() as u64, sealed_len(13288, CHUNK));
+    let mut out = Vec::new();
+    assert_eq!(unseal(&key, &ct[..], &mut out).unwrap(), expected);
+    assert_eq!(out, data(13288));
+    // And one changed byte in its last chunk still fails.
+    let mut bad = ct.clone();
+    let at = bad.len() - 30;
+    bad[at] ^= 1;
+    assert!(matches!(open(&key, &bad).unwrap_err(), SealError::Chunk { index: 3 }));
+}
