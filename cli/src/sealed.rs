@@ -1,7 +1,10 @@
 //! Sealing keys and sealed streams on the owner's machine: `keygen
 //! --sealing`, `seal`, `unseal`.
 //!
-//! Both directions stream in constant memory (one chunk). `unseal` never
+//! Both directions run on every core (`--workers`, default all the CPUs
+//! cvmctl may use): one thread reads the input in order, workers encrypt or
+//! decrypt chunks and write each at its offset in the output, in constant
+//! memory (at most `2 * workers + 2` chunks). `unseal` never
 //! leaves plaintext of a stream that fails: it writes into an unnamed file
 //! (`O_TMPFILE`) in the output's directory, which the kernel discards when
 //! the process ends, and links it into place only after the last chunk and
@@ -9,12 +12,14 @@
 //! falls back to a hidden 0600 file next to the output, deleted on any
 //! failure (but left behind if the process is killed).
 
-use std::io::{BufWriter, Write as _};
+use std::io::{BufReader, Write as _};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::Args;
-use cvm_protocol::sealed::{seal, unseal, SealingKey, DEFAULT_CHUNK, MAX_CHUNK, MIN_CHUNK};
+use cvm_protocol::sealed::{
+    seal_parallel, Opener, SealingKey, DEFAULT_CHUNK, MAX_CHUNK, MAX_WORKERS, MIN_CHUNK,
+};
 
 use crate::args::read_file;
 use crate::exit_codes;
@@ -36,6 +41,9 @@ pub struct SealArgs {
     /// Print `{"type":"sealed","data":{"key_id","stream_id","size"}}` instead of the bare identity.
     #[arg(long)]
     pub json: bool,
+    /// Threads that encrypt (default: every CPU cvmctl may use).
+    #[arg(long, value_name = "N", value_parser = workers_arg)]
+    pub workers: Option<usize>,
     /// The plaintext file.
     #[arg(value_name = "FILE")]
     pub input: PathBuf,
@@ -50,9 +58,25 @@ pub struct UnsealArgs {
     /// Where to write the plaintext (only after the whole stream verified).
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
+    /// Threads that decrypt (default: every CPU cvmctl may use).
+    #[arg(long, value_name = "N", value_parser = workers_arg)]
+    pub workers: Option<usize>,
     /// The sealed stream.
     #[arg(value_name = "FILE")]
     pub input: PathBuf,
+}
+
+/// `--workers`: 1 ..= MAX_WORKERS.
+fn workers_arg(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=MAX_WORKERS).contains(&n) => Ok(n),
+        _ => Err(format!("expected a number of threads from 1 to {MAX_WORKERS}")),
+    }
+}
+
+/// The CPUs this process may use.
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// Reads a sealing key file.
@@ -86,16 +110,16 @@ pub fn keygen(out: &Path, json: bool) -> anyhow::Result<i32> {
 /// Seals a file; prints the stream identity (the manifest's `sealed` object).
 pub fn seal_file(a: SealArgs) -> anyhow::Result<i32> {
     let key = read_key(&a.key_file)?;
-    let mut input =
+    let input =
         std::fs::File::open(&a.input).with_context(|| format!("cannot read {}", a.input.display()))?;
     let size = input.metadata()?.len();
     let tmp = sibling(&a.out, "partial");
     let file = std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
-    let mut out = BufWriter::with_capacity(1 << 20, file);
-    let sealed = seal(&key, &mut input, size, &mut out, a.chunk_size)
+    let workers = a.workers.unwrap_or_else(default_workers);
+    let mut input = BufReader::with_capacity(1 << 20, input);
+    let sealed = seal_parallel(&key, &mut input, size, &file, a.chunk_size, workers, &|_| {})
         .map_err(anyhow::Error::from)
         .and_then(|id| {
-            let file = out.into_inner().map_err(|e| e.into_error())?;
             file.sync_all()?;
             Ok(id)
         })
@@ -212,12 +236,11 @@ pub fn unseal_file(a: UnsealArgs) -> anyhow::Result<i32> {
     let input =
         std::fs::File::open(&a.input).with_context(|| format!("cannot read {}", a.input.display()))?;
     let mut pending = Pending::create(&a.out)?;
-    let result = {
-        let mut out = BufWriter::with_capacity(1 << 20, pending.file());
-        unseal(&key, std::io::BufReader::with_capacity(1 << 20, input), &mut out)
-            .map_err(anyhow::Error::from)
-            .and_then(|id| out.into_inner().map(|_| id).map_err(|e| e.into_error().into()))
-    };
+    let workers = a.workers.unwrap_or_else(default_workers);
+    let result = Opener::new(&key, BufReader::with_capacity(1 << 20, input)).and_then(|mut opener| {
+        opener.open_parallel_to(&*pending.file(), workers, &|_| {})?;
+        opener.finish()
+    });
     match result {
         Ok(identity) => {
             pending.commit(&a.out)?;

@@ -182,6 +182,24 @@ pub fn sealed_stream(data: &[u8]) {
         (Err(_), Err(_)) => {}
         _ => panic!("the opener says {opened:?}, unseal says {unsealed:?}"),
     }
+    // The parallel open (the agent's) gives the same verdict, the same
+    // error and the same plaintext. (Only where the claimed size could be
+    // in the input: a stream that opens is longer than its plaintext.)
+    let Ok(mut opener) = Opener::new(&key, data) else { return };
+    let Ok(size) = usize::try_from(opener.header().identity.size) else { return };
+    if size > data.len() {
+        return;
+    }
+    let mut dest = vec![0u8; size];
+    let parallel = opener.open_parallel_into(&mut dest, 2, &|_| {}).and_then(|()| opener.finish());
+    match (&parallel, &unsealed) {
+        (Ok(a), Ok(b)) => {
+            assert_eq!(a, b);
+            assert_eq!(dest, whole, "the parallel open gives another plaintext");
+        }
+        (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "the parallel open fails otherwise"),
+        _ => panic!("the parallel open says {parallel:?}, unseal says {unsealed:?}"),
+    }
 }
 
 /// A key file that parses names a key whose own key file parses to the

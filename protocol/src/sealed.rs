@@ -35,11 +35,13 @@
 //! stream was sealed with (up to a 128-bit collision), which lets the agent
 //! refuse a wrong key when it is released, before reading any ciphertext.
 //!
-//! The AEAD is ring's AES-256-GCM (BoringSSL's assembly: AES-NI/VAES with
-//! carry-less multiplication), measured at 4.7 to 6.4 times the throughput
-//! of the `aes-gcm` crate on the project's machines, and above `openssl
-//! speed` (see `scripts/bench`); `aes-gcm` checks the format independently
-//! in the tests.
+//! The AEAD is RustCrypto's `aes-gcm` (AES-NI or VAES and carry-less
+//! multiplication on x86-64, the ARMv8 AES and PMULL instructions on
+//! aarch64, detected at run time; its key schedule and GHASH key are zeroed
+//! on drop). Chunks are independent, so a stream opens and seals on every
+//! core at once ([`Opener::open_parallel_into`], [`Opener::open_parallel_to`],
+//! [`seal_parallel`]); ring, an implementation that shares no code with it,
+//! checks the format in the tests. Figures are in `scripts/bench`.
 //!
 //! # Example
 //!
@@ -58,11 +60,15 @@
 use std::fmt;
 use std::io::{self, Read, Write};
 
+use aes_gcm::aead::{AeadInOut, KeyInit};
+use aes_gcm::Aes256Gcm;
 use hkdf::Hkdf;
-use ring::aead::{Aad, LessSafeKey, Nonce, Tag, UnboundKey, AES_256_GCM};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+mod parallel;
+pub use parallel::{seal_parallel, WriteAt, MAX_WORKERS};
 
 /// The header's magic bytes.
 pub const MAGIC: &[u8; 8] = b"cvm-seal";
@@ -232,13 +238,16 @@ impl SealingKey {
         Ok(k)
     }
 
-    fn stream_cipher(&self, stream_id: &[u8; 16]) -> LessSafeKey {
+    fn stream_cipher(&self, stream_id: &[u8; 16]) -> StreamCipher {
         let mut okm = Zeroizing::new([0u8; 32]);
         // HKDF-SHA256 expands to 32 bytes, far below its 255 * 32 limit.
         let _ = Hkdf::<Sha256>::new(Some(stream_id), &self.key).expand(STREAM_KEY_INFO, &mut *okm);
-        // A 32-byte key is always valid for AES-256-GCM.
-        match UnboundKey::new(&AES_256_GCM, &*okm) {
-            Ok(k) => LessSafeKey::new(k),
+        // From the slice, not a copied array: the key bytes stay in `okm`,
+        // zeroed here. The key schedule is zeroed on drop (the `zeroize`
+        // feature); the copy left on the stack while it was made and moved
+        // into its box is not.
+        match Aes256Gcm::new_from_slice(&okm[..]) {
+            Ok(k) => StreamCipher(Box::new(k)),
             Err(_) => unreachable!("AES-256-GCM takes 32-byte keys"),
         }
     }
@@ -329,13 +338,63 @@ pub fn sealed_len(size: u64, chunk_size: u32) -> u64 {
     (HEADER_LEN as u64).saturating_add(size).saturating_add(chunks.saturating_mul(TAG_LEN as u64))
 }
 
-fn nonce(prefix: &[u8; 4], index: u64) -> Nonce {
+/// A stream's AES-256-GCM key schedule, boxed so that moving an opener
+/// leaves no copy of it behind; zeroed on drop where it lives.
+pub(crate) struct StreamCipher(Box<Aes256Gcm>);
+
+impl StreamCipher {
+    /// Encrypts chunk `index` in place; returns its tag.
+    pub(crate) fn seal_chunk(
+        &self,
+        header: &Header,
+        encoded: &[u8; HEADER_LEN],
+        index: u64,
+        buf: &mut [u8],
+    ) -> Result<[u8; TAG_LEN], SealError> {
+        let last = index + 1 == header.chunks();
+        let tag = self
+            .0
+            .encrypt_inout_detached(
+                &nonce(&header.nonce_prefix, index).into(),
+                &aad(encoded, index, last),
+                buf.into(),
+            )
+            .map_err(|_| SealError::Key("encryption failed".into()))?;
+        Ok(tag.into())
+    }
+
+    /// Decrypts chunk `index` in place if its tag verifies; otherwise zeroes
+    /// `buf` and names the chunk.
+    pub(crate) fn open_chunk(
+        &self,
+        header: &Header,
+        encoded: &[u8; HEADER_LEN],
+        index: u64,
+        buf: &mut [u8],
+        tag: &[u8; TAG_LEN],
+    ) -> Result<(), SealError> {
+        let last = index + 1 == header.chunks();
+        let opened = self.0.decrypt_inout_detached(
+            &nonce(&header.nonce_prefix, index).into(),
+            &aad(encoded, index, last),
+            (&mut *buf).into(),
+            &(*tag).into(),
+        );
+        if opened.is_err() {
+            buf.zeroize();
+            return Err(SealError::Chunk { index });
+        }
+        Ok(())
+    }
+}
+
+/// The nonce of chunk `index`: unique per (stream key, index), as the
+/// counter never repeats within a stream and every stream has its own key.
+fn nonce(prefix: &[u8; 4], index: u64) -> [u8; 12] {
     let mut n = [0u8; 12];
     n[..4].copy_from_slice(prefix);
     n[4..].copy_from_slice(&index.to_be_bytes());
-    // Unique per (stream key, index): the counter never repeats within a
-    // stream, and every stream has its own key.
-    Nonce::assume_unique_for_key(n)
+    n
 }
 
 fn aad(header: &[u8; HEADER_LEN], index: u64, last: bool) -> [u8; HEADER_LEN + 9] {
@@ -384,6 +443,18 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
+/// The header of a new stream: a fresh random stream id and nonce prefix.
+fn new_header(key: &SealingKey, size: u64, chunk_size: u32) -> Result<Header, SealError> {
+    if !(MIN_CHUNK..=MAX_CHUNK).contains(&chunk_size) {
+        return Err(SealError::Header(format!("chunk size {chunk_size} outside {MIN_CHUNK}..={MAX_CHUNK}")));
+    }
+    let mut stream_id = [0u8; 16];
+    let mut nonce_prefix = [0u8; 4];
+    getrandom::getrandom(&mut stream_id).map_err(|e| SealError::Key(format!("no randomness: {e}")))?;
+    getrandom::getrandom(&mut nonce_prefix).map_err(|e| SealError::Key(format!("no randomness: {e}")))?;
+    Ok(Header { chunk_size, identity: StreamIdentity { key_id: key.id, stream_id, size }, nonce_prefix })
+}
+
 /// Seals `size` bytes from `input` to `output`; returns the stream's identity.
 ///
 /// The input must hold exactly `size` bytes: fewer or more is an error (the
@@ -395,15 +466,8 @@ pub fn seal(
     output: &mut impl Write,
     chunk_size: u32,
 ) -> Result<StreamIdentity, SealError> {
-    if !(MIN_CHUNK..=MAX_CHUNK).contains(&chunk_size) {
-        return Err(SealError::Header(format!("chunk size {chunk_size} outside {MIN_CHUNK}..={MAX_CHUNK}")));
-    }
-    let mut stream_id = [0u8; 16];
-    let mut nonce_prefix = [0u8; 4];
-    getrandom::getrandom(&mut stream_id).map_err(|e| SealError::Key(format!("no randomness: {e}")))?;
-    getrandom::getrandom(&mut nonce_prefix).map_err(|e| SealError::Key(format!("no randomness: {e}")))?;
-    let header =
-        Header { chunk_size, identity: StreamIdentity { key_id: key.id, stream_id, size }, nonce_prefix };
+    let header = new_header(key, size, chunk_size)?;
+    let stream_id = header.identity.stream_id;
     let encoded = header.encode();
     output.write_all(&encoded)?;
     let cipher = key.stream_cipher(&stream_id);
@@ -421,16 +485,9 @@ pub fn seal(
                 ),
             )));
         }
-        let last = index + 1 == chunks;
-        let tag = cipher
-            .seal_in_place_separate_tag(
-                nonce(&nonce_prefix, index),
-                Aad::from(aad(&encoded, index, last)),
-                &mut buf[..len],
-            )
-            .map_err(|_| SealError::Key("encryption failed".into()))?;
+        let tag = cipher.seal_chunk(&header, &encoded, index, &mut buf[..len])?;
         output.write_all(&buf[..len])?;
-        output.write_all(tag.as_ref())?;
+        output.write_all(&tag)?;
     }
     let mut extra = [0u8; 1];
     if read_full(input, &mut extra)? != 0 {
@@ -453,7 +510,7 @@ pub struct Opener<R: Read> {
     input: R,
     header: Header,
     encoded: [u8; HEADER_LEN],
-    cipher: LessSafeKey,
+    cipher: StreamCipher,
     index: u64,
     buf: Zeroizing<Vec<u8>>,
 }
@@ -564,18 +621,7 @@ impl<R: Read> Opener<R> {
             out.zeroize();
             return Err(SealError::Truncated { index: self.index, chunks });
         }
-        let last = self.index + 1 == chunks;
-        let opened = self.cipher.open_in_place_separate_tag(
-            nonce(&self.header.nonce_prefix, self.index),
-            Aad::from(aad(&self.encoded, self.index, last)),
-            Tag::from(tag),
-            out,
-            0..,
-        );
-        if opened.is_err() {
-            out.zeroize();
-            return Err(SealError::Chunk { index: self.index });
-        }
+        self.cipher.open_chunk(&self.header, &self.encoded, self.index, out, &tag)?;
         self.index += 1;
         Ok(Some(len))
     }

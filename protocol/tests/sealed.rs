@@ -203,44 +203,68 @@ fn key_files_round_trip_and_reject_garbage() {
     }
 }
 
-#[test]
-fn an_independent_aes_gcm_opens_the_documented_layout() {
-    // docs/sealed-stream.md, implemented with RustCrypto's aes-gcm instead of
-    // ring: header fields at their offsets, HKDF stream key, nonce prefix ||
-    // counter, aad header || counter || last flag.
-    use aes_gcm::aead::{Aead, KeyInit, Payload};
-    let key_bytes = [7u8; 32];
-    let key = SealingKey::from_bytes(&key_bytes);
-    let len = 2 * CHUNK as usize + 9;
-    let plain = data(len);
-    let ct = sealed(&key, &plain);
+/// Opens `ct` with ring, an implementation that shares no code with the
+/// one under test, following docs/sealed-stream.md byte by byte: header
+/// fields at their offsets, HKDF stream key, nonce prefix || counter, aad
+/// header || counter || last flag.
+fn ring_open(key_bytes: &[u8; 32], ct: &[u8]) -> Vec<u8> {
+    use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
     let h: [u8; HEADER_LEN] = ct[..HEADER_LEN].try_into().unwrap();
     assert_eq!(&h[..8], b"cvm-seal");
     assert_eq!(h[8], 1);
-    assert_eq!(u32::from_be_bytes(h[12..16].try_into().unwrap()), CHUNK);
+    let chunk = u32::from_be_bytes(h[12..16].try_into().unwrap()) as usize;
     let mut id = [0u8; 16];
-    hkdf::Hkdf::<sha2::Sha256>::new(None, &key_bytes).expand(b"cvm-seal/v1/key-id", &mut id).unwrap();
+    hkdf::Hkdf::<sha2::Sha256>::new(None, key_bytes).expand(b"cvm-seal/v1/key-id", &mut id).unwrap();
     assert_eq!(h[16..32], id);
-    assert_eq!(u64::from_be_bytes(h[48..56].try_into().unwrap()), len as u64);
+    let len = u64::from_be_bytes(h[48..56].try_into().unwrap()) as usize;
     let mut stream_key = [0u8; 32];
-    hkdf::Hkdf::<sha2::Sha256>::new(Some(&h[32..48]), &key_bytes)
+    hkdf::Hkdf::<sha2::Sha256>::new(Some(&h[32..48]), key_bytes)
         .expand(b"cvm-seal/v1/stream-key", &mut stream_key)
         .unwrap();
-    let cipher = aes_gcm::Aes256Gcm::new((&stream_key).into());
+    let cipher = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &stream_key).unwrap());
+    let chunks = len.div_ceil(chunk).max(1);
+    assert_eq!(ct.len(), HEADER_LEN + len + chunks * TAG_LEN);
     let mut opened = Vec::new();
-    for i in 0..3u64 {
-        let r = chunk_range(i as usize, len);
+    let mut at = HEADER_LEN;
+    for i in 0..chunks as u64 {
+        let n = (len - opened.len()).min(chunk) + TAG_LEN;
         let mut nonce = [0u8; 12];
         nonce[..4].copy_from_slice(&h[56..60]);
         nonce[4..].copy_from_slice(&i.to_be_bytes());
         let mut aad = h.to_vec();
         aad.extend_from_slice(&i.to_be_bytes());
-        aad.push(u8::from(i == 2));
-        let pt = cipher.decrypt((&nonce).into(), Payload { msg: &ct[r], aad: &aad }).unwrap();
-        opened.extend_from_slice(&pt);
+        aad.push(u8::from(i + 1 == chunks as u64));
+        let mut buf = ct[at..at + n].to_vec();
+        let pt = cipher
+            .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(&aad), &mut buf)
+            .unwrap_or_else(|_| panic!("ring refuses chunk {i}"));
+        opened.extend_from_slice(pt);
+        at += n;
     }
-    assert_eq!(opened, plain);
-    assert_eq!(ct.len() as u64, sealed_len(len as u64, CHUNK));
+    assert_eq!(at, ct.len());
+    opened
+}
+
+#[test]
+fn an_independent_ring_opens_the_documented_layout() {
+    let key_bytes = [7u8; 32];
+    let key = SealingKey::from_bytes(&key_bytes);
+    for len in [0, 9, 2 * CHUNK as usize + 9] {
+        let plain = data(len);
+        assert_eq!(ring_open(&key_bytes, &sealed(&key, &plain)), plain, "len {len}");
+        // The parallel sealer (cvmctl seal) writes the same layout.
+        let mut out = tempfile::tempfile().unwrap();
+        cvm_protocol::sealed::seal_parallel(&key, &mut &plain[..], len as u64, &out, CHUNK, 3, &|_| {})
+            .unwrap();
+        let mut ct = Vec::new();
+        std::io::Seek::rewind(&mut out).unwrap();
+        out.read_to_end(&mut ct).unwrap();
+        assert_eq!(ring_open(&key_bytes, &ct), plain, "len {len}, parallel");
+    }
+    // ring opens the fixture it sealed before the switch, too.
+    let (_, ct) = fixture();
+    let key_bytes: [u8; 32] = core::array::from_fn(|i| i as u8);
+    assert_eq!(ring_open(&key_bytes, &ct), data(13288));
 }
 
 #[test]
@@ -309,4 +333,10 @@ fn a_stream_sealed_by_the_previous_implementation_opens() {
     let at = bad.len() - 30;
     bad[at] ^= 1;
     assert!(matches!(open(&key, &bad).unwrap_err(), SealError::Chunk { index: 3 }));
+    // The parallel open (the agent's) opens it as well.
+    let mut opener = Opener::new(&key, &ct[..]).unwrap();
+    let mut dest = vec![0u8; 13288];
+    opener.open_parallel_into(&mut dest, 3, &|_| {}).unwrap();
+    assert_eq!(opener.finish().unwrap(), expected);
+    assert_eq!(dest, data(13288));
 }
