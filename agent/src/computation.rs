@@ -374,6 +374,7 @@ impl Computation {
                 .map(|k| self.roles(k).iter().map(ToString::to_string).collect())
                 .unwrap_or_default(),
             sandbox: self.runs.sandbox.status(),
+            loading: self.sealed.settings().loads.snapshot(),
         }
     }
 
@@ -465,7 +466,7 @@ impl Computation {
         }
         drop(inner);
         let sink = match sealed {
-            Some((key, spec)) => Sink::Sealed(SealedUpload::start(key, input, spec)),
+            Some((key, spec)) => Sink::Sealed(SealedUpload::start(key, input, spec, self.sealed.settings())),
             None => {
                 // A sealed pin always has its key and spec here; a digest of
                 // zeros, which matches nothing, keeps this fail-closed anyway.
@@ -559,9 +560,9 @@ impl Computation {
         let loaded = match self.sealed.host_path(name) {
             Some(path) => {
                 log::info!("key of {input} released by its owner; reading {}", path.display());
-                let (i, s) = (input.clone(), spec.clone());
+                let (i, s, settings) = (input.clone(), spec.clone(), self.sealed.settings());
                 tokio::task::spawn_blocking(move || {
-                    sealed_inputs::open_host_artifact(&sealing_key, &path, &i, &s)
+                    sealed_inputs::open_host_artifact(&sealing_key, &path, &i, &s, &settings)
                 })
                 .await
                 .unwrap_or_else(|e| {

@@ -17,6 +17,7 @@
 //! | `sandbox` | `strict`: refuse to start where the kernel lacks a layer of the sandbox; `best-effort`: run with what there is and tell every owner (development hosts only; init mode refuses it) | `strict` |
 //! | `log_level` | `error`, `warn`, `info`, `debug` or `trace` | `info` |
 //! | `host_artifacts` | `NAME=PATH[,NAME=PATH...]`: where each `host-path` artifact's ciphertext is (a file or block device) | none |
+//! | `sealed_workers` | threads that decrypt one sealed input, 1-1024 (one more thread reads it) | the CPUs the agent may run on (`sched_getaffinity`) |
 //! | `log_target` | where logs go besides stderr: `vsock:PORT` (host CID 2), `vsock:CID:PORT`, `tcp:ADDR:PORT`, `unix:PATH` or `none` | `none` |
 //! | `log_queue` | records kept for the host while it is slow or away (16 ..= 1000000) | `4096` |
 //! | `vtpm` | `required` (no usable vTPM: refuse to start), `optional` (go on without; the evidence says why), `off` | `optional` |
@@ -86,6 +87,8 @@ pub struct Config {
     pub log_level: log::LevelFilter,
     /// Host storage (file or block device) of each `host-path` artifact, by name.
     pub host_artifacts: BTreeMap<String, PathBuf>,
+    /// Threads that decrypt one sealed input.
+    pub sealed_workers: usize,
     /// Where log records go besides stderr.
     pub log_target: crate::logs::Target,
     /// Capacity of the queue of records for the host.
@@ -156,7 +159,7 @@ pub struct ConfigError {
     pub message: String,
 }
 
-const KEYS: [&str; 22] = [
+const KEYS: [&str; 23] = [
     "listen",
     "tee",
     "manifest",
@@ -168,6 +171,7 @@ const KEYS: [&str; 22] = [
     "sandbox",
     "log_level",
     "host_artifacts",
+    "sealed_workers",
     "log_target",
     "log_queue",
     "vtpm",
@@ -354,6 +358,7 @@ impl Config {
                 .ok_or_else(|| bad(key, format!("{v:?} is not a number in {range:?}"))),
             None => Ok(default),
         };
+        let sealed_workers = number("sealed_workers", 1..=1024, usable_cpus() as u64)? as usize;
         let client_limits = crate::admission::ClientLimits {
             idle_timeout: std::time::Duration::from_secs(number("idle_timeout_s", 1..=3600, 30)?),
             body_min_rate: number("body_min_rate", 1024..=u64::MAX, 64 << 10)?,
@@ -362,6 +367,7 @@ impl Config {
         Ok(Config {
             client_limits,
             host_artifacts,
+            sealed_workers,
             modules,
             net,
             listen,
@@ -381,6 +387,16 @@ impl Config {
             tpm_pcr,
             firmware_log,
         })
+    }
+}
+
+/// The CPUs this process may run on (its affinity mask), at least 1.
+pub fn usable_cpus() -> usize {
+    match nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)) {
+        Ok(set) => {
+            (0..nix::sched::CpuSet::count()).filter(|&c| set.is_set(c).unwrap_or(false)).count().max(1)
+        }
+        Err(_) => std::thread::available_parallelism().map_or(1, |n| n.get()),
     }
 }
 
@@ -574,6 +590,20 @@ mod tests {
         {
             let e = Config::load(&sources(&format!("cvm.manifest=/a cvm.{bad}"), None, &[])).unwrap_err();
             assert_eq!(Some(e.key.as_str()), bad.split('=').next(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sealed_workers_default_to_the_usable_cpus_and_are_checked() {
+        let c = Config::load(&sources("cvm.manifest=/a", None, &[])).unwrap();
+        assert_eq!(c.sealed_workers, usable_cpus());
+        assert!(c.sealed_workers >= 1);
+        let c = Config::load(&sources("cvm.manifest=/a cvm.sealed_workers=3", None, &[])).unwrap();
+        assert_eq!(c.sealed_workers, 3);
+        for bad in ["0", "1025", "all"] {
+            let e = Config::load(&sources(&format!("cvm.manifest=/a cvm.sealed_workers={bad}"), None, &[]))
+                .unwrap_err();
+            assert_eq!(e.key, "sealed_workers", "{bad}");
         }
     }
 

@@ -21,9 +21,11 @@ pub mod computation;
 pub mod config;
 pub mod download;
 pub mod init;
+pub mod loading;
 pub mod logs;
 
 pub mod measurements;
+pub mod memory;
 pub mod operator;
 pub mod sandbox;
 pub mod sealed_inputs;

@@ -147,6 +147,8 @@ async fn serve(
     let runs = RunSettings { sandbox, uid: config.sandbox_uid, gid: config.sandbox_gid };
     let computation = Computation::with_log(manifest, dirs, runs, EventLog::new(vtpm));
     computation.sealed().set_host_paths(config.host_artifacts.clone());
+    computation.sealed().set_workers(config.sealed_workers);
+    log::info!("sealed inputs open on {} worker(s) each", config.sealed_workers);
     operator.set_computation(Arc::clone(&computation));
     let admission = cvm_agent::admission::Admission::new(config.client_limits);
     let state = Arc::new(AppState { computation, tee, tls_spki: identity.spki().to_vec(), admission });

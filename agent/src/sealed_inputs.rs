@@ -22,10 +22,12 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 use cvm_protocol::manifest::{ArtifactSource, Pin};
-use cvm_protocol::sealed::{Opener, SealError, SealingKey, StreamIdentity};
+use cvm_protocol::sealed::{Opener, SealError, SealingKey, StreamIdentity, MAX_WORKERS};
 use cvm_protocol::{Manifest, PublicKey};
 
-use crate::vault::{Filling, Plaintext, Scrubbed};
+use crate::loading::Loads;
+use crate::memory::Room;
+use crate::vault::{Filling, Plaintext};
 
 /// A sealed input of the manifest, as named in key-release paths.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -207,6 +209,7 @@ pub fn check_host_artifacts(manifest: &Manifest, paths: &BTreeMap<String, PathBu
 /// Released keys and decrypted plaintexts.
 #[derive(Default)]
 pub struct SealedInputs {
+    settings: Mutex<LoadSettings>,
     host_paths: Mutex<BTreeMap<String, PathBuf>>,
     keys: Mutex<BTreeMap<InputRef, SealingKey>>,
     plaintexts: Mutex<BTreeMap<InputRef, Plaintext>>,
@@ -221,6 +224,16 @@ impl SealedInputs {
     /// Sets where host-path artifacts are read from (checked with [`check_host_artifacts`]).
     pub fn set_host_paths(&self, paths: BTreeMap<String, PathBuf>) {
         *lock(&self.host_paths) = paths;
+    }
+
+    /// Sets how many workers open each sealed input.
+    pub fn set_workers(&self, workers: usize) {
+        lock(&self.settings).workers = workers.clamp(1, MAX_WORKERS);
+    }
+
+    /// How inputs are opened now.
+    pub fn settings(&self) -> LoadSettings {
+        lock(&self.settings).clone()
     }
 
     /// The configured host path of artifact `name`.
@@ -275,7 +288,30 @@ impl SealedInputs {
     }
 }
 
-/// Decrypts the stream read from `input` into locked memory.
+/// How sealed inputs are opened: on how many workers, and where their
+/// progress goes.
+#[derive(Clone)]
+pub struct LoadSettings {
+    /// Decrypting threads per input (config `sealed_workers`).
+    pub workers: usize,
+    /// The loads in progress, for the status.
+    pub loads: Loads,
+}
+
+impl Default for LoadSettings {
+    fn default() -> LoadSettings {
+        LoadSettings { workers: 1, loads: Loads::default() }
+    }
+}
+
+/// Refuses an input whose plaintext would not fit in locked memory, before
+/// anything of it is read (see [`crate::memory`]).
+fn check_room(name: &InputRef, size: u64) -> Result<(), SealedInputError> {
+    Room::now().check(size).map_err(|reason| SealedInputError::Memory { input: name.to_string(), reason })
+}
+
+/// Decrypts the stream read from `input` into locked memory, on
+/// `settings.workers` threads (see `cvm_protocol::sealed::Opener::open_parallel_into`).
 ///
 /// `strict_end`: nothing may follow the stream (an upload); otherwise what
 /// follows is never read (a block device larger than its stream).
@@ -285,24 +321,37 @@ pub fn open_into_vault(
     name: &InputRef,
     spec: &SealedSpec,
     strict_end: bool,
+    settings: &LoadSettings,
+) -> Result<Plaintext, SealedInputError> {
+    check_room(name, spec.identity.size)?;
+    open_checked(key, input, name, spec, strict_end, settings)
+}
+
+fn open_checked(
+    key: &SealingKey,
+    input: impl Read,
+    name: &InputRef,
+    spec: &SealedSpec,
+    strict_end: bool,
+    settings: &LoadSettings,
 ) -> Result<Plaintext, SealedInputError> {
     let stream_err =
         |e: SealError| SealedInputError::Stream { input: name.to_string(), reason: e.to_string() };
     let memory_err =
         |e: std::io::Error| SealedInputError::Memory { input: name.to_string(), reason: e.to_string() };
     let started = std::time::Instant::now();
-    // The opener keeps ring's expanded AES key inline: zero it when done.
-    let mut opener = Scrubbed::new(Opener::expecting(key, input, &spec.identity).map_err(stream_err)?);
+    // The identity is checked before any chunk is read. The opener's AES key
+    // schedule is boxed and zeroed on drop (aes-gcm's `zeroize` feature).
+    let mut opener = Opener::expecting(key, input, &spec.identity).map_err(stream_err)?;
     let mut filling = Filling::new(&name.to_string().replace('/', ":"), spec.identity.size, spec.executable)
         .map_err(memory_err)?;
-    let mut offset = 0usize;
-    loop {
-        let dest = filling.as_mut_slice();
-        let dest = dest.get_mut(offset..).unwrap_or_default();
-        match opener.next_chunk_into(dest).map_err(stream_err)? {
-            Some(n) => offset += n,
-            None => break,
-        }
+    let size = spec.identity.size;
+    let workers = settings.workers.clamp(1, MAX_WORKERS);
+    {
+        let progress = settings.loads.start(name.to_string(), size);
+        opener
+            .open_parallel_into(filling.as_mut_slice(), workers, &|n| progress.load().advance(n))
+            .map_err(stream_err)?;
     }
     if strict_end {
         opener.finish().map_err(stream_err)?;
@@ -311,30 +360,40 @@ pub fn open_into_vault(
     }
     let plaintext = filling.seal().map_err(memory_err)?;
     let secs = started.elapsed().as_secs_f64();
-    let size = spec.identity.size;
     let rate = if size >= 1 << 20 {
         format!(" ({:.0} MB/s)", size as f64 / secs.max(1e-9) / 1e6)
     } else {
         String::new()
     };
-    log::info!("{name}: {size} bytes verified and decrypted into locked memory in {secs:.2} s{rate}");
+    log::info!(
+        "{name}: {size} bytes verified and decrypted into locked memory in {secs:.2} s{rate} on {workers} worker(s)"
+    );
     Ok(plaintext)
 }
 
-/// Reads a host-path artifact's ciphertext from `path` into the vault.
+/// Reads a host-path artifact's ciphertext from `path` into the vault,
+/// after checking that its plaintext fits in locked memory.
 pub fn open_host_artifact(
     key: &SealingKey,
     path: &Path,
     name: &InputRef,
     spec: &SealedSpec,
+    settings: &LoadSettings,
 ) -> Result<Plaintext, SealedInputError> {
+    check_room(name, spec.identity.size)?;
     let file = std::fs::File::open(path).map_err(|e| SealedInputError::HostStorage {
         input: name.to_string(),
         path: path.display().to_string(),
         reason: e.to_string(),
     })?;
-    open_into_vault(key, file, name, spec, false)
+    // Chunks of 1 MiB or more (with their tags) are read straight into
+    // their place in locked memory; smaller ones are gathered in 1 MiB reads.
+    let reader = std::io::BufReader::with_capacity(HOST_READ, file);
+    open_checked(key, reader, name, spec, false, settings)
 }
+
+/// The smallest read from host storage.
+const HOST_READ: usize = 1 << 20;
 
 /// A blocking reader over byte chunks sent from an async task (an upload's
 /// body), for the decrypting thread.
@@ -374,11 +433,11 @@ pub struct SealedUpload {
 
 impl SealedUpload {
     /// Starts the decrypting thread for `input` with `key`.
-    pub fn start(key: SealingKey, input: InputRef, spec: SealedSpec) -> SealedUpload {
+    pub fn start(key: SealingKey, input: InputRef, spec: SealedSpec, settings: LoadSettings) -> SealedUpload {
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         let name = input.to_string();
         let worker = tokio::task::spawn_blocking(move || {
-            open_into_vault(&key, ChannelReader::new(rx), &input, &spec, true)
+            open_into_vault(&key, ChannelReader::new(rx), &input, &spec, true, &settings)
         });
         SealedUpload { name, tx: Some(tx), worker: Some(worker) }
     }

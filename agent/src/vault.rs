@@ -5,8 +5,9 @@
 //! plaintext ever reaches a file, tmpfs included. While it is written, the
 //! agent's only mapping of it is `mlock`ed (never swapped) and `MADV_DONTDUMP`
 //! (never in a core dump); the agent itself is not dumpable
-//! ([`make_undumpable`]). Each chunk is decrypted in place in that mapping,
-//! so the agent holds one plaintext copy and one chunk of ciphertext tags.
+//! ([`make_undumpable`]). Each chunk's ciphertext is read straight into its
+//! place in that mapping and decrypted there, by several workers at once,
+//! so the agent holds one copy of the plaintext and no other buffer.
 //!
 //! When the stream's last chunk has verified, [`Filling::seal`] makes it
 //! read-only for good: the memfd's mode drops write permission, seals forbid
@@ -19,14 +20,13 @@
 //!
 //! Dropping a [`Filling`] or a [`Plaintext`] zeroes the memory before it is
 //! released, on success, failure or shutdown alike. Keys are zeroed by
-//! their own types; [`Scrubbed`] zeroes what a value kept inline (such as
-//! ring's expanded AES key inside an `Opener`), which ring does not do.
+//! their own types (the sealed stream's AES key schedule by aes-gcm's
+//! `zeroize` feature).
 
 #![allow(unsafe_code)]
 
 use std::ffi::CString;
 use std::io;
-use std::mem::{ManuallyDrop, MaybeUninit};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// A memfd being filled: writable, locked, not dumpable. Zeroed on drop.
@@ -308,46 +308,6 @@ impl Drop for Plaintext {
     }
 }
 
-/// A boxed value whose memory is zeroed after it is dropped: for values that
-/// keep secrets inline without zeroing them (ring's AES key schedule).
-pub struct Scrubbed<T>(ManuallyDrop<Box<T>>);
-
-impl<T> Scrubbed<T> {
-    /// Boxes `value`.
-    pub fn new(value: T) -> Scrubbed<T> {
-        Scrubbed(ManuallyDrop::new(Box::new(value)))
-    }
-}
-
-impl<T> std::ops::Deref for Scrubbed<T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        &self.0
-    }
-}
-
-impl<T> std::ops::DerefMut for Scrubbed<T> {
-    fn deref_mut(&mut self) -> &mut T {
-        &mut self.0
-    }
-}
-
-impl<T> Drop for Scrubbed<T> {
-    fn drop(&mut self) {
-        // SAFETY: the box is taken once, here, and never used again. After
-        // drop_in_place the bytes are dead; zeroing them and freeing the
-        // allocation as MaybeUninit<T> (same layout, no drop) is sound.
-        unsafe {
-            let raw = Box::into_raw(ManuallyDrop::take(&mut self.0));
-            std::ptr::drop_in_place(raw);
-            if std::mem::size_of::<T>() > 0 {
-                libc::explicit_bzero(raw.cast(), std::mem::size_of::<T>());
-            }
-            drop(Box::from_raw(raw.cast::<MaybeUninit<T>>()));
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -432,12 +392,5 @@ mod tests {
         let p = Filling::new("empty", 0, false).unwrap().seal().unwrap();
         assert!(p.is_empty());
         assert_eq!(std::fs::read(format!("/proc/self/fd/{}", p.fd())).unwrap(), b"");
-    }
-
-    #[test]
-    fn scrubbed_values_drop_normally() {
-        let s = Scrubbed::new(vec![1u8, 2, 3]);
-        assert_eq!(s.len(), 3);
-        drop(s);
     }
 }

@@ -102,6 +102,25 @@ pub struct Status {
     /// How strong the algorithm's sandbox is on this machine.
     #[serde(default)]
     pub sandbox: SandboxStatus,
+    /// Sealed inputs being decrypted into memory right now (a large
+    /// host-path artifact takes a while); empty from older agents.
+    #[serde(default)]
+    pub loading: Vec<Loading>,
+}
+
+/// A sealed input being decrypted into memory.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Loading {
+    /// The input, as in key-release paths (`artifacts/weights.bin`).
+    pub input: String,
+    /// Plaintext bytes verified and decrypted so far.
+    pub bytes: u64,
+    /// The input's plaintext length.
+    pub total: u64,
+    /// The average rate since the load started, bytes per second.
+    pub bytes_per_s: u64,
+    /// At that rate, the seconds left; unknown before the first chunk.
+    pub seconds_left: Option<u64>,
 }
 
 /// The algorithm's sandbox, as the agent found it at start.

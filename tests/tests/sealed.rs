@@ -79,12 +79,13 @@ struct Sealed {
 /// A scenario with a sealed algorithm (script), hospital B's dataset sealed,
 /// and weights on "host storage" (a file, padded like a disk).
 fn sealed_scenario(marker: &str) -> (Scenario, Sealed) {
-    sealed_scenario_on(marker, false)
+    sealed_scenario_on(marker, false, None)
 }
 
 /// [`sealed_scenario`], the weights' "host storage" being a FIFO the test
-/// writes the ciphertext into when it chooses (`on_fifo`), or a file.
-fn sealed_scenario_on(marker: &str, on_fifo: bool) -> (Scenario, Sealed) {
+/// writes the ciphertext into when it chooses (`on_fifo`), or a file; the
+/// manifest may claim another plaintext size for the weights.
+fn sealed_scenario_on(marker: &str, on_fifo: bool, claimed_size: Option<u64>) -> (Scenario, Sealed) {
     let marker_owned = marker.to_owned();
     let prepare: cvm_tests::Prepare = Box::new(move |p: &Prepared<'_>, m: &mut serde_json::Value| {
         let d = p.dir;
@@ -95,7 +96,15 @@ fn sealed_scenario_on(marker: &str, on_fifo: bool) -> (Scenario, Sealed) {
         let dataset = seal(&b_key, &d.join("hospital-b.csv"), &d.join("hospital-b.csv.sealed"));
         let plain = d.join("weights.bin");
         std::fs::write(&plain, weights(&marker_owned)).unwrap();
-        let artifact = seal(&alg_key, &plain, &d.join("host-disk.img"));
+        let mut artifact = seal(&alg_key, &plain, &d.join("host-disk.img"));
+        if let Some(size) = claimed_size {
+            // The manifest and the stream's header both claim it (the header
+            // is authenticated only by the chunks, which are never read).
+            artifact["size"] = serde_json::json!(size);
+            let mut stream = std::fs::read(d.join("host-disk.img")).unwrap();
+            stream[48..56].copy_from_slice(&size.to_be_bytes());
+            std::fs::write(d.join("host-disk.img"), stream).unwrap();
+        }
         // The owner's plaintext stays on the owner's machine: not here.
         std::fs::remove_file(&plain).unwrap();
         // A disk is larger than the stream it holds.
@@ -244,7 +253,7 @@ fn model_weights_from_host_storage_are_used_and_no_file_holds_their_plaintext() 
 
 #[test]
 fn a_host_artifact_whose_owner_hangs_up_during_the_load_is_still_loaded_and_not_stuck() {
-    let (s, sealed) = sealed_scenario_on(&marker(), true);
+    let (s, sealed) = sealed_scenario_on(&marker(), true, None);
     // The agent blocks reading the host storage (a FIFO nobody writes yet);
     // the owner's cvmctl gives up meanwhile.
     let mut args: Vec<String> = vec!["release-key".into()];
@@ -279,6 +288,92 @@ fn a_host_artifact_whose_owner_hangs_up_during_the_load_is_still_loaded_and_not_
     let o = release(&s, &s.alg, &["--artifact", "weights.bin"], "alg-sealing.key");
     assert_exit(&o, exit_codes::AGENT_ERROR);
     assert!(stderr(&o).contains("was already released"), "{}", stderr(&o));
+}
+
+/// The size of the test's weights.
+const WEIGHTS_LEN: u64 = (3 << 20) + 4321;
+
+#[test]
+fn status_attest_and_uploads_are_answered_while_a_host_artifact_loads_and_progress_is_reported() {
+    let (s, sealed) = sealed_scenario_on(&marker(), true, None);
+    let mut args: Vec<String> = vec!["release-key".into()];
+    args.extend(s.agent_args(Some(&s.alg)));
+    args.extend(["--artifact".into(), "weights.bin".into(), "--key-file".into(), s.path("alg-sealing.key")]);
+    let owner = std::process::Command::new(cvm_tests::bin("cvmctl"))
+        .args(&args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let end = std::time::Instant::now() + Duration::from_secs(20);
+    while !s.log().contains("released by its owner; reading") {
+        assert!(std::time::Instant::now() < end, "{}", s.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The host storage delivers the header and two of the four chunks, then stalls.
+    let stream = std::fs::read(&sealed.host_disk).unwrap();
+    let first = 64 + 2 * ((1 << 20) + 16);
+    let mut fifo = std::fs::OpenOptions::new().write(true).open(s.dir.path().join("host-fifo")).unwrap();
+    std::io::Write::write_all(&mut fifo, &stream[..first]).unwrap();
+    let loading = loop {
+        let st = s.status();
+        if st["loading"][0]["bytes"] == serde_json::json!(2 << 20) {
+            break st["loading"][0].clone();
+        }
+        assert!(std::time::Instant::now() < end, "{st}\n{}", s.log());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(loading["input"], "artifacts/weights.bin", "{loading}");
+    assert_eq!(loading["total"], WEIGHTS_LEN, "{loading}");
+    assert!(loading["bytes_per_s"].as_u64().unwrap() > 0, "{loading}");
+    // Meanwhile the agent answers: fresh evidence, the status in text, uploads.
+    let o = s.run("attest", Some(&s.a), &[]);
+    assert_exit(&o, exit_codes::OK);
+    let o = s.run("status", Some(&s.a), &[]);
+    assert_exit(&o, exit_codes::OK);
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        text.contains(&format!("loading:            artifacts/weights.bin 2097152 of {WEIGHTS_LEN} bytes")),
+        "{text}"
+    );
+    // Another sealed input: its key released, its ciphertext uploaded and
+    // decrypted while the load waits.
+    assert_exit(&release(&s, &s.alg, &["--algorithm"], "alg-sealing.key"), exit_codes::OK);
+    assert_exit(&s.run("upload-algorithm", Some(&s.alg), &[&s.path("stats.py.sealed")]), exit_codes::OK);
+    assert_eq!(s.status()["algorithm_received"], true);
+    // The rest arrives after the progress interval: the log says how far it got.
+    std::thread::sleep(cvm_agent::loading::LOG_EVERY + Duration::from_millis(200));
+    std::io::Write::write_all(&mut fifo, &stream[first..]).unwrap();
+    drop(fifo);
+    let o = owner.wait_with_output().unwrap();
+    assert_exit(&o, exit_codes::OK);
+    let st = s.status();
+    assert_eq!(st["artifacts_received"], serde_json::json!(["weights.bin"]), "{st}");
+    assert_eq!(st["loading"], serde_json::json!([]), "{st}");
+    let log = s.log();
+    assert!(log.contains(&format!("of {WEIGHTS_LEN} bytes decrypted into locked memory (")), "{log}");
+    assert!(log.contains(" s left)"), "{log}");
+}
+
+#[test]
+fn a_host_artifact_larger_than_the_memory_is_refused_before_it_is_read() {
+    // The manifest pins a 1 PiB artifact: more than any VM here can lock.
+    const CLAIMED: u64 = 1 << 50;
+    let (s, _) = sealed_scenario_on(&marker(), false, Some(CLAIMED));
+    for _ in 0..2 {
+        let o = release(&s, &s.alg, &["--artifact", "weights.bin"], "alg-sealing.key");
+        assert_exit(&o, exit_codes::AGENT_ERROR);
+        let e = stderr(&o);
+        assert!(
+            e.contains("507")
+                && e.contains(&format!("needs {CLAIMED} bytes (1048576.0 GiB) of locked memory"))
+                && e.contains("available (MemAvailable)")
+                && e.contains("nothing was read"),
+            "{e}"
+        );
+    }
+    assert!(s.status()["artifacts_received"].as_array().unwrap().is_empty());
+    assert!(!s.log().contains("verified and decrypted"), "{}", s.log());
 }
 
 #[test]

@@ -597,6 +597,17 @@ pub async fn status(a: StatusArgs) -> anyhow::Result<i32> {
                     writeln!(out, "artifacts received: {}", status.artifacts_received.join(", "))?;
                     writeln!(out, "artifacts missing:  {}", status.artifacts_missing.join(", "))?;
                 }
+                for l in &status.loading {
+                    writeln!(
+                        out,
+                        "loading:            {} {} of {} bytes ({:.0} MB/s, {} left)",
+                        l.input,
+                        l.bytes,
+                        l.total,
+                        l.bytes_per_s as f64 / 1e6,
+                        l.seconds_left.map_or_else(|| "time unknown".to_owned(), |s| format!("{s} s"))
+                    )?;
+                }
                 writeln!(out, "your roles:         {}", status.your_roles.join(", "))?;
                 let sandbox = &status.sandbox;
                 match sandbox.missing.as_slice() {
