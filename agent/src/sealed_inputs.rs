@@ -386,14 +386,12 @@ pub fn open_host_artifact(
         path: path.display().to_string(),
         reason: e.to_string(),
     })?;
-    // Chunks of 1 MiB or more (with their tags) are read straight into
-    // their place in locked memory; smaller ones are gathered in 1 MiB reads.
-    let reader = std::io::BufReader::with_capacity(HOST_READ, file);
-    open_checked(key, reader, name, spec, false, settings)
+    // No buffer in between: each chunk and its tag are read straight into
+    // their place in locked memory, one read per chunk (1 MiB by default).
+    // (A buffer would copy every chunk once more: its reads never line up
+    // with the chunks after the 64-byte header.)
+    open_checked(key, file, name, spec, false, settings)
 }
-
-/// The smallest read from host storage.
-const HOST_READ: usize = 1 << 20;
 
 /// A blocking reader over byte chunks sent from an async task (an upload's
 /// body), for the decrypting thread.
