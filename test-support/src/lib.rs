@@ -1,6 +1,6 @@
 //! Helpers shared by the workspace's tests: the real binaries, cvmctl as a
 //! user runs it, a software TPM of a test's own, sealed inputs made with
-//! `cvmctl seal`, and what `/proc` says about processes.
+//! `cvmctl seal`, files' SHA-256, and what `/proc` says about processes.
 //!
 //! This crate depends on no crate of the workspace: it drives the agent and
 //! cvmctl as processes. So a crate whose own tests use it (the agent's, with
@@ -14,12 +14,14 @@
 #![expect(clippy::expect_used, reason = "test fixtures panic, saying what failed, on setup failures")]
 
 mod binaries;
+mod digests;
 mod output;
 mod processes;
 mod sealing;
 mod swtpm;
 
 pub use binaries::{bin, bin_dir, cvmctl};
+pub use digests::sha256_file;
 pub use output::{assert_exit, ok, run, stderr, stdout};
 pub use processes::{processes_of, vm_hwm};
 pub use sealing::{seal, sealing_key};

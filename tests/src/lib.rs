@@ -18,13 +18,12 @@ pub mod vm;
 
 // The helpers of the leaf crate, under the paths the tests have always used.
 pub use cvm_test_support::{
-    assert_exit, bin, cvmctl, ok, processes_of, seal, sealing_key, stderr, stdout, vm_hwm, Swtpm,
+    assert_exit, bin, cvmctl, ok, processes_of, seal, sealing_key, sha256_file, stderr, stdout, vm_hwm, Swtpm,
 };
 
 use cvm_evidence::simulator::{ChainParams, SimulatedChain};
 use cvm_evidence::Product;
 use cvm_test_support::bin_dir;
-use sha2::{Digest as _, Sha256};
 
 /// `openssl speed ARGS...` in MB/s: the last column of its last line
 /// (the largest block size asked for).
@@ -220,8 +219,9 @@ pub fn example(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/stats").join(name)
 }
 
-fn sha256_file(path: &Path) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(std::fs::read(path).unwrap())))
+/// A file's digest as a manifest gives it: `sha256:<hex>`.
+fn manifest_digest(path: &Path) -> String {
+    format!("sha256:{}", sha256_file(path))
 }
 
 /// Creates an owner key with `cvmctl keygen`.
@@ -256,11 +256,11 @@ impl Scenario {
         }
         let mut algorithm = match &opts.interpreter {
             Some(i) => serde_json::json!({
-                "digest": sha256_file(&d.join("stats.py")), "provider_key": alg.public, "kind": "script",
+                "digest": manifest_digest(&d.join("stats.py")), "provider_key": alg.public, "kind": "script",
                 "interpreter": i, "args": ["--column", "age"]
             }),
             None => serde_json::json!({
-                "digest": sha256_file(&d.join("stats.py")), "provider_key": alg.public, "kind": "binary",
+                "digest": manifest_digest(&d.join("stats.py")), "provider_key": alg.public, "kind": "binary",
                 "args": ["--column", "age"]
             }),
         };
@@ -272,8 +272,8 @@ impl Scenario {
             "name": "Mean age over two hospitals",
             "algorithm": algorithm,
             "datasets": [
-                {"name": "hospital-a.csv", "digest": sha256_file(&d.join("hospital-a.csv")), "provider_key": a.public},
-                {"name": "hospital-b.csv", "digest": sha256_file(&d.join("hospital-b.csv")), "provider_key": b.public}
+                {"name": "hospital-a.csv", "digest": manifest_digest(&d.join("hospital-a.csv")), "provider_key": a.public},
+                {"name": "hospital-b.csv", "digest": manifest_digest(&d.join("hospital-b.csv")), "provider_key": b.public}
             ],
             "result_consumers": [{"key": consumer.public}],
             "limits": {"max_upload_bytes": opts.max_upload_bytes, "run_timeout_s": opts.run_timeout_s, "memory_bytes": opts.memory_bytes},

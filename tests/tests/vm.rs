@@ -8,12 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use cvm_tests::vm::{self, Vm};
-use cvm_tests::{cvmctl, ok, owner, seal, sealing_key};
-use sha2::{Digest as _, Sha256};
-
-fn sha256_file(path: &Path) -> String {
-    hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
-}
+use cvm_tests::{cvmctl, ok, owner, seal, sealing_key, sha256_file};
 
 fn initramfs_bin() -> std::path::PathBuf {
     // Built by scripts/build-image.
