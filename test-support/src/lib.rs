@@ -1,6 +1,7 @@
 //! Helpers shared by the workspace's tests: the real binaries, cvmctl as a
 //! user runs it, a software TPM of a test's own, sealed inputs made with
-//! `cvmctl seal`, files' SHA-256, and what `/proc` says about processes.
+//! `cvmctl seal`, files' SHA-256, what `/proc` says about processes, and
+//! the fuzz targets' replay ([`fuzz_replay`]).
 //!
 //! This crate depends on no crate of the workspace: it drives the agent and
 //! cvmctl as processes. So a crate whose own tests use it (the agent's, with
@@ -15,6 +16,7 @@
 
 mod binaries;
 mod digests;
+pub mod fuzz_replay;
 mod output;
 mod processes;
 mod sealing;
