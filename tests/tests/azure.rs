@@ -139,3 +139,41 @@ fn a_replayed_hcl_report_and_another_flavours_policy_are_rejected() {
     assert_exit(&o, exit_codes::REJECTED);
     assert!(stderr(&o).contains("platform: expected sev-snp, found azure"), "{}", stderr(&o));
 }
+
+#[test]
+fn auto_finds_the_paravisor_by_its_nv_index_and_waits_for_it_only_until_the_deadline() {
+    // A scenario gives the manifest and the simulated platform; its own agent has no vTPM.
+    let s = Scenario::start(Options::default());
+    let d = s.dir.path();
+    let tpm = cvm_tests::Swtpm::start();
+    let tcti = tpm.tcti();
+    let start = |work: &str, env: &[(&str, &str)]| {
+        let mut all =
+            vec![("CVM_VTPM", "required"), ("CVM_TPM_TCTI", tcti.as_str()), ("CVM_AZURE_THIM", "none")];
+        all.extend_from_slice(env);
+        cvm_tests::start_agent_env(d, &d.join("manifest.json"), &d.join(work), &all)
+    };
+
+    // No /dev/sev-guest, no HCL report in the vTPM: no TEE.
+    let err = start("w1", &[("CVM_TEE", "auto")]).expect_err("no TEE");
+    assert!(err.contains("no SNP guest interface found") && err.contains("0x01400001"), "{err}");
+
+    // The simulated paravisor leaves the vTPM as Azure's: its key at
+    // 0x81000003 and an HCL report at 0x01400001 (for another agent's user data).
+    let (mut child, _, _) = start("w2", &[("CVM_TEE", "simulated-azure")]).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    // Now `auto` takes the Azure path, and Microsoft's paravisor (absent
+    // here) never refreshes the report: the agent gives up at the deadline.
+    let began = std::time::Instant::now();
+    let err = start("w3", &[("CVM_TEE", "auto"), ("CVM_TPM_PCR", "14"), ("CVM_AZURE_DEADLINE_MS", "400")])
+        .expect_err("no paravisor refreshes the report");
+    assert!(err.contains("TEE provider: azure"), "{err}");
+    assert!(
+        err.contains("did not refresh the HCL report")
+            && err.contains("within 400 ms")
+            && err.contains("still carries user data"),
+        "{err}"
+    );
+    assert!(began.elapsed() < Duration::from_secs(20), "{:?}", began.elapsed());
+}

@@ -192,9 +192,7 @@ impl AkPublic {
                 let e = exponent.to_be_bytes();
                 let e = &e[e.iter().take_while(|&&b| b == 0).count()..];
                 let n = &modulus[modulus.iter().take_while(|&&b| b == 0).count()..];
-                RsaPublicKeyComponents { n, e }
-                    .verify(params, message, &signature.rsa)
-                    .map_err(bad)
+                RsaPublicKeyComponents { n, e }.verify(params, message, &signature.rsa).map_err(bad)
             }
         }
     }
