@@ -129,6 +129,7 @@ impl Policy {
             .map_err(|e| PolicyError::Field { path: e.path().to_string(), message: e.inner().to_string() })?;
         tpm::validate(&policy.tpm_pcrs, &policy.tpm_events)
             .map_err(|(path, message)| PolicyError::Field { path, message })?;
+        platform::validate(&policy).map_err(|(path, message)| PolicyError::Field { path, message })?;
         Ok(policy)
     }
 
@@ -165,6 +166,10 @@ mod tests {
         assert_eq!(Policy::default().platform, None);
         let err = Policy::from_json(r#"{"platform": "aws"}"#).unwrap_err().to_string();
         assert!(err.contains("platform") && err.contains("aws"), "{err}");
+        // Azure's reports come from the paravisor at VMPL 0: a policy cannot want another.
+        let err = Policy::from_json(r#"{"platform": "azure", "vmpl": 2}"#).unwrap_err().to_string();
+        assert!(err.contains("`vmpl`") && err.contains("paravisor"), "{err}");
+        assert!(Policy::from_json(r#"{"platform": "azure", "vmpl": 0}"#).is_ok());
     }
 
     #[test]

@@ -10,6 +10,13 @@
 //! does not accept a cloud guest whose measurement covers the cloud's
 //! firmware, and the reverse. Without the field every flavour is accepted and
 //! the check is recorded as skipped, naming the flavour found.
+//!
+//! What a policy may pin, by flavour: on `sev-snp` the launch measurement
+//! covers the image, so `measurements` (with ID and author key digests) pin
+//! it. On `azure` the measurement is the paravisor's and firmware's: pin it,
+//! and pin the image with `tpm_pcrs` and `tpm_events` (the paravisor's vTPM
+//! measured it); the VMPL is always 0 (the paravisor's), and the verifier
+//! requires it even when the policy says nothing.
 
 use std::fmt;
 
@@ -69,6 +76,19 @@ impl Platform {
 impl fmt::Display for Platform {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// Checks what serde cannot about the flavour's rules: an Azure policy
+/// cannot require a VMPL other than 0, where the paravisor requests its
+/// reports. Returns the JSON path of the fault and what is wrong.
+pub(crate) fn validate(policy: &crate::Policy) -> Result<(), (String, String)> {
+    match (policy.platform, policy.vmpl) {
+        (Some(Platform::Azure), Some(v)) if v != 0 => Err((
+            "vmpl".into(),
+            format!("{v}: on azure the paravisor requests every report at VMPL 0; pin 0 or leave it out"),
+        )),
+        _ => Ok(()),
     }
 }
 
