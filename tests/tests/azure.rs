@@ -83,6 +83,9 @@ fn attest_upload_run_and_results_on_the_azure_path() {
     }
     assert!(text.contains("flavour         azure"), "{text}");
     assert!(text.contains("outside SNP     the guest image"), "{text}");
+    assert!(text.contains("kind: the paravisor's"), "{text}");
+    // The agent read the report until it carried its user data (no fixed sleep).
+    assert!(s.log().contains("Azure: the HCL report carried our user data after"), "{}", s.log());
 
     s.upload_inputs();
     let status = s.wait_final(Duration::from_secs(30));

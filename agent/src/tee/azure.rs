@@ -108,10 +108,18 @@ pub fn wait_for_report(
 ) -> Result<Vec<u8>, String> {
     let start = Instant::now();
     let mut pause = Duration::from_millis(5);
+    let mut reads = 0u32;
     loop {
+        reads += 1;
         let last = match read() {
             Ok(bytes) => match carried_user_data(&bytes) {
-                Ok(found) if &found == user_data => return Ok(bytes),
+                Ok(found) if &found == user_data => {
+                    log::debug!(
+                        "Azure: the HCL report carried our user data after {reads} reads, {} ms",
+                        start.elapsed().as_millis()
+                    );
+                    return Ok(bytes);
+                }
                 Ok(found) => format!("the report still carries user data {}", hex::encode(&found[..8])),
                 Err(e) => e,
             },

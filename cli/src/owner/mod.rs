@@ -115,9 +115,14 @@ fn print_claims(agent: &Agent, args: &AgentArgs) -> anyhow::Result<()> {
     writeln!(out, "  manifest        {}", args.manifest_digest)?;
     let vtpm = match agent.measured.as_ref().map(|m| (&m.vtpm, m.quote.as_ref())) {
         Some((api::VtpmEvidence::Quoted { kind, .. }, Some(q))) => format!(
-            "quote verified over your nonce, {} events replayed into PCR {}; kind: {kind}",
+            "quote verified over your nonce, {} events replayed into PCR {}; kind: {}",
             agent.measured.as_ref().map_or(0, |m| m.events.len()),
-            q.pcr
+            q.pcr,
+            if platform == Platform::Azure {
+                "the paravisor's (its key in the SNP-signed runtime claims: hcl_ak_binding)".to_owned()
+            } else {
+                kind.to_string()
+            }
         ),
         Some((api::VtpmEvidence::Unavailable { reason }, _)) => format!("none ({reason})"),
         Some((api::VtpmEvidence::Off, _)) => "none (off in the agent's configuration)".to_owned(),
