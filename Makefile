@@ -21,9 +21,10 @@ demo: setup
 disk-image: setup
 	@scripts/build-disk-image
 
-## The same flow with the agent as a host process (quick, no VM).
+## The same flow with the agent as a host process (quick, no VM);
+## FLAVOUR=azure runs the agent's Azure path with a simulated paravisor.
 demo-host: setup
-	@scripts/demo
+	@scripts/demo --flavour $(or $(FLAVOUR),sev-snp)
 
 ## Every test, and the checks CI enforces: formatting, clippy, docs, tests.
 test: setup lint static unit

@@ -52,6 +52,7 @@ impl AttestedIdentity {
         let ev = tee.report(&report_data)?;
         let boot = BootEvidence {
             version: 1,
+            platform: tee.platform(),
             report: ev.report,
             vek: ev.vek,
             ask: ev.ask,

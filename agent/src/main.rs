@@ -86,7 +86,7 @@ fn run(config_file: Option<&std::path::Path>) -> anyhow::Result<()> {
             "this agent is built with the simulated TEE (feature simulated-tee): for development and tests"
         );
     }
-    if config.tee == TeeChoice::Simulated {
+    if matches!(config.tee, TeeChoice::Simulated | TeeChoice::SimulatedAzure) {
         log::warn!("the SIMULATED SNP provider is in use: its evidence proves nothing about this machine");
     }
     if config.manifest == ManifestSource::Operator {
@@ -137,8 +137,19 @@ async fn serve(
     logs::set_computation(&manifest.id);
     let digest = manifest.digest();
     let sandbox = Arc::new(start_sandbox(config.sandbox)?);
-    let vtpm = vtpm::start(&config)?;
-    let tee = tee::from_config(&config)?;
+    let choice = tee::detect(&config)?;
+    let ak = match choice {
+        TeeChoice::Azure | TeeChoice::SimulatedAzure => {
+            vtpm::AkSource::Persistent(cvm_evidence::azure::AK_HANDLE)
+        }
+        _ => vtpm::AkSource::Created,
+    };
+    #[cfg(feature = "simulated-tee")]
+    if choice == TeeChoice::SimulatedAzure {
+        tee::simulated_azure::provision(&config.tpm_tcti)?;
+    }
+    let vtpm = vtpm::start(&config, ak)?;
+    let tee = tee::from_config(&config, choice, &vtpm)?;
     log::info!("TEE provider: {}", tee.name());
     let identity = AttestedIdentity::create(tee.as_ref(), digest.0, vtpm.ak_public())?;
     let tls = identity.server_config()?;

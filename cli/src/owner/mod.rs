@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand, ValueEnum};
+use cvm_evidence::policy::Platform;
 use cvm_evidence::{Outcome, VerificationReport};
 use cvm_protocol::api::{self, Status, Uploaded};
 use cvm_protocol::{Manifest, PublicKey};
@@ -84,7 +85,11 @@ pub struct AttestArgs {
 
 /// The verified claims, for people.
 fn print_claims(agent: &Agent, args: &AgentArgs) -> anyhow::Result<()> {
-    let report = cvm_evidence::AttestationReport::from_bytes(&agent.boot.report)?;
+    let platform = agent.boot.platform;
+    let report = match platform {
+        Platform::Azure => cvm_evidence::azure::HclReport::parse(&agent.boot.report)?.snp,
+        _ => cvm_evidence::AttestationReport::from_bytes(&agent.boot.report)?,
+    };
     let product = agent.checks.product.map_or_else(|| "unknown".to_owned(), |p| p.to_string());
     let tcb = report.reported_tcb.parts(report.tcb_layout());
     let count = |r: &VerificationReport| {
@@ -95,6 +100,8 @@ fn print_claims(agent: &Agent, args: &AgentArgs) -> anyhow::Result<()> {
     let (sess_ok, sess_skip) = count(&agent.session);
     let mut out = crate::output::stdout();
     writeln!(out, "verified claims of the agent at {}:", args.agent)?;
+    writeln!(out, "  flavour         {platform}{}", flavour_note(platform))?;
+    writeln!(out, "  outside SNP     {}", platform.outside_snp_boundary())?;
     writeln!(out, "  platform        AMD {product}, signed by {}", report.key_info.signing_key())?;
     writeln!(out, "  measurement     {}", hex::encode(report.measurement))?;
     writeln!(out, "  reported TCB    {tcb}")?;
@@ -108,9 +115,14 @@ fn print_claims(agent: &Agent, args: &AgentArgs) -> anyhow::Result<()> {
     writeln!(out, "  manifest        {}", args.manifest_digest)?;
     let vtpm = match agent.measured.as_ref().map(|m| (&m.vtpm, m.quote.as_ref())) {
         Some((api::VtpmEvidence::Quoted { kind, .. }, Some(q))) => format!(
-            "quote verified over your nonce, {} events replayed into PCR {}; kind: {kind}",
+            "quote verified over your nonce, {} events replayed into PCR {}; kind: {}",
             agent.measured.as_ref().map_or(0, |m| m.events.len()),
-            q.pcr
+            q.pcr,
+            if platform == Platform::Azure {
+                "the paravisor's (its key in the SNP-signed runtime claims: hcl_ak_binding)".to_owned()
+            } else {
+                kind.to_string()
+            }
         ),
         Some((api::VtpmEvidence::Unavailable { reason }, _)) => format!("none ({reason})"),
         Some((api::VtpmEvidence::Off, _)) => "none (off in the agent's configuration)".to_owned(),
@@ -132,6 +144,18 @@ fn print_claims(agent: &Agent, args: &AgentArgs) -> anyhow::Result<()> {
     )?;
     writeln!(out, "ACCEPTED: the agent runs manifest {}", args.manifest_digest)?;
     Ok(())
+}
+
+/// How the flavour's SNP evidence reached the verifier.
+fn flavour_note(platform: Platform) -> &'static str {
+    match platform {
+        Platform::Azure => {
+            " (report by Microsoft's paravisor at VMPL 0; the agent's binding in its runtime claims, \
+             the quotes by its attestation key)"
+        }
+        Platform::SevSnp => " (report from the AMD secure processor, requested by the agent)",
+        Platform::Gcp => " (report from the AMD secure processor, requested by the agent; Google's vTPM)",
+    }
 }
 
 /// The measured-boot line of the claims: what the boot quote proved and
@@ -158,13 +182,22 @@ fn describe_boot(agent: &Agent) -> String {
         }
         None => "no firmware log".to_owned(),
     };
-    if rules.is_empty() {
+    let azure = agent.boot.platform == Platform::Azure;
+    if rules.is_empty() && azure {
+        format!(
+            "PCRs {pcrs} quoted over your nonce; {log}; the policy pins no PCR or event: on Azure the SNP \
+             measurement is the paravisor's, so ANY image on that paravisor passes"
+        )
+    } else if rules.is_empty() {
         format!(
             "PCRs {pcrs} quoted over your nonce; {log}; the policy pins no PCR or event, so the image is \
              pinned by the SNP measurement alone"
         )
     } else {
         let kind = match &m.vtpm {
+            _ if azure => {
+                "the paravisor's, its attestation key in the SNP-signed runtime claims (hcl_ak_binding)"
+            }
             api::VtpmEvidence::Quoted { kind: api::VtpmKind::Svsm, .. } => "an SVSM's, inside the TEE",
             _ => "Azure's paravisor's is attested by the SNP report; GCP's hypervisor's and swtpm are not",
         };
