@@ -14,7 +14,9 @@
 //! (the clouds): the firmware's TCG event log ([`tcglog`]), PE/Authenticode
 //! digests ([`pe`]), what a unified kernel image's boot measures ([`uki`]),
 //! and the checks of the boot quote and the policy's PCR and event rules
-//! ([`measured_boot`]).
+//! ([`measured_boot`]). On GCP: the vTPM's attestation-key certificate up
+//! to Google's pinned EK/AK CA, and Google's signed launch endorsement of
+//! its firmware ([`gcp`]).
 //!
 //! With the `simulator` feature, [`simulator`] makes a software AMD chain
 //! (RSA-PSS ARK and ASK, P-384 VCEK or VLEK with AMD's extensions) and reports
@@ -62,6 +64,7 @@ pub mod eventlog;
 #[cfg(feature = "simulator")]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod gcp;
 mod product;
 pub mod report;
 

@@ -132,6 +132,12 @@ impl Policy {
         Ok(policy)
     }
 
+    /// Whether the vTPM's attestation key must come with a certificate from
+    /// its provider's CA: on GCP (`"platform": "gcp"`), Google's EK/AK CA.
+    pub fn requires_ak_certificate(&self) -> bool {
+        self.platform == Some(Platform::Gcp)
+    }
+
     /// Whether the policy has rules on the vTPM's PCRs or the firmware's events.
     pub fn has_tpm_rules(&self) -> bool {
         !self.tpm_pcrs.is_empty() || !self.tpm_events.is_empty()
@@ -165,6 +171,15 @@ mod tests {
         assert_eq!(Policy::default().platform, None);
         let err = Policy::from_json(r#"{"platform": "aws"}"#).unwrap_err().to_string();
         assert!(err.contains("platform") && err.contains("aws"), "{err}");
+    }
+
+    #[test]
+    fn only_a_gcp_policy_requires_the_vtpms_ak_certificate() {
+        assert!(!Policy::default().requires_ak_certificate());
+        for (name, required) in [("sev-snp", false), ("azure", false), ("gcp", true)] {
+            let policy = Policy::from_json(&format!(r#"{{"platform": "{name}"}}"#)).unwrap();
+            assert_eq!(policy.requires_ak_certificate(), required, "{name}");
+        }
     }
 
     #[test]

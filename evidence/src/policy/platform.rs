@@ -77,10 +77,8 @@ impl fmt::Display for Platform {
 pub fn check_platform(result: &mut VerificationReport, required: Option<Platform>, found: Platform) {
     match required {
         Some(p) => result.record("platform", p == found, p.as_str(), found.as_str()),
-        None => result.record_skipped(
-            "platform",
-            format!("the policy names no platform (the evidence is {found})"),
-        ),
+        None => result
+            .record_skipped("platform", format!("the policy names no platform (the evidence is {found})")),
     }
 }
 
