@@ -180,6 +180,7 @@ impl EventLog {
                         banks: q.banks.iter().map(ToString::to_string).collect(),
                         quote: b64(&q.attest),
                         signature: b64(&q.signature),
+                        ak_certificate: vtpm.ak_certificate().map(b64),
                     }
                 }
                 Err(e) => {

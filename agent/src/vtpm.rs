@@ -9,6 +9,14 @@
 //! keeps the AK loaded. The AK's public area goes into the boot evidence,
 //! where SNP's REPORT_DATA binds its SHA-256.
 //!
+//! On GCP the vTPM is Google's, and Google provisions an attestation key
+//! for it: a certificate from Google's EK/AK CA in NV index 0x01c10002
+//! (ECC; 0x01c10000 for RSA) and the key's template beside it. When such a
+//! certificate is there, the agent quotes with that key instead of its
+//! own (the primary key the template makes in the endorsement hierarchy)
+//! and sends the certificate with its quotes, so that a verifier learns
+//! that the quotes come from Google's vTPM (`cvm_evidence::gcp`).
+//!
 //! Each event record ([`cvm_evidence::eventlog`]) is extended into the PCR
 //! in the SHA-256 bank and, when the TPM has it allocated, the SHA-384 bank,
 //! each with its own digest of the record. Quotes cover that PCR in those
@@ -43,8 +51,7 @@ use tss_esapi::interface_types::algorithm::{
 };
 use tss_esapi::interface_types::session_handles::AuthSession;
 use tss_esapi::structures::{
-    Data, Digest, DigestValues, HashScheme, PcrSelectionList, PcrSelectionListBuilder, PcrSlot,
-    SignatureScheme,
+    Data, Digest, DigestValues, PcrSelectionList, PcrSelectionListBuilder, PcrSlot, SignatureScheme,
 };
 use tss_esapi::tcti_ldr::TctiNameConf;
 use tss_esapi::traits::Marshall;
@@ -124,6 +131,7 @@ pub struct Vtpm {
     context: Mutex<Context>,
     ak: KeyHandle,
     ak_public: Vec<u8>,
+    ak_certificate: Option<Vec<u8>>,
     tcti: String,
     pcr: u8,
     banks: Vec<PcrBank>,
@@ -182,28 +190,30 @@ impl Vtpm {
             log::warn!("vTPM: the SHA-384 PCR bank is not allocated; extending SHA-256 only");
         }
 
-        let ek = ek::create_ek_object(&mut context, AsymmetricAlgorithm::Ecc, DefaultKey)
-            .map_err(err("creating the endorsement key"))?;
-        let created = ak::create_ak(
-            &mut context,
-            ek,
-            HashingAlgorithm::Sha256,
-            SignatureSchemeAlgorithm::EcDsa,
-            None,
-            DefaultKey,
-        )
-        .map_err(err("creating the attestation key"))?;
-        let ak_public = created.out_public.marshall().map_err(err("encoding the attestation key"))?;
-        let ak = ak::load_ak(&mut context, ek, None, created.out_private, created.out_public)
-            .map_err(err("loading the attestation key"))?;
-        // Without a resource manager (swtpm, mssim) transient objects stay
-        // in the TPM's few slots; the EK is not needed any more.
-        context.flush_context(ek.into()).map_err(err("flushing the endorsement key"))?;
-        let (kind, detail) = describe(tcti);
+        let (ak, ak_public, ak_certificate) = match google_ak(&mut context) {
+            Ok(Some(google)) => {
+                log::info!(
+                    "vTPM: an attestation-key certificate is provisioned at NV 0x{:08x} (GCP): quoting with \
+                     the key it certifies",
+                    google.nv_index
+                );
+                (google.handle, google.public, Some(google.certificate))
+            }
+            Ok(None) => {
+                let (ak, public) = own_ak(&mut context).map_err(|(step, e)| err(step)(e))?;
+                (ak, public, None)
+            }
+            Err((step, e)) => return Err(err(step)(e)),
+        };
+        let (kind, mut detail) = describe(tcti);
+        if ak_certificate.is_some() {
+            detail.push_str("; attestation key certified by the vTPM's provider (NV certificate)");
+        }
         Ok(Vtpm {
             context: Mutex::new(context),
             ak,
             ak_public,
+            ak_certificate,
             tcti: tcti.to_owned(),
             pcr,
             banks,
@@ -246,6 +256,12 @@ impl Vtpm {
     /// The AK's marshalled TPMT_PUBLIC.
     pub fn ak_public(&self) -> &[u8] {
         &self.ak_public
+    }
+
+    /// The attestation key's certificate (DER) as the vTPM's provider
+    /// provisioned it in NV storage (GCP), if it did.
+    pub fn ak_certificate(&self) -> Option<&[u8]> {
+        self.ak_certificate.as_deref()
     }
 
     /// The PCR extended.
@@ -296,10 +312,9 @@ impl Vtpm {
         })?;
         // tss-esapi's selection builder orders banks by a hash map: take the order it built.
         let order = banks_in(&pcrs);
-        let scheme = SignatureScheme::EcDsa { hash_scheme: HashScheme::new(HashingAlgorithm::Sha256) };
         let (attest, signature) = self
             .lock()
-            .execute_with_nullauth_session(|ctx| ctx.quote(self.ak, data, scheme, pcrs))
+            .execute_with_nullauth_session(|ctx| ctx.quote(self.ak, data, SignatureScheme::Null, pcrs))
             .map_err(self.error("quoting"))?;
         Ok(TpmQuote {
             attest: attest.marshall().map_err(self.error("encoding the quote"))?,
@@ -327,7 +342,6 @@ impl Vtpm {
             .build()
             .map_err(self.error("selecting the boot PCRs"))?;
         let data = Data::try_from(nonce.to_vec()).map_err(self.error("quoting the boot PCRs"))?;
-        let scheme = SignatureScheme::EcDsa { hash_scheme: HashScheme::new(HashingAlgorithm::Sha256) };
         let mut ctx = self.lock();
         let read = tss_esapi::abstraction::pcr::read_all(&mut ctx, selection.clone())
             .map_err(self.error("reading the boot PCRs"))?;
@@ -346,7 +360,7 @@ impl Vtpm {
             values.push((u32::from(*pcr), digest.value().to_vec()));
         }
         let (attest, signature) = ctx
-            .execute_with_nullauth_session(|c| c.quote(self.ak, data, scheme, selection))
+            .execute_with_nullauth_session(|c| c.quote(self.ak, data, SignatureScheme::Null, selection))
             .map_err(self.error("quoting the boot PCRs"))?;
         Ok(BootQuote {
             attest: attest.marshall().map_err(self.error("encoding the boot quote"))?,
@@ -361,6 +375,78 @@ impl Vtpm {
         let (_, read, values) = self.lock().pcr_read(pcrs).map_err(self.error("reading the PCR"))?;
         Ok(banks_in(&read).into_iter().zip(values.value().iter().map(|d| d.value().to_vec())).collect())
     }
+}
+
+/// The TCG default EK (ECC P-256) and under it an ECDSA/SHA-256
+/// attestation key of the agent's own: its handle and marshalled public area.
+fn own_ak(context: &mut Context) -> Result<(KeyHandle, Vec<u8>), (&'static str, tss_esapi::Error)> {
+    let ek = ek::create_ek_object(context, AsymmetricAlgorithm::Ecc, DefaultKey)
+        .map_err(|e| ("creating the endorsement key", e))?;
+    let created = ak::create_ak(
+        context,
+        ek,
+        HashingAlgorithm::Sha256,
+        SignatureSchemeAlgorithm::EcDsa,
+        None,
+        DefaultKey,
+    )
+    .map_err(|e| ("creating the attestation key", e))?;
+    let public = created.out_public.marshall().map_err(|e| ("encoding the attestation key", e))?;
+    let ak = ak::load_ak(context, ek, None, created.out_private, created.out_public)
+        .map_err(|e| ("loading the attestation key", e))?;
+    // Without a resource manager (swtpm, mssim) transient objects stay
+    // in the TPM's few slots; the EK is not needed any more.
+    context.flush_context(ek.into()).map_err(|e| ("flushing the endorsement key", e))?;
+    Ok((ak, public))
+}
+
+/// An attestation key that the vTPM's provider certified (GCP).
+struct GoogleAk {
+    handle: KeyHandle,
+    public: Vec<u8>,
+    certificate: Vec<u8>,
+    nv_index: u32,
+}
+
+/// Google's attestation key, when the vTPM has its certificate in NV
+/// storage: the key is the primary key of the endorsement hierarchy made
+/// from the template beside the certificate, ECC preferred (what Google's
+/// go-tpm-tools does). `None` when no certificate is provisioned.
+fn google_ak(context: &mut Context) -> Result<Option<GoogleAk>, (&'static str, tss_esapi::Error)> {
+    use cvm_evidence::gcp::{AK_CERT_NV_ECC, AK_CERT_NV_RSA, AK_TEMPLATE_NV_ECC, AK_TEMPLATE_NV_RSA};
+    use tss_esapi::abstraction::nv;
+    use tss_esapi::handles::NvIndexTpmHandle;
+    use tss_esapi::interface_types::resource_handles::{Hierarchy, NvAuth};
+    use tss_esapi::structures::Public;
+    use tss_esapi::traits::UnMarshall;
+
+    let read = |context: &mut Context, index: u32| -> Result<Vec<u8>, tss_esapi::Error> {
+        let handle = NvIndexTpmHandle::new(index)?;
+        context.execute_with_nullauth_session(|ctx| nv::read_full(ctx, NvAuth::Owner, handle))
+    };
+    for (cert_index, template_index) in
+        [(AK_CERT_NV_ECC, AK_TEMPLATE_NV_ECC), (AK_CERT_NV_RSA, AK_TEMPLATE_NV_RSA)]
+    {
+        let certificate = match read(context, cert_index) {
+            Ok(c) => c,
+            Err(e) => {
+                log::debug!("vTPM: no attestation-key certificate at NV 0x{cert_index:08x}: {e}");
+                continue;
+            }
+        };
+        let template =
+            read(context, template_index).map_err(|e| ("reading the provider's AK template", e))?;
+        let template =
+            Public::unmarshall(&template).map_err(|e| ("reading the provider's AK template", e))?;
+        let created = context
+            .execute_with_nullauth_session(|ctx| {
+                ctx.create_primary(Hierarchy::Endorsement, template, None, None, None, None)
+            })
+            .map_err(|e| ("creating the provider's attestation key", e))?;
+        let public = created.out_public.marshall().map_err(|e| ("encoding the attestation key", e))?;
+        return Ok(Some(GoogleAk { handle: created.key_handle, public, certificate, nv_index: cert_index }));
+    }
+    Ok(None)
 }
 
 /// Our banks in a selection, in its order.
