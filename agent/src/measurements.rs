@@ -86,6 +86,14 @@ pub struct EventLog {
 }
 
 impl VtpmState {
+    /// The attestation key's certificate from the vTPM's provider (GCP), when there is one.
+    pub fn ak_certificate(&self) -> Option<&[u8]> {
+        match self {
+            VtpmState::Active(v) => v.ak_certificate(),
+            _ => None,
+        }
+    }
+
     /// The attestation key's public area, when a vTPM is in use.
     pub fn ak_public(&self) -> Option<Vec<u8>> {
         match self {

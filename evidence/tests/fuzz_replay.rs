@@ -111,6 +111,11 @@ fn policy() {
 }
 
 #[test]
+fn hcl_report() {
+    replay("hcl_report");
+}
+
+#[test]
 fn tpm_quote() {
     replay("tpm_quote");
 }
@@ -212,6 +217,7 @@ fn agent_certificate(with_chain: bool, ak_public: Option<Vec<u8>>) -> Vec<u8> {
     let der = |c: &cvm_evidence::certs::Certificate| c.to_der().unwrap();
     let boot = BootEvidence {
         version: 1,
+        platform: cvm_evidence::policy::Platform::SevSnp,
         report: report.raw().to_vec(),
         vek: Some(der(chain.vek())),
         ask: with_chain.then(|| der(chain.ask())),
@@ -292,6 +298,8 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     }
     out.push(("uki", "small-uki.efi".into(), fuzzing::uki_seed()));
     out.push(("gce_endorsement", "simulated".into(), simulated_endorsement()));
+    out.push(("hcl_report", "azure-dcasv5.bin".into(), testdata("azure/hcl-report.bin")));
+    out.push(("hcl_report", "azure-other.bin".into(), testdata("azure/hcl-report-2.bin")));
     out
 }
 

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use cvm_evidence::gcp::{AK_CERT_NV_ECC, AK_TEMPLATE_NV_ECC};
 use cvm_evidence::simulator::gcp::SimulatedAkCa;
+use cvm_protocol::api::VtpmEvidence;
 use cvm_tests::{assert_exit, Options, Scenario};
 use cvmctl::exit_codes;
 use der::EncodePem as _;
@@ -131,7 +132,7 @@ fn the_agent_quotes_with_the_certified_key_and_cvmctl_checks_its_chain() {
         assert!(text.contains(&format!("PASS  {check} ")), "{check}: {}", out(&o));
     }
     assert!(text.contains("its attestation key is certified by EK/AK CA Intermediate"), "{}", out(&o));
-    assert!(text.contains("flavour         gcp (the policy's platform)"), "{}", out(&o));
+    assert!(text.contains("flavour         gcp (report from the AMD secure processor"), "{}", out(&o));
     assert!(
         text.contains("outside SNP     the guest image: the SNP measurement covers Google's firmware only"),
         "{}",
@@ -161,7 +162,7 @@ fn a_certificate_of_another_key_than_the_quotes_is_rejected() {
 }
 
 #[test]
-fn a_gcp_policy_rejects_a_vtpm_without_an_ak_certificate() {
+fn a_gcp_policy_rejects_an_agent_without_googles_attestation_key() {
     // swtpm as it comes: no certificate in NV, so the agent quotes with its own key.
     let s = Scenario::start(Options {
         vtpm: true,
@@ -171,11 +172,7 @@ fn a_gcp_policy_rejects_a_vtpm_without_an_ak_certificate() {
     let o = s.run("attest", None, &[]);
     assert_exit(&o, exit_codes::REJECTED);
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        err.contains("rejected: vtpm_ak_certificate: expected the vTPM's attestation-key certificate"),
-        "{}",
-        out(&o)
-    );
+    assert!(err.contains("rejected: platform: expected gcp, found sev-snp"), "{}", out(&o));
     // The same agent under a sev-snp policy: the certificate is not asked for.
     let policy = s.path("sev-snp.json");
     cvm_tests::write_pinned_policy(Path::new(&policy), serde_json::json!({"require_vtpm": true}));
@@ -252,4 +249,28 @@ fn attest_checks_googles_launch_endorsement_for_the_vms_vcpu_count() {
     // An endorsement without the root and the vCPU count is a usage error.
     let o = s.run("attest", None, &["--gce-endorsement", &good]);
     assert_exit(&o, exit_codes::USAGE);
+}
+
+#[test]
+fn session_evidence_without_the_ak_certificate_is_rejected_under_a_gcp_policy() {
+    // An agent that names its flavour gcp but sends no certificate (the
+    // flavour is only its claim): the certificate is what proves it.
+    let s = google_vtpm(ca(), false);
+    let mut args = s.agent_args(None);
+    args.extend(["--trust-ak-ca".to_owned(), s.path("ak-ca.pem")]);
+    let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    tokio.block_on(async {
+        let hs = cvm_tests::parse_agent_args(args).handshake().await.map_err(|e| e.to_string()).unwrap();
+        let nonce = hs.nonce().unwrap();
+        let ekm = hs.exporter(&nonce).unwrap();
+        let mut agent = hs.into_agent().await.unwrap();
+        let evidence = agent.session_evidence(&nonce).await.unwrap();
+        assert!(agent.verify_session(&evidence, &nonce, &ekm).unwrap().accepted());
+        let mut stripped = evidence.clone();
+        let VtpmEvidence::Quoted { ak_certificate, .. } = &mut stripped.vtpm else { panic!("no quote") };
+        *ak_certificate = None;
+        let report = agent.verify_session(&stripped, &nonce, &ekm).unwrap();
+        let failed: Vec<&str> = report.failures().map(|c| c.name).collect();
+        assert_eq!(failed, ["vtpm_ak_certificate"]);
+    });
 }

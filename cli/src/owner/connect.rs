@@ -20,7 +20,8 @@ use base64::Engine as _;
 use bytes::Bytes;
 use clap::Args;
 use cvm_evidence::binding::{
-    chain_from, check_boot_certificate, check_session_report, BootEvidence, EXPORTER_LABEL,
+    chain_from, check_boot_certificate, check_session_evidence, session_report_data, BootEvidence,
+    EXPORTER_LABEL,
 };
 use cvm_evidence::certs::{parse_certificate, TrustAnchors};
 use cvm_evidence::gcp::AkAnchors;
@@ -456,7 +457,8 @@ impl Agent {
             evidence,
             nonce,
         );
-        let mut result = check_session_report(&v, &report, &chain, &self.spki, nonce, ekm, &digest);
+        let want = session_report_data(&self.spki, nonce, ekm, &digest);
+        let mut result = check_session_evidence(&v, &self.boot, &report, &chain, &want);
         result.checks.extend(measurements.checks);
         Ok((result, measured))
     }

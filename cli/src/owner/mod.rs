@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand, ValueEnum};
+use cvm_evidence::policy::Platform;
 use cvm_evidence::{Outcome, VerificationReport};
 use cvm_protocol::api::{self, Status, Uploaded};
 use cvm_protocol::{Manifest, PublicKey};
@@ -100,7 +101,11 @@ fn print_claims(
     args: &AgentArgs,
     endorsement: Option<&VerificationReport>,
 ) -> anyhow::Result<()> {
-    let report = cvm_evidence::AttestationReport::from_bytes(&agent.boot.report)?;
+    let platform = agent.boot.platform;
+    let report = match platform {
+        Platform::Azure => cvm_evidence::azure::HclReport::parse(&agent.boot.report)?.snp,
+        _ => cvm_evidence::AttestationReport::from_bytes(&agent.boot.report)?,
+    };
     let product = agent.checks.product.map_or_else(|| "unknown".to_owned(), |p| p.to_string());
     let tcb = report.reported_tcb.parts(report.tcb_layout());
     let count = |r: &VerificationReport| {
@@ -111,21 +116,9 @@ fn print_claims(
     let (sess_ok, sess_skip) = count(&agent.session);
     let mut out = crate::output::stdout();
     writeln!(out, "verified claims of the agent at {}:", args.agent)?;
+    writeln!(out, "  flavour         {platform}{}", flavour_note(platform))?;
+    writeln!(out, "  outside SNP     {}", platform.outside_snp_boundary())?;
     writeln!(out, "  platform        AMD {product}, signed by {}", report.key_info.signing_key())?;
-    match agent.policy().platform {
-        Some(flavour) => {
-            writeln!(out, "  flavour         {flavour} (the policy's platform)")?;
-            writeln!(out, "  outside SNP     {}", flavour.outside_snp_boundary())?;
-            if flavour == cvm_evidence::policy::Platform::Gcp {
-                writeln!(
-                    out,
-                    "                  and Google's firmware itself, which the measurement pins but does not \
-                     vouch for (--gce-endorsement checks that Google endorses it)"
-                )?;
-            }
-        }
-        None => writeln!(out, "  flavour         not named by the policy (set \"platform\" to require one)")?,
-    }
     writeln!(out, "  measurement     {}", hex::encode(report.measurement))?;
     if let Some(found) = endorsement.and_then(|e| e.check("gce_endorsement_measurement")).map(|c| &c.found) {
         writeln!(out, "  firmware        Google's launch endorsement verified: {found}")?;
@@ -175,6 +168,18 @@ fn print_claims(
     Ok(())
 }
 
+/// How the flavour's SNP evidence reached the verifier.
+fn flavour_note(platform: Platform) -> &'static str {
+    match platform {
+        Platform::Azure => {
+            " (report by Microsoft's paravisor at VMPL 0; the agent's binding in its runtime claims, \
+             the quotes by its attestation key)"
+        }
+        Platform::SevSnp => " (report from the AMD secure processor, requested by the agent)",
+        Platform::Gcp => " (report from the AMD secure processor, requested by the agent; Google's vTPM)",
+    }
+}
+
 /// The measured-boot line of the claims: what the boot quote proved and
 /// which of the policy's rules held.
 fn describe_boot(agent: &Agent) -> String {
@@ -199,13 +204,22 @@ fn describe_boot(agent: &Agent) -> String {
         }
         None => "no firmware log".to_owned(),
     };
-    if rules.is_empty() {
+    let azure = agent.boot.platform == Platform::Azure;
+    if rules.is_empty() && azure {
+        format!(
+            "PCRs {pcrs} quoted over your nonce; {log}; the policy pins no PCR or event: on Azure the SNP \
+             measurement is the paravisor's, so ANY image on that paravisor passes"
+        )
+    } else if rules.is_empty() {
         format!(
             "PCRs {pcrs} quoted over your nonce; {log}; the policy pins no PCR or event, so the image is \
              pinned by the SNP measurement alone"
         )
     } else {
         let kind = match &m.vtpm {
+            _ if azure => {
+                "the paravisor's, its attestation key in the SNP-signed runtime claims (hcl_ak_binding)"
+            }
             api::VtpmEvidence::Quoted { kind: api::VtpmKind::Svsm, .. } => "an SVSM's, inside the TEE",
             _ => "Azure's paravisor's is attested by the SNP report; GCP's hypervisor's and swtpm are not",
         };
