@@ -98,6 +98,9 @@ fn google_vtpm(ca: Arc<SimulatedAkCa>, certify_another_key: bool) -> Scenario {
             .map(|c| c.to_pem(der::pem::LineEnding::LF).unwrap())
             .collect::<String>();
         std::fs::write(dir.join("ak-ca.pem"), bundle).unwrap();
+        std::fs::write(dir.join("ak-root.pem"), ca.root().to_pem(der::pem::LineEnding::LF).unwrap()).unwrap();
+        std::fs::write(dir.join("ak-intermediate.der"), der::Encode::to_der(ca.intermediate()).unwrap())
+            .unwrap();
         Vec::new()
     });
     Scenario::start(Options {
@@ -138,6 +141,16 @@ fn the_agent_quotes_with_the_certified_key_and_cvmctl_checks_its_chain() {
         "{}",
         out(&o)
     );
+
+    // The root alone: the certificate's caIssuers URL names the missing
+    // intermediate, which --ak-intermediate supplies (as a caIssuers URL serves it: DER).
+    let root = s.path("ak-root.pem");
+    let o = s.run("attest", None, &["--trust-ak-ca", &root]);
+    assert_exit(&o, exit_codes::REJECTED);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("pass it with --ak-intermediate"), "{}", out(&o));
+    let o =
+        s.run("attest", None, &["--trust-ak-ca", &root, "--ak-intermediate", &s.path("ak-intermediate.der")]);
+    assert_exit(&o, exit_codes::OK);
 
     // Against Google's pinned root alone: rejected, naming the chain.
     let o = s.run("attest", None, &[]);

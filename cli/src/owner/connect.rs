@@ -62,6 +62,11 @@ pub struct AgentArgs {
     /// simulated CA's). Google's root is built in and pinned.
     #[arg(long, value_name = "PEM")]
     pub trust_ak_ca: Vec<PathBuf>,
+    /// Intermediates that may have issued the vTPM's attestation-key
+    /// certificate (GCP: Google issues from several, each named by the
+    /// certificate's caIssuers URL). Trusted only when a trusted root signed them.
+    #[arg(long, value_name = "PEM")]
+    pub ak_intermediate: Vec<PathBuf>,
     /// Directory with the VCEK (and ASK/ARK) when the agent's evidence carries none.
     #[arg(long, value_name = "DIR")]
     pub certs: Option<PathBuf>,
@@ -273,6 +278,19 @@ impl AgentArgs {
             let mut certs = certs.into_iter();
             let root = certs.next().with_context(|| format!("{}: no certificate", path.display()))?;
             anchors.trust_additional_root(root);
+            for c in certs {
+                anchors.add_intermediate(c);
+            }
+        }
+        for path in &self.ak_intermediate {
+            let bytes = read_file(path)?;
+            let what = path.display().to_string();
+            // PEM (one or more) or DER, as a caIssuers URL serves it.
+            let certs = if bytes.starts_with(b"-----BEGIN") {
+                cvm_evidence::certs::parse_pem_bundle(&bytes, &what)?
+            } else {
+                vec![parse_certificate(&bytes, &what)?]
+            };
             for c in certs {
                 anchors.add_intermediate(c);
             }

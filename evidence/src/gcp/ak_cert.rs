@@ -159,11 +159,37 @@ fn chain_to_root<'a>(anchors: &'a AkAnchors, leaf: &Certificate) -> Result<Vec<&
         }
         tried.push(format!("{}: no trusted root of its issuer's name", describe(mid)));
     }
+    // Google issues the leaves from more than one intermediate of the same
+    // name, each under the pinned root: say where the missing one is.
+    let hint = match ca_issuers_url(leaf) {
+        Some(url) => format!(
+            "; the issuing intermediate is named by the certificate ({url}): fetch it and pass it with \
+             --ak-intermediate (it is trusted only if the pinned root signed it)"
+        ),
+        None => String::new(),
+    };
     if tried.is_empty() {
-        Err(format!("issuer {}: no trusted root or intermediate of that name", name_cn(issuer)))
+        Err(format!("issuer {}: no trusted root or intermediate of that name{hint}", name_cn(issuer)))
     } else {
-        Err(format!("issuer {}: {}", name_cn(issuer), tried.join("; ")))
+        Err(format!("issuer {}: {}{hint}", name_cn(issuer), tried.join("; ")))
     }
+}
+
+/// The caIssuers URL of the certificate's Authority Information Access
+/// extension, if it has one: where its issuer's certificate is published.
+pub fn ca_issuers_url(cert: &Certificate) -> Option<String> {
+    use der::Decode as _;
+    use x509_cert::ext::pkix::name::GeneralName;
+    use x509_cert::ext::pkix::AuthorityInfoAccessSyntax;
+    const AIA: der::asn1::ObjectIdentifier = der::asn1::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.1.1");
+    const CA_ISSUERS: der::asn1::ObjectIdentifier =
+        der::asn1::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.48.2");
+    let ext = cert.tbs_certificate.extensions.as_deref()?.iter().find(|e| e.extn_id == AIA)?;
+    let aia = AuthorityInfoAccessSyntax::from_der(ext.extn_value.as_bytes()).ok()?;
+    aia.0.into_iter().find(|d| d.access_method == CA_ISSUERS).and_then(|d| match d.access_location {
+        GeneralName::UniformResourceIdentifier(uri) => Some(uri.to_string()),
+        _ => None,
+    })
 }
 
 /// Whether the certificate's key is the AK's: both as DER SubjectPublicKeyInfo.

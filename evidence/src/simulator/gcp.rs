@@ -21,9 +21,15 @@ use time::OffsetDateTime;
 use x509_cert::name::Name;
 use x509_cert::Certificate;
 
-use super::{enc, rsa_spki, sign_rsa_pss, tbs, SimulatorError};
+use x509_cert::ext::pkix::name::GeneralName;
+use x509_cert::ext::pkix::{AccessDescription, AuthorityInfoAccessSyntax};
+
+use super::{enc, extension, rsa_spki, sign_rsa_pss, tbs, SimulatorError};
 use crate::gcp::{GoldenMeasurement, LaunchEndorsement};
 use crate::tpm::AkPublic;
+
+/// The caIssuers URL in the simulated CA's leaves (nothing is served there).
+pub const SIMULATED_CA_ISSUERS_URL: &str = "http://ca.invalid/simulated-ek-ak-intermediate.crt";
 
 fn google_name(cn: &str) -> Result<Name, SimulatorError> {
     Name::from_str(&format!("CN={cn},OU=Google Cloud,O=Google LLC,L=Mountain View,ST=California,C=US"))
@@ -94,6 +100,15 @@ impl SimulatedAkCa {
         let spki_der = ak.to_spki_der().map_err(enc)?;
         let spki = SubjectPublicKeyInfoOwned::from_der(&spki_der).map_err(enc)?;
         let subject = Name::from_str("CN=simulated-instance,O=cvm-agent tests").map_err(enc)?;
+        // Google's leaves name their issuer's certificate by URL, as this does.
+        let aia = AuthorityInfoAccessSyntax(vec![AccessDescription {
+            access_method: der::asn1::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.48.2"),
+            access_location: GeneralName::UniformResourceIdentifier(
+                der::asn1::Ia5String::new(SIMULATED_CA_ISSUERS_URL).map_err(enc)?,
+            ),
+        }]);
+        let aia_oid = der::asn1::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.1.1");
+        let exts = vec![extension(aia_oid, aia.to_der().map_err(enc)?)?];
         sign_rsa_pss(
             tbs(
                 3,
@@ -102,7 +117,7 @@ impl SimulatedAkCa {
                 not_before,
                 not_after,
                 spki,
-                None,
+                Some(exts),
             )?,
             &self.intermediate_key,
         )

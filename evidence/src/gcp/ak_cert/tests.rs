@@ -55,6 +55,18 @@ fn a_simulated_chain_is_accepted_only_when_its_root_is_trusted_explicitly() {
         .unwrap()
         .expected
         .contains(super::super::roots::GOOGLE_AK_ROOT_SHA256));
+    // The root trusted but the intermediate not at hand: the certificate's
+    // caIssuers URL says where it is.
+    let mut root_only = AkAnchors::google().unwrap();
+    root_only.trust_additional_root(ca().root().clone());
+    let rejected = check(&root_only, NOW, Some(&cert), &ak);
+    assert_eq!(failed(&rejected), ["vtpm_ak_certificate_chain"]);
+    let found = &rejected.check("vtpm_ak_certificate_chain").unwrap().found;
+    assert!(
+        found.contains(crate::simulator::gcp::SIMULATED_CA_ISSUERS_URL)
+            && found.contains("--ak-intermediate"),
+        "{found}"
+    );
     // Offering the simulated intermediate widens nothing: its root is not trusted.
     let mut offered = AkAnchors::google().unwrap();
     offered.add_intermediate(ca().intermediate().clone());
