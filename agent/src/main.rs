@@ -151,7 +151,15 @@ async fn serve(
     let vtpm = vtpm::start(&config, ak)?;
     let tee = tee::from_config(&config, choice, &vtpm)?;
     log::info!("TEE provider: {}", tee.name());
-    let identity = AttestedIdentity::create(tee.as_ref(), digest.0, vtpm.ak_public())?;
+    // On GCP the guest's own reports look like any SNP host's: what says
+    // GCP is Google's certified attestation key in the vTPM, which the
+    // verifier checks up to Google's EK/AK CA.
+    let platform = match (tee.platform(), vtpm.ak_certificate().is_some()) {
+        (cvm_evidence::policy::Platform::SevSnp, true) => cvm_evidence::policy::Platform::Gcp,
+        (p, _) => p,
+    };
+    log::info!("flavour: {platform}");
+    let identity = AttestedIdentity::create(tee.as_ref(), platform, digest.0, vtpm.ak_public())?;
     let tls = identity.server_config()?;
     let dirs = WorkDirs::create(&config.work_dir)
         .with_context(|| format!("cannot prepare {}", config.work_dir.display()))?;

@@ -26,6 +26,15 @@
 //! lets a guest extend PCRs 0-15 and 23 (17-22 need locality 4, which only
 //! the paravisor has), and nothing there uses 15.
 //!
+//! On GCP the vTPM is Google's, and Google provisions an attestation key
+//! for it: a certificate from Google's EK/AK CA in NV index 0x01c10002
+//! (ECC; 0x01c10000 for RSA) and the key's template beside it. When such a
+//! certificate is there, the agent quotes with that key instead of making
+//! its own (the primary key the template makes in the endorsement
+//! hierarchy, used with its own scheme) and sends the certificate with its
+//! quotes, so that a verifier learns that the quotes come from Google's
+//! vTPM (`cvm_evidence::gcp`).
+//!
 //! On Azure (`tee = azure`) the agent creates no key: it quotes with the
 //! paravisor's RSA attestation key at persistent handle 0x81000003
 //! ([`AkSource::Persistent`]), whose public key the paravisor puts in the
@@ -149,6 +158,7 @@ pub struct Vtpm {
     /// key's own (TPM_ALG_NULL) for a persistent one.
     scheme: SignatureScheme,
     ak_public: Vec<u8>,
+    ak_certificate: Option<Vec<u8>>,
     tcti: String,
     pcr: u8,
     banks: Vec<PcrBank>,
@@ -212,29 +222,26 @@ impl Vtpm {
             log::warn!("vTPM: the SHA-384 PCR bank is not allocated; extending SHA-256 only");
         }
 
+        let mut ak_certificate = None;
         let (ak, ak_public, scheme) = match ak_source {
-            AkSource::Created => {
-                let ek = ek::create_ek_object(&mut context, AsymmetricAlgorithm::Ecc, DefaultKey)
-                    .map_err(err("creating the endorsement key"))?;
-                let created = ak::create_ak(
-                    &mut context,
-                    ek,
-                    HashingAlgorithm::Sha256,
-                    SignatureSchemeAlgorithm::EcDsa,
-                    None,
-                    DefaultKey,
-                )
-                .map_err(err("creating the attestation key"))?;
-                let ak_public = created.out_public.marshall().map_err(err("encoding the attestation key"))?;
-                let ak = ak::load_ak(&mut context, ek, None, created.out_private, created.out_public)
-                    .map_err(err("loading the attestation key"))?;
-                // Without a resource manager (swtpm, mssim) transient objects stay
-                // in the TPM's few slots; the EK is not needed any more.
-                context.flush_context(ek.into()).map_err(err("flushing the endorsement key"))?;
-                let scheme =
-                    SignatureScheme::EcDsa { hash_scheme: HashScheme::new(HashingAlgorithm::Sha256) };
-                (ak, ak_public, scheme)
-            }
+            AkSource::Created => match google_ak(&mut context) {
+                Ok(Some(google)) => {
+                    log::info!(
+                        "vTPM: an attestation-key certificate is provisioned at NV 0x{:08x} (GCP): quoting \
+                         with the key it certifies",
+                        google.nv_index
+                    );
+                    ak_certificate = Some(google.certificate);
+                    (google.handle, google.public, SignatureScheme::Null)
+                }
+                Ok(None) => {
+                    let (ak, public) = own_ak(&mut context).map_err(|(step, e)| err(step)(e))?;
+                    let scheme =
+                        SignatureScheme::EcDsa { hash_scheme: HashScheme::new(HashingAlgorithm::Sha256) };
+                    (ak, public, scheme)
+                }
+                Err((step, e)) => return Err(err(step)(e)),
+            },
             AkSource::Persistent(handle) => {
                 let tpm_handle =
                     PersistentTpmHandle::new(handle).map_err(err("naming the attestation key"))?;
@@ -253,12 +260,16 @@ impl Vtpm {
                 (ak, ak_public, SignatureScheme::Null)
             }
         };
-        let (kind, detail) = describe(tcti);
+        let (kind, mut detail) = describe(tcti);
+        if ak_certificate.is_some() {
+            detail.push_str("; attestation key certified by the vTPM's provider (NV certificate)");
+        }
         Ok(Vtpm {
             context: Mutex::new(context),
             ak,
             scheme,
             ak_public,
+            ak_certificate,
             tcti: tcti.to_owned(),
             pcr,
             banks,
@@ -301,6 +312,12 @@ impl Vtpm {
     /// The AK's marshalled TPMT_PUBLIC.
     pub fn ak_public(&self) -> &[u8] {
         &self.ak_public
+    }
+
+    /// The attestation key's certificate (DER) as the vTPM's provider
+    /// provisioned it in NV storage (GCP), if it did.
+    pub fn ak_certificate(&self) -> Option<&[u8]> {
+        self.ak_certificate.as_deref()
     }
 
     /// The PCR extended.
@@ -488,6 +505,77 @@ impl Vtpm {
         let (_, read, values) = self.lock().pcr_read(pcrs).map_err(self.error("reading the PCR"))?;
         Ok(banks_in(&read).into_iter().zip(values.value().iter().map(|d| d.value().to_vec())).collect())
     }
+}
+
+/// The TCG default EK (ECC P-256) and under it an ECDSA/SHA-256
+/// attestation key of the agent's own: its handle and marshalled public area.
+fn own_ak(context: &mut Context) -> Result<(KeyHandle, Vec<u8>), (&'static str, tss_esapi::Error)> {
+    let ek = ek::create_ek_object(context, AsymmetricAlgorithm::Ecc, DefaultKey)
+        .map_err(|e| ("creating the endorsement key", e))?;
+    let created = ak::create_ak(
+        context,
+        ek,
+        HashingAlgorithm::Sha256,
+        SignatureSchemeAlgorithm::EcDsa,
+        None,
+        DefaultKey,
+    )
+    .map_err(|e| ("creating the attestation key", e))?;
+    let public = created.out_public.marshall().map_err(|e| ("encoding the attestation key", e))?;
+    let ak = ak::load_ak(context, ek, None, created.out_private, created.out_public)
+        .map_err(|e| ("loading the attestation key", e))?;
+    // Without a resource manager (swtpm, mssim) transient objects stay
+    // in the TPM's few slots; the EK is not needed any more.
+    context.flush_context(ek.into()).map_err(|e| ("flushing the endorsement key", e))?;
+    Ok((ak, public))
+}
+
+/// An attestation key that the vTPM's provider certified (GCP).
+struct GoogleAk {
+    handle: KeyHandle,
+    public: Vec<u8>,
+    certificate: Vec<u8>,
+    nv_index: u32,
+}
+
+/// Google's attestation key, when the vTPM has its certificate in NV
+/// storage: the key is the primary key of the endorsement hierarchy made
+/// from the template beside the certificate, ECC preferred (what Google's
+/// go-tpm-tools does). `None` when no certificate is provisioned.
+fn google_ak(context: &mut Context) -> Result<Option<GoogleAk>, (&'static str, tss_esapi::Error)> {
+    use cvm_evidence::gcp::{AK_CERT_NV_ECC, AK_CERT_NV_RSA, AK_TEMPLATE_NV_ECC, AK_TEMPLATE_NV_RSA};
+    use tss_esapi::abstraction::nv;
+    use tss_esapi::interface_types::resource_handles::Hierarchy;
+    use tss_esapi::structures::Public;
+    use tss_esapi::traits::UnMarshall;
+
+    let read = |context: &mut Context, index: u32| -> Result<Vec<u8>, tss_esapi::Error> {
+        let handle = NvIndexTpmHandle::new(index)?;
+        context.execute_with_nullauth_session(|ctx| nv::read_full(ctx, NvAuth::Owner, handle))
+    };
+    for (cert_index, template_index) in
+        [(AK_CERT_NV_ECC, AK_TEMPLATE_NV_ECC), (AK_CERT_NV_RSA, AK_TEMPLATE_NV_RSA)]
+    {
+        let certificate = match read(context, cert_index) {
+            Ok(c) => c,
+            Err(e) => {
+                log::debug!("vTPM: no attestation-key certificate at NV 0x{cert_index:08x}: {e}");
+                continue;
+            }
+        };
+        let template =
+            read(context, template_index).map_err(|e| ("reading the provider's AK template", e))?;
+        let template =
+            Public::unmarshall(&template).map_err(|e| ("reading the provider's AK template", e))?;
+        let created = context
+            .execute_with_nullauth_session(|ctx| {
+                ctx.create_primary(Hierarchy::Endorsement, template, None, None, None, None)
+            })
+            .map_err(|e| ("creating the provider's attestation key", e))?;
+        let public = created.out_public.marshall().map_err(|e| ("encoding the attestation key", e))?;
+        return Ok(Some(GoogleAk { handle: created.key_handle, public, certificate, nv_index: cert_index }));
+    }
+    Ok(None)
 }
 
 /// Our banks in a selection, in its order.

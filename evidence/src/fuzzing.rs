@@ -65,6 +65,7 @@ pub const TARGETS: &[(&str, Property)] = &[
     ("tcg_event_log", tcg_event_log),
     ("measured_boot", measured_boot),
     ("uki", uki),
+    ("gce_endorsement", gce_endorsement),
     ("hcl_report", hcl_report),
 ];
 
@@ -80,6 +81,7 @@ pub fn allocation_bound(len: usize) -> usize {
 /// inside its allocation bound.
 pub fn warm_up() {
     let _ = genuine();
+    let _ = google_ak_root();
 }
 
 // ---- the genuine evidence --------------------------------------------------
@@ -925,6 +927,35 @@ pub fn measured_boot_seeds() -> Vec<Vec<u8>> {
         measured_boot_input(0x05, 0, AK, QUOTE, QUOTE_SIG, b"", &[(15, vec![0; 32])], &swtpm_nonce, b""),
         measured_boot_input(0x00, 0, b"", b"", b"", b"", &[], &[0; 32], policy.as_bytes()),
     ]
+}
+
+// ---- Google's launch endorsement -------------------------------------------
+
+fn google_ak_root() -> &'static Certificate {
+    static ROOT: OnceLock<Certificate> = OnceLock::new();
+    ROOT.get_or_init(|| crate::gcp::AkAnchors::google().unwrap().roots()[0].clone())
+}
+
+/// A launch endorsement that parses re-encodes to an endorsement that
+/// parses to the same value, and its golden measurement's encoding parses
+/// back to itself; checked under a root whose key the fuzzer does not have,
+/// it records each of its four checks once and is never accepted.
+pub fn gce_endorsement(data: &[u8]) {
+    use crate::gcp::{check_launch_endorsement, GoldenMeasurement, LaunchEndorsement};
+    if let Ok(e) = LaunchEndorsement::parse(data) {
+        let again = LaunchEndorsement::parse(&LaunchEndorsement::encode(&e.serialized_golden, &e.signature))
+            .expect("a re-encoded endorsement parses");
+        assert_eq!(again, e);
+        let golden =
+            GoldenMeasurement::parse(&e.golden.encode()).expect("a re-encoded golden measurement parses");
+        assert_eq!(golden, e.golden);
+    }
+    let mut result = VerificationReport { product: None, checks: Vec::new() };
+    let measurement = [0x44; 48];
+    check_launch_endorsement(&mut result, data, google_ak_root(), SIMULATED_AT, &measurement, 4);
+    assert_each_check_once(&result);
+    assert_eq!(result.checks.len(), 4);
+    assert!(!result.accepted(), "accepted an endorsement that no key of the root's signed");
 }
 
 // ---- Azure ------------------------------------------------------------------

@@ -15,7 +15,9 @@
 //! digests ([`pe`]), what a unified kernel image's boot measures ([`uki`]),
 //! and the checks of the boot quote and the policy's PCR and event rules
 //! ([`measured_boot`]). Azure's flavour, where Microsoft's paravisor makes
-//! the report and binds its vTPM's key into it, is [`azure`]; which flavour
+//! the report and binds its vTPM's key into it, is [`azure`]; on GCP, the vTPM's attestation-key certificate up to Google's
+//! pinned EK/AK CA and Google's signed launch endorsement of its firmware
+//! are [`gcp`]; which flavour
 //! a policy accepts, and what each leaves outside the SNP boundary, is
 //! [`policy::platform`].
 //!
@@ -66,6 +68,7 @@ pub mod eventlog;
 #[cfg(feature = "simulator")]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod gcp;
 mod product;
 pub mod report;
 

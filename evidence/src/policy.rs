@@ -133,6 +133,12 @@ impl Policy {
         Ok(policy)
     }
 
+    /// Whether the vTPM's attestation key must come with a certificate from
+    /// its provider's CA: on GCP (`"platform": "gcp"`), Google's EK/AK CA.
+    pub fn requires_ak_certificate(&self) -> bool {
+        self.platform == Some(Platform::Gcp)
+    }
+
     /// Whether the policy has rules on the vTPM's PCRs or the firmware's events.
     pub fn has_tpm_rules(&self) -> bool {
         !self.tpm_pcrs.is_empty() || !self.tpm_events.is_empty()
@@ -170,6 +176,15 @@ mod tests {
         let err = Policy::from_json(r#"{"platform": "azure", "vmpl": 2}"#).unwrap_err().to_string();
         assert!(err.contains("`vmpl`") && err.contains("paravisor"), "{err}");
         assert!(Policy::from_json(r#"{"platform": "azure", "vmpl": 0}"#).is_ok());
+    }
+
+    #[test]
+    fn only_a_gcp_policy_requires_the_vtpms_ak_certificate() {
+        assert!(!Policy::default().requires_ak_certificate());
+        for (name, required) in [("sev-snp", false), ("azure", false), ("gcp", true)] {
+            let policy = Policy::from_json(&format!(r#"{{"platform": "{name}"}}"#)).unwrap();
+            assert_eq!(policy.requires_ak_certificate(), required, "{name}");
+        }
     }
 
     #[test]

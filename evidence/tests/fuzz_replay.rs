@@ -111,6 +111,11 @@ fn uki() {
 }
 
 #[test]
+fn gce_endorsement() {
+    replay("gce_endorsement");
+}
+
+#[test]
 fn every_target_has_a_test_here() {
     let source = include_str!("fuzz_replay.rs");
     for (name, _) in TARGETS {
@@ -248,9 +253,33 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         out.push(("measured_boot", format!("boot-{i}"), seed));
     }
     out.push(("uki", "small-uki.efi".into(), fuzzing::uki_seed()));
+    out.push(("gce_endorsement", "simulated".into(), simulated_endorsement()));
     out.push(("hcl_report", "azure-dcasv5.bin".into(), testdata("azure/hcl-report.bin")));
     out.push(("hcl_report", "azure-other.bin".into(), testdata("azure/hcl-report-2.bin")));
     out
+}
+
+/// A launch endorsement of a simulated Google signer, with SEV-SNP
+/// measurements for 1, 4 and 8 vCPUs.
+fn simulated_endorsement() -> Vec<u8> {
+    use cvm_evidence::gcp::{GoldenMeasurement, SevSnpGolden};
+    let golden = GoldenMeasurement {
+        timestamp: Some((1_764_000_000, 0)),
+        cl_spec: 1,
+        commit: b"c0ffee".to_vec(),
+        digest: vec![0xd1; 48],
+        sev_snp: Some(SevSnpGolden {
+            svn: 1,
+            measurements: [(1, [0x11; 48]), (4, [0x44; 48]), (8, [0x88; 48])].into_iter().collect(),
+            family_id: vec![1; 16],
+            image_id: vec![2; 16],
+            policy: 0x30000,
+            ca_bundle: Vec::new(),
+        }),
+        ..GoldenMeasurement::default()
+    };
+    let now = time::OffsetDateTime::now_utc();
+    cvm_evidence::simulator::gcp::SimulatedEndorser::generate(now).unwrap().endorse(&golden).unwrap()
 }
 
 #[test]

@@ -210,20 +210,17 @@ pub(crate) fn parse_cert_table(table: &[u8]) -> Result<TeeEvidence, String> {
     Err("certificate table has no terminating entry".into())
 }
 
-/// The canonical text form of a GUID stored little-endian (mixed endian as in UEFI).
+/// The text form of a GUID as the certificate table stores it: its 16 bytes
+/// in the order of the text (what the `sev` crate's `Uuid::from_slice` and
+/// Google's go-sev-guest read; GCP's host writes it so). Read as a UEFI
+/// mixed-endian GUID, GCP's VCEK entry would not be found.
 fn guid_string(b: &[u8]) -> String {
     format!(
-        "{:02x}{:02x}{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{}",
-        b[3],
-        b[2],
-        b[1],
-        b[0],
-        b[5],
-        b[4],
-        b[7],
-        b[6],
-        b[8],
-        b[9],
+        "{}-{}-{}-{}-{}",
+        hex::encode(&b[..4]),
+        hex::encode(&b[4..6]),
+        hex::encode(&b[6..8]),
+        hex::encode(&b[8..10]),
         hex::encode(&b[10..16])
     )
 }
@@ -236,7 +233,7 @@ mod tests {
     fn cert_table_is_split_by_guid() {
         // VCEK GUID 63da758d-e664-4564-adc5-f4b93be8accd in its stored byte order.
         let vcek_guid =
-            [0x8d, 0x75, 0xda, 0x63, 0x64, 0xe6, 0x64, 0x45, 0xad, 0xc5, 0xf4, 0xb9, 0x3b, 0xe8, 0xac, 0xcd];
+            [0x63, 0xda, 0x75, 0x8d, 0xe6, 0x64, 0x45, 0x64, 0xad, 0xc5, 0xf4, 0xb9, 0x3b, 0xe8, 0xac, 0xcd];
         let mut table = Vec::new();
         table.extend_from_slice(&vcek_guid);
         table.extend_from_slice(&48u32.to_le_bytes());
