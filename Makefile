@@ -21,17 +21,22 @@ demo: setup
 disk-image: setup
 	@scripts/build-disk-image
 
-## The same flow with the agent as a host process (quick, no VM).
+## The same flow with the agent as a host process (quick, no VM);
+## FLAVOUR=azure runs the agent's Azure path with a simulated paravisor.
 demo-host: setup
-	@scripts/demo
+	@scripts/demo --flavour $(or $(FLAVOUR),sev-snp)
 
 ## Every test, and the checks CI enforces: formatting, clippy, docs, tests.
 test: setup lint static unit
 
+## Supply chain: licences, banned and duplicate crates, sources (deny.toml);
+## scripts/install-cargo-deny installs the pinned cargo-deny when missing.
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --locked --workspace --no-deps --quiet
+	scripts/install-cargo-deny
+	$(CARGO) deny --locked check licenses bans sources
 
 unit:
 	scripts/test

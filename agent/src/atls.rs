@@ -42,6 +42,7 @@ impl AttestedIdentity {
     /// and self-signs a certificate carrying that evidence.
     pub fn create(
         tee: &dyn TeeProvider,
+        platform: cvm_evidence::policy::Platform,
         manifest_digest: [u8; 32],
         ak_public: Option<Vec<u8>>,
     ) -> Result<AttestedIdentity, AtlsError> {
@@ -52,6 +53,7 @@ impl AttestedIdentity {
         let ev = tee.report(&report_data)?;
         let boot = BootEvidence {
             version: 1,
+            platform,
             report: ev.report,
             vek: ev.vek,
             ask: ev.ask,

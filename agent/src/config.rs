@@ -8,7 +8,7 @@
 //! | key | meaning | default |
 //! |---|---|---|
 //! | `listen` | address:port for attested TLS (numeric) | `0.0.0.0:7002` |
-//! | `tee` | `auto`, `sev-guest`, `configfs-tsm` or `simulated` | `auto` |
+//! | `tee` | `auto`, `sev-guest`, `configfs-tsm`, `azure`, `simulated` or `simulated-azure` (see `tee`) | `auto` |
 //! | `manifest` | path of the manifest file, or `operator`: wait for it on the log link (`./operator` for a file of that name) | (required) |
 //! | `work_dir` | where uploads and results live (a tmpfs in the VM) | `/run/cvm-agent` |
 //! | `simulated_chain` | simulated provider: chain bundle from `cvmctl report simulate` | (required for `simulated`) |
@@ -24,6 +24,8 @@
 //! | `tpm_tcti` | how to reach the vTPM: `device:PATH`, `swtpm:host=H,port=P`, `mssim:...` | `device:/dev/tpmrm0` |
 //! | `tpm_pcr` | the PCR the event log is extended into, 0-15 (see `vtpm`) | `15` |
 //! | `firmware_log` | the firmware's TCG event log sent with the boot quote: a path, or `none` | for `device:/dev/tpmrmN` or `/dev/tpmN`: `/sys/kernel/security/tpmN/binary_bios_measurements`; else `none` |
+//! | `azure_thim` | `tee = azure`: where the VCEK and chain come from at start, `http://ADDRESS[:PORT]/PATH` (numeric), or `none` (the owners give cvmctl the certificates) | `http://169.254.169.254/metadata/THIM/amd/certification` |
+//! | `azure_deadline_ms` | `tee = azure`: how long to wait for the paravisor's refreshed report, 100-60000 | `10000` |
 //! | `modules` | init mode: a file listing the kernel modules to load, in order | (none) |
 //! | `net` | init mode: `IFACE=ADDRESS/PREFIX`, an IPv4 address to give an interface | (only `lo`) |
 //! | `idle_timeout_s` | seconds without a byte either way (while the agent is not working on a request) that close a connection, 1-3600 | `30` |
@@ -47,8 +49,12 @@ pub enum TeeChoice {
     SevGuest,
     /// /sys/kernel/config/tsm/report.
     ConfigfsTsm,
+    /// Microsoft's paravisor on Azure, through the vTPM.
+    Azure,
     /// Software SNP; not secure.
     Simulated,
+    /// Azure's path with a simulated paravisor on a software TPM; not secure.
+    SimulatedAzure,
 }
 
 /// Whether the agent needs a vTPM.
@@ -101,6 +107,10 @@ pub struct Config {
     pub tpm_pcr: u8,
     /// Where the firmware's event log is read from, if anywhere.
     pub firmware_log: Option<PathBuf>,
+    /// Azure: THIM's URL, or none.
+    pub azure_thim: Option<crate::tee::thim::ThimUrl>,
+    /// Azure: how long to wait for a refreshed HCL report.
+    pub azure_deadline: std::time::Duration,
     /// Init mode: the list of kernel modules to load.
     pub modules: Option<PathBuf>,
     /// Init mode: the address of a network interface.
@@ -159,7 +169,7 @@ pub struct ConfigError {
     pub message: String,
 }
 
-const KEYS: [&str; 23] = [
+const KEYS: [&str; 25] = [
     "listen",
     "tee",
     "manifest",
@@ -178,6 +188,8 @@ const KEYS: [&str; 23] = [
     "tpm_tcti",
     "tpm_pcr",
     "firmware_log",
+    "azure_thim",
+    "azure_deadline_ms",
     "modules",
     "net",
     "idle_timeout_s",
@@ -234,11 +246,15 @@ impl Config {
             "auto" => TeeChoice::Auto,
             "sev-guest" => TeeChoice::SevGuest,
             "configfs-tsm" => TeeChoice::ConfigfsTsm,
+            "azure" => TeeChoice::Azure,
             "simulated" => TeeChoice::Simulated,
+            "simulated-azure" => TeeChoice::SimulatedAzure,
             other => {
                 return Err(bad(
                     "tee",
-                    format!("{other:?} is not auto, sev-guest, configfs-tsm or simulated"),
+                    format!(
+                        "{other:?} is not auto, sev-guest, configfs-tsm, azure, simulated or simulated-azure"
+                    ),
                 ))
             }
         };
@@ -255,8 +271,8 @@ impl Config {
         let work_dir =
             get("work_dir").map_or_else(|| PathBuf::from("/run/cvm-agent"), |(_, v)| PathBuf::from(v));
         let simulated_chain = get("simulated_chain").map(|(_, v)| PathBuf::from(v));
-        if tee == TeeChoice::Simulated && simulated_chain.is_none() {
-            return Err(bad("simulated_chain", "required when tee = simulated".into()));
+        if matches!(tee, TeeChoice::Simulated | TeeChoice::SimulatedAzure) && simulated_chain.is_none() {
+            return Err(bad("simulated_chain", "required when tee = simulated or simulated-azure".into()));
         }
         let mut simulated_measurement = [0u8; 48];
         if let Some((_, v)) = get("simulated_measurement") {
@@ -359,6 +375,20 @@ impl Config {
             None => Ok(default),
         };
         let sealed_workers = number("sealed_workers", 1..=1024, usable_cpus() as u64)? as usize;
+        if matches!(tee, TeeChoice::Azure | TeeChoice::SimulatedAzure) && vtpm == VtpmMode::Off {
+            return Err(bad("vtpm", "off, but tee = azure works through the vTPM".into()));
+        }
+        let azure_thim = match get("azure_thim").map(|(_, v)| v) {
+            Some("none") => None,
+            Some(v) => Some(v.parse().map_err(|e| bad("azure_thim", format!("{v:?}: {e}")))?),
+            None => Some(
+                crate::tee::thim::DEFAULT_URL
+                    .parse()
+                    .map_err(|e: String| bad("azure_thim", format!("the default: {e}")))?,
+            ),
+        };
+        let azure_deadline =
+            std::time::Duration::from_millis(number("azure_deadline_ms", 100..=60_000, 10_000)?);
         let client_limits = crate::admission::ClientLimits {
             idle_timeout: std::time::Duration::from_secs(number("idle_timeout_s", 1..=3600, 30)?),
             body_min_rate: number("body_min_rate", 1024..=u64::MAX, 64 << 10)?,
@@ -386,6 +416,8 @@ impl Config {
             tpm_tcti,
             tpm_pcr,
             firmware_log,
+            azure_thim,
+            azure_deadline,
         })
     }
 }
@@ -549,6 +581,32 @@ mod tests {
         assert!(e.key == "tpm_pcr" && e.message.contains("reset by software"), "{e}");
         let e = Config::load(&sources("cvm.manifest=/a cvm.vtpm=maybe", None, &[])).unwrap_err();
         assert_eq!(e.key, "vtpm");
+    }
+
+    #[test]
+    fn azure_keys() {
+        let c = Config::load(&sources("cvm.manifest=/a cvm.tee=azure", None, &[])).unwrap();
+        assert_eq!(c.tee, TeeChoice::Azure);
+        assert_eq!(
+            c.azure_thim.unwrap().to_string(),
+            "http://169.254.169.254:80/metadata/THIM/amd/certification"
+        );
+        assert_eq!(c.azure_deadline, std::time::Duration::from_secs(10));
+        let c = Config::load(&sources(
+            "cvm.manifest=/a cvm.tee=azure cvm.azure_thim=none cvm.azure_deadline_ms=500",
+            None,
+            &[],
+        ))
+        .unwrap();
+        assert_eq!((c.azure_thim, c.azure_deadline), (None, std::time::Duration::from_millis(500)));
+        for (line, key) in [
+            ("cvm.manifest=/a cvm.tee=azure cvm.vtpm=off", "vtpm"),
+            ("cvm.manifest=/a cvm.azure_thim=http://metadata/x", "azure_thim"),
+            ("cvm.manifest=/a cvm.azure_deadline_ms=10", "azure_deadline_ms"),
+            ("cvm.manifest=/a cvm.tee=simulated-azure", "simulated_chain"),
+        ] {
+            assert_eq!(Config::load(&sources(line, None, &[])).unwrap_err().key, key, "{line}");
+        }
     }
 
     #[test]

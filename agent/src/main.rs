@@ -21,7 +21,7 @@ const USAGE: &str = "usage: cvm-agent run [--config FILE] | cvm-agent init [--sy
     and forwards signals); with --system it also does PID 1's set-up (mounts, file protections,\n\
     modules, network), for busybox's inittab.\n\
     Configuration keys come from the kernel command line (cvm.KEY=VALUE), the file, and CVM_KEY\n\
-    environment variables; see the README.";
+    environment variables; see docs/configuration.md.";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -86,7 +86,7 @@ fn run(config_file: Option<&std::path::Path>) -> anyhow::Result<()> {
             "this agent is built with the simulated TEE (feature simulated-tee): for development and tests"
         );
     }
-    if config.tee == TeeChoice::Simulated {
+    if matches!(config.tee, TeeChoice::Simulated | TeeChoice::SimulatedAzure) {
         log::warn!("the SIMULATED SNP provider is in use: its evidence proves nothing about this machine");
     }
     if config.manifest == ManifestSource::Operator {
@@ -137,10 +137,29 @@ async fn serve(
     logs::set_computation(&manifest.id);
     let digest = manifest.digest();
     let sandbox = Arc::new(start_sandbox(config.sandbox)?);
-    let vtpm = vtpm::start(&config)?;
-    let tee = tee::from_config(&config)?;
+    let choice = tee::detect(&config)?;
+    let ak = match choice {
+        TeeChoice::Azure | TeeChoice::SimulatedAzure => {
+            vtpm::AkSource::Persistent(cvm_evidence::azure::AK_HANDLE)
+        }
+        _ => vtpm::AkSource::Created,
+    };
+    #[cfg(feature = "simulated-tee")]
+    if choice == TeeChoice::SimulatedAzure {
+        tee::simulated_azure::provision(&config.tpm_tcti)?;
+    }
+    let vtpm = vtpm::start(&config, ak)?;
+    let tee = tee::from_config(&config, choice, &vtpm)?;
     log::info!("TEE provider: {}", tee.name());
-    let identity = AttestedIdentity::create(tee.as_ref(), digest.0, vtpm.ak_public())?;
+    // On GCP the guest's own reports look like any SNP host's: what says
+    // GCP is Google's certified attestation key in the vTPM, which the
+    // verifier checks up to Google's EK/AK CA.
+    let platform = match (tee.platform(), vtpm.ak_certificate().is_some()) {
+        (cvm_evidence::policy::Platform::SevSnp, true) => cvm_evidence::policy::Platform::Gcp,
+        (p, _) => p,
+    };
+    log::info!("flavour: {platform}");
+    let identity = AttestedIdentity::create(tee.as_ref(), platform, digest.0, vtpm.ak_public())?;
     let tls = identity.server_config()?;
     let dirs = WorkDirs::create(&config.work_dir)
         .with_context(|| format!("cannot prepare {}", config.work_dir.display()))?;

@@ -86,6 +86,14 @@ pub struct EventLog {
 }
 
 impl VtpmState {
+    /// The attestation key's certificate from the vTPM's provider (GCP), when there is one.
+    pub fn ak_certificate(&self) -> Option<&[u8]> {
+        match self {
+            VtpmState::Active(v) => v.ak_certificate(),
+            _ => None,
+        }
+    }
+
     /// The attestation key's public area, when a vTPM is in use.
     pub fn ak_public(&self) -> Option<Vec<u8>> {
         match self {
@@ -180,6 +188,7 @@ impl EventLog {
                         banks: q.banks.iter().map(ToString::to_string).collect(),
                         quote: b64(&q.attest),
                         signature: b64(&q.signature),
+                        ak_certificate: vtpm.ak_certificate().map(b64),
                     }
                 }
                 Err(e) => {

@@ -22,7 +22,24 @@
 //! 9), 10 to IMA, 11–13 to systemd's UKI stub and 14 to shim; 15 is systemd's
 //! system-identity PCR, which a RAM-only image without systemd never uses.
 //! The agent refuses a PCR that is not zero at start rather than guess what
-//! else was extended into it.
+//! else was extended into it. On Azure the same holds: the paravisor's vTPM
+//! lets a guest extend PCRs 0-15 and 23 (17-22 need locality 4, which only
+//! the paravisor has), and nothing there uses 15.
+//!
+//! On GCP the vTPM is Google's, and Google provisions an attestation key
+//! for it: a certificate from Google's EK/AK CA in NV index 0x01c10002
+//! (ECC; 0x01c10000 for RSA) and the key's template beside it. When such a
+//! certificate is there, the agent quotes with that key instead of making
+//! its own (the primary key the template makes in the endorsement
+//! hierarchy, used with its own scheme) and sends the certificate with its
+//! quotes, so that a verifier learns that the quotes come from Google's
+//! vTPM (`cvm_evidence::gcp`).
+//!
+//! On Azure (`tee = azure`) the agent creates no key: it quotes with the
+//! paravisor's RSA attestation key at persistent handle 0x81000003
+//! ([`AkSource::Persistent`]), whose public key the paravisor puts in the
+//! SNP-signed runtime claims, and it hands the paravisor its user data and
+//! reads its reports through NV indices ([`Vtpm::nv_write`], [`Vtpm::nv_read`]).
 //!
 //! Measured boot: next to the quote of its own PCR, the agent quotes the
 //! boot PCRs ([`BOOT_PCRS`]) with its own in the SHA-256 bank, reads their
@@ -37,14 +54,18 @@ use std::sync::Mutex;
 use cvm_evidence::eventlog::PcrBank;
 use cvm_protocol::api::VtpmKind;
 use tss_esapi::abstraction::{ak, ek, DefaultKey};
-use tss_esapi::handles::{KeyHandle, PcrHandle};
+use tss_esapi::attributes::NvIndexAttributesBuilder;
+use tss_esapi::handles::{
+    KeyHandle, NvIndexHandle, NvIndexTpmHandle, ObjectHandle, PcrHandle, PersistentTpmHandle, TpmHandle,
+};
 use tss_esapi::interface_types::algorithm::{
     AsymmetricAlgorithm, HashingAlgorithm, SignatureSchemeAlgorithm,
 };
+use tss_esapi::interface_types::resource_handles::{NvAuth, Provision};
 use tss_esapi::interface_types::session_handles::AuthSession;
 use tss_esapi::structures::{
-    Data, Digest, DigestValues, HashScheme, PcrSelectionList, PcrSelectionListBuilder, PcrSlot,
-    SignatureScheme,
+    Data, Digest, DigestValues, HashScheme, MaxNvBuffer, NvPublicBuilder, PcrSelectionList,
+    PcrSelectionListBuilder, PcrSlot, SignatureScheme,
 };
 use tss_esapi::tcti_ldr::TctiNameConf;
 use tss_esapi::traits::Marshall;
@@ -119,11 +140,25 @@ pub struct BootQuote {
     pub pcrs: Vec<(u32, Vec<u8>)>,
 }
 
+/// Where the attestation key comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AkSource {
+    /// The agent creates an ECC P-256 AK under the TCG default EK.
+    Created,
+    /// A key the platform made persistent at this handle (Azure's paravisor:
+    /// 0x81000003), used with its own signing scheme.
+    Persistent(u32),
+}
+
 /// An open vTPM with a loaded attestation key.
 pub struct Vtpm {
     context: Mutex<Context>,
     ak: KeyHandle,
+    /// The quote scheme: ECDSA/SHA-256 for the key the agent created, the
+    /// key's own (TPM_ALG_NULL) for a persistent one.
+    scheme: SignatureScheme,
     ak_public: Vec<u8>,
+    ak_certificate: Option<Vec<u8>>,
     tcti: String,
     pcr: u8,
     banks: Vec<PcrBank>,
@@ -135,6 +170,11 @@ pub struct Vtpm {
 impl Vtpm {
     /// Opens the TPM behind `tcti`, checks that `pcr` is unused, and creates the EK and AK.
     pub fn open(tcti: &str, pcr: u8) -> Result<Vtpm, VtpmError> {
+        Vtpm::open_with(tcti, pcr, AkSource::Created)
+    }
+
+    /// [`Vtpm::open`] with the attestation key from `ak`.
+    pub fn open_with(tcti: &str, pcr: u8, ak_source: AkSource) -> Result<Vtpm, VtpmError> {
         let err = |step: &'static str| {
             let tcti = tcti.to_owned();
             move |e: tss_esapi::Error| VtpmError { tcti: tcti.clone(), step, message: e.to_string() }
@@ -182,28 +222,54 @@ impl Vtpm {
             log::warn!("vTPM: the SHA-384 PCR bank is not allocated; extending SHA-256 only");
         }
 
-        let ek = ek::create_ek_object(&mut context, AsymmetricAlgorithm::Ecc, DefaultKey)
-            .map_err(err("creating the endorsement key"))?;
-        let created = ak::create_ak(
-            &mut context,
-            ek,
-            HashingAlgorithm::Sha256,
-            SignatureSchemeAlgorithm::EcDsa,
-            None,
-            DefaultKey,
-        )
-        .map_err(err("creating the attestation key"))?;
-        let ak_public = created.out_public.marshall().map_err(err("encoding the attestation key"))?;
-        let ak = ak::load_ak(&mut context, ek, None, created.out_private, created.out_public)
-            .map_err(err("loading the attestation key"))?;
-        // Without a resource manager (swtpm, mssim) transient objects stay
-        // in the TPM's few slots; the EK is not needed any more.
-        context.flush_context(ek.into()).map_err(err("flushing the endorsement key"))?;
-        let (kind, detail) = describe(tcti);
+        let mut ak_certificate = None;
+        let (ak, ak_public, scheme) = match ak_source {
+            AkSource::Created => match google_ak(&mut context) {
+                Ok(Some(google)) => {
+                    log::info!(
+                        "vTPM: an attestation-key certificate is provisioned at NV 0x{:08x} (GCP): quoting \
+                         with the key it certifies",
+                        google.nv_index
+                    );
+                    ak_certificate = Some(google.certificate);
+                    (google.handle, google.public, SignatureScheme::Null)
+                }
+                Ok(None) => {
+                    let (ak, public) = own_ak(&mut context).map_err(|(step, e)| err(step)(e))?;
+                    let scheme =
+                        SignatureScheme::EcDsa { hash_scheme: HashScheme::new(HashingAlgorithm::Sha256) };
+                    (ak, public, scheme)
+                }
+                Err((step, e)) => return Err(err(step)(e)),
+            },
+            AkSource::Persistent(handle) => {
+                let tpm_handle =
+                    PersistentTpmHandle::new(handle).map_err(err("naming the attestation key"))?;
+                let object = context
+                    .execute_without_session(|ctx| ctx.tr_from_tpm_public(TpmHandle::Persistent(tpm_handle)))
+                    .map_err(|e| VtpmError {
+                        tcti: tcti.to_owned(),
+                        step: "finding the attestation key",
+                        message: format!("no key at persistent handle 0x{handle:08x}: {e}"),
+                    })?;
+                let ak = KeyHandle::from(object);
+                let (public, _, _) = context
+                    .execute_without_session(|ctx| ctx.read_public(ak))
+                    .map_err(err("reading the attestation key"))?;
+                let ak_public = public.marshall().map_err(err("encoding the attestation key"))?;
+                (ak, ak_public, SignatureScheme::Null)
+            }
+        };
+        let (kind, mut detail) = describe(tcti);
+        if ak_certificate.is_some() {
+            detail.push_str("; attestation key certified by the vTPM's provider (NV certificate)");
+        }
         Ok(Vtpm {
             context: Mutex::new(context),
             ak,
+            scheme,
             ak_public,
+            ak_certificate,
             tcti: tcti.to_owned(),
             pcr,
             banks,
@@ -246,6 +312,12 @@ impl Vtpm {
     /// The AK's marshalled TPMT_PUBLIC.
     pub fn ak_public(&self) -> &[u8] {
         &self.ak_public
+    }
+
+    /// The attestation key's certificate (DER) as the vTPM's provider
+    /// provisioned it in NV storage (GCP), if it did.
+    pub fn ak_certificate(&self) -> Option<&[u8]> {
+        self.ak_certificate.as_deref()
     }
 
     /// The PCR extended.
@@ -296,7 +368,7 @@ impl Vtpm {
         })?;
         // tss-esapi's selection builder orders banks by a hash map: take the order it built.
         let order = banks_in(&pcrs);
-        let scheme = SignatureScheme::EcDsa { hash_scheme: HashScheme::new(HashingAlgorithm::Sha256) };
+        let scheme = self.scheme;
         let (attest, signature) = self
             .lock()
             .execute_with_nullauth_session(|ctx| ctx.quote(self.ak, data, scheme, pcrs))
@@ -327,7 +399,7 @@ impl Vtpm {
             .build()
             .map_err(self.error("selecting the boot PCRs"))?;
         let data = Data::try_from(nonce.to_vec()).map_err(self.error("quoting the boot PCRs"))?;
-        let scheme = SignatureScheme::EcDsa { hash_scheme: HashScheme::new(HashingAlgorithm::Sha256) };
+        let scheme = self.scheme;
         let mut ctx = self.lock();
         let read = tss_esapi::abstraction::pcr::read_all(&mut ctx, selection.clone())
             .map_err(self.error("reading the boot PCRs"))?;
@@ -355,12 +427,155 @@ impl Vtpm {
         })
     }
 
+    /// Writes `data` at offset 0 of NV index `index` (in pieces the TPM
+    /// takes), with owner
+    /// authorisation, defining the index (`data`'s size, owner read and
+    /// write) when it does not exist yet: how a guest hands Azure's
+    /// paravisor its user data.
+    pub fn nv_write(&self, index: u32, data: &[u8]) -> Result<(), VtpmError> {
+        let step = "writing the NV index";
+        let tpm_index = NvIndexTpmHandle::new(index).map_err(self.error(step))?;
+        let mut ctx = self.lock();
+        let chunk =
+            tss_esapi::abstraction::nv::max_nv_buffer_size(&mut ctx).map_err(self.error(step))?.max(1);
+        let handle = match ctx.execute_without_session(|c| c.tr_from_tpm_public(tpm_index.into())) {
+            Ok(object) => NvIndexHandle::from(object),
+            Err(_) => {
+                let attributes = NvIndexAttributesBuilder::new()
+                    .with_owner_write(true)
+                    .with_owner_read(true)
+                    .build()
+                    .map_err(self.error("defining the NV index"))?;
+                let public = NvPublicBuilder::new()
+                    .with_nv_index(tpm_index)
+                    .with_index_name_algorithm(HashingAlgorithm::Sha256)
+                    .with_index_attributes(attributes)
+                    .with_data_area_size(data.len())
+                    .build()
+                    .map_err(self.error("defining the NV index"))?;
+                ctx.execute_with_session(Some(AuthSession::Password), |c| {
+                    c.nv_define_space(Provision::Owner, None, public)
+                })
+                .map_err(self.error("defining the NV index"))?
+            }
+        };
+        let written = ctx.execute_with_session(Some(AuthSession::Password), |c| {
+            for (i, part) in data.chunks(chunk).enumerate() {
+                let offset = u16::try_from(i * chunk).map_err(|_| {
+                    tss_esapi::Error::WrapperError(tss_esapi::WrapperErrorKind::WrongParamSize)
+                })?;
+                c.nv_write(NvAuth::Owner, handle, MaxNvBuffer::try_from(part.to_vec())?, offset)?;
+            }
+            Ok(())
+        });
+        // The index stays in the TPM; only ESYS's handle to it is released.
+        let mut object = ObjectHandle::from(handle);
+        let _ = ctx.tr_close(&mut object);
+        written.map_err(self.error(step))
+    }
+
+    /// Reads all of NV index `index` with owner authorisation, refusing one
+    /// larger than `max` bytes (the TPM bounds an index to 64 KiB anyway).
+    pub fn nv_read(&self, index: u32, max: usize) -> Result<Vec<u8>, VtpmError> {
+        let step = "reading the NV index";
+        let tpm_index = NvIndexTpmHandle::new(index).map_err(self.error(step))?;
+        let bytes = self
+            .lock()
+            .execute_with_session(Some(AuthSession::Password), |c| {
+                tss_esapi::abstraction::nv::read_full(c, NvAuth::Owner, tpm_index)
+            })
+            .map_err(|e| VtpmError {
+                tcti: self.tcti.clone(),
+                step,
+                message: format!("NV index 0x{index:08x}: {e}"),
+            })?;
+        if bytes.len() > max {
+            return Err(VtpmError {
+                tcti: self.tcti.clone(),
+                step,
+                message: format!("NV index 0x{index:08x} holds {} bytes, more than {max}", bytes.len()),
+            });
+        }
+        Ok(bytes)
+    }
+
     /// The PCR's current value in each bank (for diagnostics and tests).
     pub fn read(&self) -> Result<Vec<(PcrBank, Vec<u8>)>, VtpmError> {
         let pcrs = selection(&self.banks, self.pcr)?;
         let (_, read, values) = self.lock().pcr_read(pcrs).map_err(self.error("reading the PCR"))?;
         Ok(banks_in(&read).into_iter().zip(values.value().iter().map(|d| d.value().to_vec())).collect())
     }
+}
+
+/// The TCG default EK (ECC P-256) and under it an ECDSA/SHA-256
+/// attestation key of the agent's own: its handle and marshalled public area.
+fn own_ak(context: &mut Context) -> Result<(KeyHandle, Vec<u8>), (&'static str, tss_esapi::Error)> {
+    let ek = ek::create_ek_object(context, AsymmetricAlgorithm::Ecc, DefaultKey)
+        .map_err(|e| ("creating the endorsement key", e))?;
+    let created = ak::create_ak(
+        context,
+        ek,
+        HashingAlgorithm::Sha256,
+        SignatureSchemeAlgorithm::EcDsa,
+        None,
+        DefaultKey,
+    )
+    .map_err(|e| ("creating the attestation key", e))?;
+    let public = created.out_public.marshall().map_err(|e| ("encoding the attestation key", e))?;
+    let ak = ak::load_ak(context, ek, None, created.out_private, created.out_public)
+        .map_err(|e| ("loading the attestation key", e))?;
+    // Without a resource manager (swtpm, mssim) transient objects stay
+    // in the TPM's few slots; the EK is not needed any more.
+    context.flush_context(ek.into()).map_err(|e| ("flushing the endorsement key", e))?;
+    Ok((ak, public))
+}
+
+/// An attestation key that the vTPM's provider certified (GCP).
+struct GoogleAk {
+    handle: KeyHandle,
+    public: Vec<u8>,
+    certificate: Vec<u8>,
+    nv_index: u32,
+}
+
+/// Google's attestation key, when the vTPM has its certificate in NV
+/// storage: the key is the primary key of the endorsement hierarchy made
+/// from the template beside the certificate, ECC preferred (what Google's
+/// go-tpm-tools does). `None` when no certificate is provisioned.
+fn google_ak(context: &mut Context) -> Result<Option<GoogleAk>, (&'static str, tss_esapi::Error)> {
+    use cvm_evidence::gcp::{AK_CERT_NV_ECC, AK_CERT_NV_RSA, AK_TEMPLATE_NV_ECC, AK_TEMPLATE_NV_RSA};
+    use tss_esapi::abstraction::nv;
+    use tss_esapi::interface_types::resource_handles::Hierarchy;
+    use tss_esapi::structures::Public;
+    use tss_esapi::traits::UnMarshall;
+
+    let read = |context: &mut Context, index: u32| -> Result<Vec<u8>, tss_esapi::Error> {
+        let handle = NvIndexTpmHandle::new(index)?;
+        context.execute_with_nullauth_session(|ctx| nv::read_full(ctx, NvAuth::Owner, handle))
+    };
+    for (cert_index, template_index) in
+        [(AK_CERT_NV_ECC, AK_TEMPLATE_NV_ECC), (AK_CERT_NV_RSA, AK_TEMPLATE_NV_RSA)]
+    {
+        let certificate = match read(context, cert_index) {
+            Ok(c) => c,
+            Err(e) => {
+                log::debug!("vTPM: no attestation-key certificate at NV 0x{cert_index:08x}: {e}");
+                continue;
+            }
+        };
+        let template =
+            read(context, template_index).map_err(|e| ("reading the provider's AK template", e))?;
+        let template =
+            Public::unmarshall(&template).map_err(|e| ("reading the provider's AK template", e))?;
+        let created = context
+            .execute_with_nullauth_session(|ctx| {
+                ctx.create_primary(Hierarchy::Endorsement, template, None, None, None, None)
+            })
+            .map_err(|e| ("creating the provider's attestation key", e))?;
+        let public = created.out_public.marshall().map_err(|e| ("encoding the attestation key", e))?;
+        return Ok(Some(GoogleAk { handle: created.key_handle, public, certificate, nv_index: cert_index }));
+    }
+    Ok(None)
 }
 
 /// Our banks in a selection, in its order.
@@ -431,18 +646,30 @@ pub fn default_firmware_log(tcti: &str) -> Option<std::path::PathBuf> {
     Some(format!("/sys/kernel/security/tpm{n}/binary_bios_measurements").into())
 }
 
-/// Opens the vTPM the configuration asks for.
+/// Whether NV index `index` is defined in the TPM behind `tcti` (how
+/// `tee = auto` recognises Azure's paravisor). Any failure is a no.
+pub fn nv_index_exists(tcti: &str, index: u32) -> bool {
+    let Ok(conf) = TctiNameConf::from_str(tcti) else { return false };
+    let Ok(mut context) = Context::new(conf) else { return false };
+    let Ok(handle) = NvIndexTpmHandle::new(index) else { return false };
+    context.execute_without_session(|c| c.tr_from_tpm_public(handle.into())).is_ok()
+}
+
+/// Opens the vTPM the configuration asks for, with the attestation key from `ak`.
 ///
 /// `required` and no usable vTPM is an error (the agent refuses to start);
 /// `optional` goes on without one, and the evidence carries the reason.
-pub fn start(config: &crate::config::Config) -> Result<crate::measurements::VtpmState, VtpmError> {
+pub fn start(
+    config: &crate::config::Config,
+    ak: AkSource,
+) -> Result<crate::measurements::VtpmState, VtpmError> {
     use crate::config::VtpmMode;
     use crate::measurements::VtpmState;
     if config.vtpm == VtpmMode::Off {
         log::info!("vTPM: off by configuration");
         return Ok(VtpmState::Off);
     }
-    match Vtpm::open(&config.tpm_tcti, config.tpm_pcr) {
+    match Vtpm::open_with(&config.tpm_tcti, config.tpm_pcr, ak) {
         Ok(mut v) => {
             v.read_firmware_log(config.firmware_log.as_deref());
             match v.firmware_log() {
@@ -455,7 +682,12 @@ pub fn start(config: &crate::config::Config) -> Result<crate::measurements::Vtpm
                 v.pcr(),
                 v.banks().iter().map(ToString::to_string).collect::<Vec<_>>().join("+")
             );
-            if kind == VtpmKind::Unverified {
+            if let AkSource::Persistent(handle) = ak {
+                log::info!(
+                    "vTPM: quoting with the platform's attestation key at 0x{handle:08x} (Azure: the paravisor's, \
+                     bound by its runtime claims)"
+                );
+            } else if kind == VtpmKind::Unverified {
                 log::warn!("vTPM: not known to be inside the TEE; the threat model trusts only an SVSM or paravisor vTPM");
             }
             Ok(VtpmState::Active(std::sync::Arc::new(v)))

@@ -3,31 +3,20 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests panic on broken fixtures")]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::OnceLock;
 
+use cvm_test_support::{assert_exit, run, stderr, stdout};
 use cvmctl::exit_codes;
 use cvmctl::output::{Line, Verdict};
 
+/// This crate's own cvmctl, the one cargo built for these tests.
 fn cvmctl(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cvmctl")).args(args).output().expect("run cvmctl")
+    run(env!("CARGO_BIN_EXE_cvmctl"), args)
 }
 
 fn vector(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../evidence/testdata/amd").join(name)
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-#[track_caller]
-fn assert_exit(o: &Output, code: i32) {
-    assert_eq!(o.status.code(), Some(code), "stdout:\n{}\nstderr:\n{}", stdout(o), stderr(o));
 }
 
 fn json_lines(o: &Output) -> Vec<Line> {
@@ -611,4 +600,73 @@ fn the_help_explains_the_pinned_measurement() {
         assert!(text.contains("--insecure-any-measurement"), "{cmd}: {text}");
         assert!(text.contains("cvmctl measure"), "{cmd}: {text}");
     }
+}
+
+fn azure(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../evidence/testdata/azure").join(name)
+}
+
+/// `report verify` of the real Azure vector's HCL report, with `hcl` in its
+/// place, the VCEK, and its quote (`quote`, `sig`) over the first 48 bytes
+/// of the claims' user data.
+fn verify_azure(hcl: &Path, quote: &Path, sig: &Path, extra: &[&str]) -> Output {
+    let certs = tempfile::tempdir().unwrap();
+    std::fs::copy(azure("vcek.der"), certs.path().join("vcek.der")).unwrap();
+    let nonce = hex::encode(&std::fs::read(azure("quote.msg")).unwrap()[44..92]);
+    let mut args = vec!["report", "verify", hcl.to_str().unwrap(), "--certs", certs.path().to_str().unwrap()];
+    args.extend(["--tpm-quote", quote.to_str().unwrap(), "--tpm-signature", sig.to_str().unwrap()]);
+    args.extend(["--nonce", &nonce]);
+    args.extend(extra);
+    cvmctl(&args)
+}
+
+#[test]
+fn the_real_azure_vector_verifies_and_names_its_flavour() {
+    let o = verify_azure(&azure("hcl-report.bin"), &azure("quote.msg"), &azure("quote.sig"), &[]);
+    assert_exit(&o, exit_codes::OK);
+    let text = stdout(&o);
+    for check in [
+        "hcl_format",
+        "report_signature",
+        "runtime_claims_hash",
+        "hcl_attestation_key",
+        "vtpm_quote_signature",
+    ] {
+        assert!(text.contains(&format!("PASS  {check} ")), "{check}: {text}");
+    }
+    assert!(text.contains("flavour: azure; outside the SNP boundary: the guest image"), "{text}");
+    let o = verify_azure(&azure("hcl-report.bin"), &azure("quote.msg"), &azure("quote.sig"), &["--json"]);
+    assert!(verdict(&o).accepted);
+}
+
+#[test]
+fn a_flipped_byte_of_the_azure_vector_is_rejected_naming_the_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let hcl = std::fs::read(azure("hcl-report.bin")).unwrap();
+    let quote = std::fs::read(azure("quote.msg")).unwrap();
+    let write = |name: &str, bytes: &[u8]| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    };
+    let flip = |bytes: &[u8], at: usize| {
+        let mut b = bytes.to_vec();
+        b[at] ^= 1;
+        b
+    };
+    let (q, s) = (azure("quote.msg"), azure("quote.sig"));
+    // The signed SNP part (its MEASUREMENT), the runtime claims, the quote.
+    for (hcl_file, quote_file, check) in [
+        (write("snp.bin", &flip(&hcl, 0x20 + 0x90)), q.clone(), "report_signature"),
+        (write("claims.bin", &flip(&hcl, 0x4d4 + 300)), q.clone(), "runtime_claims_hash"),
+        (azure("hcl-report.bin"), write("quote.msg", &flip(&quote, 60)), "vtpm_quote_signature"),
+    ] {
+        let o = verify_azure(&hcl_file, &quote_file, &s, &["--json"]);
+        assert_exit(&o, exit_codes::REJECTED);
+        assert!(failed_checks(&o).contains(&check.to_owned()), "{check}: {:?}", failed_checks(&o));
+    }
+    // A policy for another flavour.
+    let policy = write("policy.json", br#"{"platform": "sev-snp"}"#);
+    let o = verify_azure(&azure("hcl-report.bin"), &q, &s, &["--json", "--policy", policy.to_str().unwrap()]);
+    assert_eq!(failed_checks(&o), ["platform"]);
 }

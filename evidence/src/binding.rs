@@ -10,6 +10,10 @@
 //!   [`session_report_data`] over a client nonce and the TLS exporter value
 //!   `EKM = export_keying_material(32, EXPORTER_LABEL, nonce)`; a relayed
 //!   connection has another EKM, so its evidence does not verify.
+//! - On Azure ([`Platform::Azure`]) the report is the paravisor's HCL report
+//!   ([`crate::azure`]), and the same 64 bytes are its claims' user data
+//!   rather than REPORT_DATA (which holds the claims' hash); the boot
+//!   evidence's `ak_public` must then be the paravisor's attestation key.
 
 use base64::Engine as _;
 use der::asn1::{ObjectIdentifier, Utf8StringRef};
@@ -18,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256, Sha512};
 
 use crate::certs::{parse_certificate, CertChain};
+use crate::policy::platform::{check_platform, Platform};
 use crate::{AttestationReport, VerificationReport, Verifier};
 
 /// id-pe-cmw (RFC 9999): the X.509 extension carrying the boot evidence.
@@ -39,7 +44,10 @@ pub const EXPORTER_LABEL: &[u8] = b"EXPORTER-cvm-agent-attest-v1";
 pub struct BootEvidence {
     /// Format version: 1.
     pub version: u32,
-    /// The raw 1184-byte SNP report, base64.
+    /// The flavour of guest; absent means [`Platform::SevSnp`].
+    #[serde(default = "sev_snp", skip_serializing_if = "is_sev_snp")]
+    pub platform: Platform,
+    /// The raw 1184-byte SNP report, base64 (on Azure, the HCL report).
     #[serde(with = "b64")]
     pub report: Vec<u8>,
     /// The VCEK or VLEK certificate (DER, base64), if the host supplied one.
@@ -57,6 +65,14 @@ pub struct BootEvidence {
     /// The vTPM attestation key's public area, if a vTPM is in use.
     #[serde(default, with = "b64_opt", skip_serializing_if = "Option::is_none")]
     pub ak_public: Option<Vec<u8>>,
+}
+
+fn sev_snp() -> Platform {
+    Platform::SevSnp
+}
+
+fn is_sev_snp(p: &Platform) -> bool {
+    *p == Platform::SevSnp
 }
 
 /// Boot evidence that cannot be read from a certificate.
@@ -139,32 +155,17 @@ pub fn check_boot_certificate(
             )
         }
     };
-    let report = match AttestationReport::from_bytes(&ev.report) {
-        Ok(r) => r,
-        Err(e) => {
-            return (
-                VerificationReport::failed("report_format", "a 1184-byte SNP report", e.to_string()),
-                Some(ev),
-            )
-        }
-    };
     let chain = match chain_from(&ev, fallback) {
         Ok(c) => c,
         Err(e) => return (VerificationReport::failed("certificate_format", "AMD certificates", e), Some(ev)),
     };
-    let mut result = verifier.check(&report, &chain);
+    let want = boot_report_data(&spki, &ev.manifest_digest, ev.ak_public.as_deref());
+    let mut result = check_report(verifier, &ev, &ev.report, &chain, &want, "boot_binding");
     result.record(
         "manifest_digest",
         &ev.manifest_digest == expected_manifest,
         format!("sha256:{}", hex::encode(expected_manifest)),
         format!("sha256:{}", hex::encode(ev.manifest_digest)),
-    );
-    let want = boot_report_data(&spki, &ev.manifest_digest, ev.ak_public.as_deref());
-    result.record(
-        "boot_binding",
-        report.report_data == want,
-        format!("REPORT_DATA binding this TLS key, manifest and AK: {}", hex::encode(want)),
-        hex::encode(report.report_data),
     );
     (result, Some(ev))
 }
@@ -196,6 +197,67 @@ pub fn check_session_report(
         hex::encode(report.report_data),
     );
     result
+}
+
+/// Verifies session evidence of the flavour `boot` names: `report` (an SNP
+/// report, or on Azure an HCL report) against `verifier` and `chain`, and
+/// that it binds `report_data` ([`session_report_data`]), recorded as
+/// `session_binding`.
+pub fn check_session_evidence(
+    verifier: &Verifier<'_>,
+    boot: &BootEvidence,
+    report: &[u8],
+    chain: &CertChain,
+    report_data: &[u8; 64],
+) -> VerificationReport {
+    check_report(verifier, boot, report, chain, report_data, "session_binding")
+}
+
+/// One report of `ev`'s flavour, bound to `want` (checked as `binding`).
+fn check_report(
+    verifier: &Verifier<'_>,
+    ev: &BootEvidence,
+    report: &[u8],
+    chain: &CertChain,
+    want: &[u8; 64],
+    binding: &'static str,
+) -> VerificationReport {
+    if ev.platform == Platform::Azure {
+        let (mut result, verified) = crate::azure::check_hcl_report(verifier, report, chain, Some(want));
+        if let Some(check) = result.checks.iter_mut().find(|c| c.name == "hcl_user_data") {
+            // The claims' user data is where the binding is on Azure.
+            check.name = binding;
+        }
+        let claims_ak = verified.as_ref().and_then(|v| v.ak.as_ref());
+        crate::azure::check_ak_matches(&mut result, claims_ak, ev.ak_public.as_deref());
+        return result;
+    }
+    let parsed = match AttestationReport::from_bytes(report) {
+        Ok(r) => r,
+        Err(e) => {
+            return VerificationReport::failed("report_format", "a 1184-byte SNP report", e.to_string())
+        }
+    };
+    let mut result = VerificationReport { product: None, checks: Vec::new() };
+    check_platform(&mut result, verifier.policy().platform, ev.platform);
+    let snp = verifier.check(&parsed, chain);
+    result.product = snp.product;
+    result.checks.extend(snp.checks);
+    result.record(
+        binding,
+        &parsed.report_data == want,
+        format!("REPORT_DATA binding {}: {}", binding_what(binding), hex::encode(want)),
+        hex::encode(parsed.report_data),
+    );
+    result
+}
+
+fn binding_what(binding: &str) -> &'static str {
+    if binding == "boot_binding" {
+        "this TLS key, manifest and AK"
+    } else {
+        "this TLS session and nonce"
+    }
 }
 
 /// The chain carried by boot evidence, completed from `fallback`.
@@ -304,6 +366,7 @@ mod tests {
     fn extension_value_round_trips() {
         let ev = BootEvidence {
             version: 1,
+            platform: Platform::SevSnp,
             report: vec![1; 1184],
             vek: Some(vec![2; 10]),
             ask: None,

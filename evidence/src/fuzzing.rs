@@ -65,6 +65,8 @@ pub const TARGETS: &[(&str, Property)] = &[
     ("tcg_event_log", tcg_event_log),
     ("measured_boot", measured_boot),
     ("uki", uki),
+    ("gce_endorsement", gce_endorsement),
+    ("hcl_report", hcl_report),
 ];
 
 /// The most bytes a property function may hold allocated at once for an
@@ -79,6 +81,7 @@ pub fn allocation_bound(len: usize) -> usize {
 /// inside its allocation bound.
 pub fn warm_up() {
     let _ = genuine();
+    let _ = google_ak_root();
 }
 
 // ---- the genuine evidence --------------------------------------------------
@@ -924,4 +927,76 @@ pub fn measured_boot_seeds() -> Vec<Vec<u8>> {
         measured_boot_input(0x05, 0, AK, QUOTE, QUOTE_SIG, b"", &[(15, vec![0; 32])], &swtpm_nonce, b""),
         measured_boot_input(0x00, 0, b"", b"", b"", b"", &[], &[0; 32], policy.as_bytes()),
     ]
+}
+
+// ---- Google's launch endorsement -------------------------------------------
+
+fn google_ak_root() -> &'static Certificate {
+    static ROOT: OnceLock<Certificate> = OnceLock::new();
+    ROOT.get_or_init(|| crate::gcp::AkAnchors::google().unwrap().roots()[0].clone())
+}
+
+/// A launch endorsement that parses re-encodes to an endorsement that
+/// parses to the same value, and its golden measurement's encoding parses
+/// back to itself; checked under a root whose key the fuzzer does not have,
+/// it records each of its four checks once and is never accepted.
+pub fn gce_endorsement(data: &[u8]) {
+    use crate::gcp::{check_launch_endorsement, GoldenMeasurement, LaunchEndorsement};
+    if let Ok(e) = LaunchEndorsement::parse(data) {
+        let again = LaunchEndorsement::parse(&LaunchEndorsement::encode(&e.serialized_golden, &e.signature))
+            .expect("a re-encoded endorsement parses");
+        assert_eq!(again, e);
+        let golden =
+            GoldenMeasurement::parse(&e.golden.encode()).expect("a re-encoded golden measurement parses");
+        assert_eq!(golden, e.golden);
+    }
+    let mut result = VerificationReport { product: None, checks: Vec::new() };
+    let measurement = [0x44; 48];
+    check_launch_endorsement(&mut result, data, google_ak_root(), SIMULATED_AT, &measurement, 4);
+    assert_each_check_once(&result);
+    assert_eq!(result.checks.len(), 4);
+    assert!(!result.accepted(), "accepted an endorsement that no key of the root's signed");
+}
+
+// ---- Azure ------------------------------------------------------------------
+
+/// The real Azure vector: an HCL report and the VCEK that signed its SNP report.
+const AZURE_HCL: &[u8] = include_bytes!("../testdata/azure/hcl-report.bin");
+const AZURE_VCEK: &[u8] = include_bytes!("../testdata/azure/vcek.der");
+
+/// An HCL report that parses lays out, by [`crate::azure::HclReport::encode`],
+/// to the same SNP report, claims header and claims; its verification
+/// against the real vector's VCEK records every check once; and only the
+/// genuine report's signed bytes and claims are accepted.
+pub fn hcl_report(data: &[u8]) {
+    use crate::azure::{check_hcl_report, hcl, HclReport};
+    if let Ok(r) = HclReport::parse(data) {
+        let raw: &[u8; crate::report::REPORT_LEN] = r.snp.raw();
+        let encoded = HclReport::encode(raw, &r.claims, r.hash);
+        let end = hcl::CLAIMS_OFFSET + r.claims.len();
+        assert_eq!(&encoded[..4], &data[..4], "the signature");
+        assert_eq!(&encoded[8..12], &data[8..12], "the report size");
+        assert_eq!(
+            &encoded[hcl::SNP_OFFSET..hcl::CLAIMS_HEADER_OFFSET + 4],
+            &data[hcl::SNP_OFFSET..hcl::CLAIMS_HEADER_OFFSET + 4]
+        );
+        assert_eq!(&encoded[hcl::CLAIMS_HEADER_OFFSET + 8..end], &data[hcl::CLAIMS_HEADER_OFFSET + 8..end]);
+        assert_eq!(r.expected_report_data().len(), 64);
+    }
+    let vek = certs::parse_certificate(AZURE_VCEK, "azure vcek").expect("the vector's VCEK");
+    let chain = CertChain { ark: None, intermediate: None, vek };
+    let anchors = TrustAnchors::amd();
+    let policy = Policy::default();
+    let verifier = Verifier::new(&anchors, &policy, datetime!(2026-11-30 00:00 UTC));
+    let (result, parsed) = check_hcl_report(&verifier, data, &chain, None);
+    let mut seen = BTreeSet::new();
+    for c in &result.checks {
+        assert!(seen.insert(c.name), "check {} recorded twice", c.name);
+    }
+    if result.accepted() {
+        let r = parsed.expect("an accepted report parsed").report;
+        let genuine = HclReport::parse(AZURE_HCL).expect("the vector");
+        assert_eq!(r.snp.signed_bytes(), genuine.snp.signed_bytes(), "accepted other signed bytes");
+        assert_eq!(r.claims, genuine.claims, "accepted other claims");
+    }
 }

@@ -14,7 +14,12 @@
 //! (the clouds): the firmware's TCG event log ([`tcglog`]), PE/Authenticode
 //! digests ([`pe`]), what a unified kernel image's boot measures ([`uki`]),
 //! and the checks of the boot quote and the policy's PCR and event rules
-//! ([`measured_boot`]).
+//! ([`measured_boot`]). Azure's flavour, where Microsoft's paravisor makes
+//! the report and binds its vTPM's key into it, is [`azure`]; on GCP, the vTPM's attestation-key certificate up to Google's
+//! pinned EK/AK CA and Google's signed launch endorsement of its firmware
+//! are [`gcp`]; which flavour
+//! a policy accepts, and what each leaves outside the SNP boundary, is
+//! [`policy::platform`].
 //!
 //! With the `simulator` feature, [`simulator`] makes a software AMD chain
 //! (RSA-PSS ARK and ASK, P-384 VCEK or VLEK with AMD's extensions) and reports
@@ -55,6 +60,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod azure;
 pub mod binding;
 pub mod certs;
 pub mod error;
@@ -62,6 +68,7 @@ pub mod eventlog;
 #[cfg(feature = "simulator")]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod gcp;
 mod product;
 pub mod report;
 

@@ -5,14 +5,17 @@
 //! verifier as an explicitly skipped check, never silently passed. Debug and
 //! migration-agent guests are refused unless the policy allows them.
 //!
-//! Rules on the vTPM side (PCR values, firmware events) are in [`tpm`].
+//! Rules on the vTPM side (PCR values, firmware events) are in [`tpm`]; the
+//! flavour of guest (`"platform": "sev-snp" | "azure" | "gcp"`) in [`platform`].
 
+pub mod platform;
 pub mod tpm;
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use self::platform::Platform;
 pub use self::tpm::EventRule;
 use crate::hexbytes::HexBytes;
 use crate::report::TcbParts;
@@ -32,6 +35,10 @@ pub enum AcceptedKey {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
+    /// The flavour of guest accepted (see [`platform`]); none accepts any,
+    /// recorded as skipped with the flavour found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<Platform>,
     /// Accepted launch measurements; empty accepts any (recorded as skipped).
     #[serde(default)]
     pub measurements: Vec<HexBytes<48>>,
@@ -94,6 +101,7 @@ impl Default for Policy {
     /// Authenticity only: genuine AMD evidence, no debug, no migration agent.
     fn default() -> Self {
         Policy {
+            platform: None,
             measurements: Vec::new(),
             min_tcb: None,
             min_guest_svn: None,
@@ -121,7 +129,14 @@ impl Policy {
             .map_err(|e| PolicyError::Field { path: e.path().to_string(), message: e.inner().to_string() })?;
         tpm::validate(&policy.tpm_pcrs, &policy.tpm_events)
             .map_err(|(path, message)| PolicyError::Field { path, message })?;
+        platform::validate(&policy).map_err(|(path, message)| PolicyError::Field { path, message })?;
         Ok(policy)
+    }
+
+    /// Whether the vTPM's attestation key must come with a certificate from
+    /// its provider's CA: on GCP (`"platform": "gcp"`), Google's EK/AK CA.
+    pub fn requires_ak_certificate(&self) -> bool {
+        self.platform == Some(Platform::Gcp)
     }
 
     /// Whether the policy has rules on the vTPM's PCRs or the firmware's events.
@@ -146,6 +161,30 @@ mod tests {
     #[test]
     fn empty_object_is_the_default_policy() {
         assert_eq!(Policy::from_json("{}").unwrap(), Policy::default());
+    }
+
+    #[test]
+    fn the_platform_is_one_of_three_flavours() {
+        for (name, p) in [("sev-snp", Platform::SevSnp), ("azure", Platform::Azure), ("gcp", Platform::Gcp)] {
+            let policy = Policy::from_json(&format!(r#"{{"platform": "{name}"}}"#)).unwrap();
+            assert_eq!(policy.platform, Some(p));
+        }
+        assert_eq!(Policy::default().platform, None);
+        let err = Policy::from_json(r#"{"platform": "aws"}"#).unwrap_err().to_string();
+        assert!(err.contains("platform") && err.contains("aws"), "{err}");
+        // Azure's reports come from the paravisor at VMPL 0: a policy cannot want another.
+        let err = Policy::from_json(r#"{"platform": "azure", "vmpl": 2}"#).unwrap_err().to_string();
+        assert!(err.contains("`vmpl`") && err.contains("paravisor"), "{err}");
+        assert!(Policy::from_json(r#"{"platform": "azure", "vmpl": 0}"#).is_ok());
+    }
+
+    #[test]
+    fn only_a_gcp_policy_requires_the_vtpms_ak_certificate() {
+        assert!(!Policy::default().requires_ak_certificate());
+        for (name, required) in [("sev-snp", false), ("azure", false), ("gcp", true)] {
+            let policy = Policy::from_json(&format!(r#"{{"platform": "{name}"}}"#)).unwrap();
+            assert_eq!(policy.requires_ak_certificate(), required, "{name}");
+        }
     }
 
     #[test]

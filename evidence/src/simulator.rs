@@ -35,6 +35,8 @@ use crate::report::{
 };
 use crate::{AttestationReport, Product};
 
+pub mod gcp;
+
 /// Why a simulated chain could not be made, loaded or used.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -208,6 +208,21 @@ impl<'a> Verifier<'a> {
         Verifier { anchors, policy, at }
     }
 
+    /// The trust anchors.
+    pub fn anchors(&self) -> &'a TrustAnchors {
+        self.anchors
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> &'a Policy {
+        self.policy
+    }
+
+    /// The time at which certificates must be valid.
+    pub fn at(&self) -> OffsetDateTime {
+        self.at
+    }
+
     /// Runs every check and collapses the result.
     pub fn verify(
         &self,

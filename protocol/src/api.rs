@@ -238,6 +238,11 @@ pub enum VtpmEvidence {
         quote: String,
         /// Marshalled TPMT_SIGNATURE, base64.
         signature: String,
+        /// The attestation key's certificate (DER, base64) as the vTPM's
+        /// provider provisioned it in NV storage (GCP: issued by Google's
+        /// EK/AK CA); absent when there is none.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ak_certificate: Option<String>,
     },
     /// The agent runs without a vTPM by configuration (`vtpm = off`).
     Off,

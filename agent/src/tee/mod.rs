@@ -1,15 +1,22 @@
-//! Where SNP reports come from: one trait, three providers.
+//! Where SNP reports come from: one trait, four providers.
 //!
 //! `sev-guest` (the kernel's /dev/sev-guest through the `sev` crate),
-//! `configfs-tsm` (/sys/kernel/config/tsm/report, Linux 6.7+) and
+//! `configfs-tsm` (/sys/kernel/config/tsm/report, Linux 6.7+), `azure`
+//! (Microsoft's paravisor through the vTPM's NV indices, [`azure`]) and
 //! `simulated` (software SNP for development and tests, chosen only
-//! explicitly and announced by a warning). Auto-detection takes the first
-//! real provider that exists and fails closed when there is none.
+//! explicitly and announced by a warning; `simulated-azure` plays Azure's
+//! paravisor on a software TPM). Auto-detection takes the first real
+//! provider that exists (/dev/sev-guest; else Azure's HCL report in the
+//! vTPM; else configfs-tsm) and fails closed when there is none.
 
+pub mod azure;
 mod configfs_tsm;
 mod sev_guest;
 #[cfg(feature = "simulated-tee")]
 mod simulated;
+#[cfg(feature = "simulated-tee")]
+pub mod simulated_azure;
+pub mod thim;
 
 use std::path::Path;
 
@@ -23,11 +30,12 @@ pub use simulated::Simulated;
 pub const SIMULATED_BUILT_IN: bool = cfg!(feature = "simulated-tee");
 
 use crate::config::{Config, TeeChoice};
+use crate::measurements::VtpmState;
 
 /// A report and the certificates the host supplied with it.
 #[derive(Clone, Debug, Default)]
 pub struct TeeEvidence {
-    /// The raw report.
+    /// The raw report (on Azure, the paravisor's HCL report).
     pub report: Vec<u8>,
     /// VCEK or VLEK (DER), if supplied.
     pub vek: Option<Vec<u8>>,
@@ -53,40 +61,121 @@ pub trait TeeProvider: Send + Sync {
     fn name(&self) -> &'static str;
     /// A fresh report carrying `report_data`.
     fn report(&self, report_data: &[u8; 64]) -> Result<TeeEvidence, TeeError>;
+    /// The flavour of its evidence (what the verifier must check it as).
+    fn platform(&self) -> cvm_evidence::policy::Platform {
+        cvm_evidence::policy::Platform::SevSnp
+    }
 }
 
-/// The provider the configuration asks for; `auto` never picks the simulator.
-pub fn from_config(config: &Config) -> Result<Box<dyn TeeProvider>, TeeError> {
-    match config.tee {
+/// The provider `tee = auto` stands for on this machine: /dev/sev-guest
+/// when it exists, else Azure's paravisor when the vTPM holds its HCL report,
+/// else configfs-tsm; none is an error. Never the simulator.
+pub fn detect(config: &Config) -> Result<TeeChoice, TeeError> {
+    if config.tee != TeeChoice::Auto {
+        return Ok(config.tee);
+    }
+    if Path::new(sev_guest::DEVICE).exists() {
+        return Ok(TeeChoice::SevGuest);
+    }
+    if config.vtpm != crate::config::VtpmMode::Off
+        && crate::vtpm::nv_index_exists(&config.tpm_tcti, cvm_evidence::azure::NV_HCL_REPORT)
+    {
+        return Ok(TeeChoice::Azure);
+    }
+    if Path::new(configfs_tsm::ROOT).exists() {
+        return Ok(TeeChoice::ConfigfsTsm);
+    }
+    Err(TeeError {
+        provider: "auto",
+        message: format!(
+            "no SNP guest interface found ({}, Azure's HCL report at NV index 0x{:08x} of the vTPM {}, or {}); \
+             refusing to start without a TEE (set tee = simulated for development: it is not secure)",
+            sev_guest::DEVICE,
+            cvm_evidence::azure::NV_HCL_REPORT,
+            config.tpm_tcti,
+            configfs_tsm::ROOT
+        ),
+    })
+}
+
+/// The provider for `choice` ([`detect`]'s answer); Azure's needs the vTPM.
+pub fn from_config(
+    config: &Config,
+    choice: TeeChoice,
+    vtpm: &VtpmState,
+) -> Result<Box<dyn TeeProvider>, TeeError> {
+    match choice {
         TeeChoice::SevGuest => Ok(Box::new(SevGuest)),
         TeeChoice::ConfigfsTsm => Ok(Box::new(ConfigfsTsm::new())),
+        TeeChoice::Azure => {
+            let vtpm = azure_vtpm(vtpm, "azure")?;
+            let certs = azure_certs(config)?;
+            Ok(Box::new(azure::Azure::new(
+                vtpm,
+                certs,
+                config.azure_deadline,
+                Box::new(azure::Microsoft),
+                "azure",
+            )))
+        }
         #[cfg(feature = "simulated-tee")]
         TeeChoice::Simulated => Ok(Box::new(Simulated::from_config(config)?)),
+        #[cfg(feature = "simulated-tee")]
+        TeeChoice::SimulatedAzure => {
+            let vtpm = azure_vtpm(vtpm, "simulated-azure")?;
+            let certs = azure_certs(config)?;
+            let paravisor = simulated_azure::SimulatedParavisor::new(Simulated::from_config(config)?);
+            Ok(Box::new(azure::Azure::new(
+                vtpm,
+                certs,
+                config.azure_deadline,
+                Box::new(paravisor),
+                "simulated-azure",
+            )))
+        }
         #[cfg(not(feature = "simulated-tee"))]
-        TeeChoice::Simulated => Err(TeeError {
+        TeeChoice::Simulated | TeeChoice::SimulatedAzure => Err(TeeError {
             provider: "simulated",
             message: "this agent was built without the simulated TEE (the `simulated-tee` feature): \
                       a release agent runs on real SEV-SNP only"
                 .into(),
         }),
-        TeeChoice::Auto => {
-            if Path::new(sev_guest::DEVICE).exists() {
-                Ok(Box::new(SevGuest))
-            } else if Path::new(configfs_tsm::ROOT).exists() {
-                Ok(Box::new(ConfigfsTsm::new()))
-            } else {
-                Err(TeeError {
-                    provider: "auto",
-                    message: format!(
-                        "no SNP guest interface found ({} or {}); refusing to start without a TEE \
-                         (set tee = simulated for development: it is not secure)",
-                        sev_guest::DEVICE,
-                        configfs_tsm::ROOT
-                    ),
-                })
-            }
+        TeeChoice::Auto => Err(TeeError {
+            provider: "auto",
+            message: "internal: tee = auto must be resolved by tee::detect first".into(),
+        }),
+    }
+}
+
+/// The open vTPM Azure's provider writes and reads through.
+fn azure_vtpm(
+    vtpm: &VtpmState,
+    provider: &'static str,
+) -> Result<std::sync::Arc<crate::vtpm::Vtpm>, TeeError> {
+    match vtpm {
+        VtpmState::Active(v) => Ok(std::sync::Arc::clone(v)),
+        VtpmState::Off => Err(TeeError { provider, message: "needs the vTPM, but vtpm = off".into() }),
+        VtpmState::Unavailable(why) | VtpmState::Failed(why) => {
+            Err(TeeError { provider, message: format!("needs the vTPM, which is unusable: {why}") })
         }
     }
+}
+
+/// The VCEK and chain from THIM, or none when `azure_thim = none`.
+fn azure_certs(config: &Config) -> Result<TeeEvidence, TeeError> {
+    let Some(url) = &config.azure_thim else {
+        log::info!("Azure: no THIM (azure_thim = none): the owners give cvmctl the VCEK and chain");
+        return Ok(TeeEvidence::default());
+    };
+    let certs = thim::fetch(url, std::time::Duration::from_secs(10)).map_err(|e| TeeError {
+        provider: "azure",
+        message: format!(
+            "{e}; the VCEK comes from there at start (set azure_thim to another numeric URL, or to none \
+             and give cvmctl the certificates with --certs)"
+        ),
+    })?;
+    log::info!("Azure: VCEK and chain from THIM at {url}");
+    Ok(TeeEvidence { report: Vec::new(), vek: Some(certs.vcek), ask: certs.ask, ark: certs.ark })
 }
 
 /// Splits an AMD certificate table (GUID, offset, length entries ending in a
@@ -121,20 +210,17 @@ pub(crate) fn parse_cert_table(table: &[u8]) -> Result<TeeEvidence, String> {
     Err("certificate table has no terminating entry".into())
 }
 
-/// The canonical text form of a GUID stored little-endian (mixed endian as in UEFI).
+/// The text form of a GUID as the certificate table stores it: its 16 bytes
+/// in the order of the text (what the `sev` crate's `Uuid::from_slice` and
+/// Google's go-sev-guest read; GCP's host writes it so). Read as a UEFI
+/// mixed-endian GUID, GCP's VCEK entry would not be found.
 fn guid_string(b: &[u8]) -> String {
     format!(
-        "{:02x}{:02x}{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{}",
-        b[3],
-        b[2],
-        b[1],
-        b[0],
-        b[5],
-        b[4],
-        b[7],
-        b[6],
-        b[8],
-        b[9],
+        "{}-{}-{}-{}-{}",
+        hex::encode(&b[..4]),
+        hex::encode(&b[4..6]),
+        hex::encode(&b[6..8]),
+        hex::encode(&b[8..10]),
         hex::encode(&b[10..16])
     )
 }
@@ -147,7 +233,7 @@ mod tests {
     fn cert_table_is_split_by_guid() {
         // VCEK GUID 63da758d-e664-4564-adc5-f4b93be8accd in its stored byte order.
         let vcek_guid =
-            [0x8d, 0x75, 0xda, 0x63, 0x64, 0xe6, 0x64, 0x45, 0xad, 0xc5, 0xf4, 0xb9, 0x3b, 0xe8, 0xac, 0xcd];
+            [0x63, 0xda, 0x75, 0x8d, 0xe6, 0x64, 0x45, 0x64, 0xad, 0xc5, 0xf4, 0xb9, 0x3b, 0xe8, 0xac, 0xcd];
         let mut table = Vec::new();
         table.extend_from_slice(&vcek_guid);
         table.extend_from_slice(&48u32.to_le_bytes());

@@ -20,9 +20,11 @@ use base64::Engine as _;
 use bytes::Bytes;
 use clap::Args;
 use cvm_evidence::binding::{
-    chain_from, check_boot_certificate, check_session_report, BootEvidence, EXPORTER_LABEL,
+    chain_from, check_boot_certificate, check_session_evidence, session_report_data, BootEvidence,
+    EXPORTER_LABEL,
 };
 use cvm_evidence::certs::{parse_certificate, TrustAnchors};
+use cvm_evidence::gcp::AkAnchors;
 use cvm_evidence::{Policy, VerificationReport, Verifier};
 use cvm_protocol::api::{self, ErrorBody, EvidenceRequest, SessionEvidence};
 use cvm_protocol::Digest;
@@ -55,6 +57,16 @@ pub struct AgentArgs {
     /// Also trust this ARK (e.g. a simulated platform's `ark.pem`).
     #[arg(long, value_name = "PEM")]
     pub trust_ark: Vec<PathBuf>,
+    /// Also trust this EK/AK CA for the vTPM's attestation-key certificate
+    /// (GCP): a PEM file with the root first, then intermediates (e.g. a
+    /// simulated CA's). Google's root is built in and pinned.
+    #[arg(long, value_name = "PEM")]
+    pub trust_ak_ca: Vec<PathBuf>,
+    /// Intermediates that may have issued the vTPM's attestation-key
+    /// certificate (GCP: Google issues from several, each named by the
+    /// certificate's caIssuers URL). Trusted only when a trusted root signed them.
+    #[arg(long, value_name = "PEM")]
+    pub ak_intermediate: Vec<PathBuf>,
     /// Directory with the VCEK (and ASK/ARK) when the agent's evidence carries none.
     #[arg(long, value_name = "DIR")]
     pub certs: Option<PathBuf>,
@@ -133,6 +145,7 @@ type HandshakeOutcome = (VerificationReport, Option<BootEvidence>, Vec<u8>);
 
 struct EvidenceVerifier {
     anchors: TrustAnchors,
+    ak_anchors: AkAnchors,
     policy: Policy,
     at: OffsetDateTime,
     expected: [u8; 32],
@@ -257,6 +270,34 @@ impl AgentArgs {
         Ok(anchors)
     }
 
+    fn ak_anchors(&self) -> anyhow::Result<AkAnchors> {
+        let mut anchors = AkAnchors::google()?;
+        for path in &self.trust_ak_ca {
+            let text = read_file(path)?;
+            let certs = cvm_evidence::certs::parse_pem_bundle(&text, &path.display().to_string())?;
+            let mut certs = certs.into_iter();
+            let root = certs.next().with_context(|| format!("{}: no certificate", path.display()))?;
+            anchors.trust_additional_root(root);
+            for c in certs {
+                anchors.add_intermediate(c);
+            }
+        }
+        for path in &self.ak_intermediate {
+            let bytes = read_file(path)?;
+            let what = path.display().to_string();
+            // PEM (one or more) or DER, as a caIssuers URL serves it.
+            let certs = if bytes.starts_with(b"-----BEGIN") {
+                cvm_evidence::certs::parse_pem_bundle(&bytes, &what)?
+            } else {
+                vec![parse_certificate(&bytes, &what)?]
+            };
+            for c in certs {
+                anchors.add_intermediate(c);
+            }
+        }
+        Ok(anchors)
+    }
+
     /// Connects, verifies boot evidence in the handshake and fresh session evidence after it.
     pub async fn connect(&self) -> Result<Agent, ConnectError> {
         let hs = self.handshake().await?;
@@ -291,6 +332,7 @@ impl AgentArgs {
         let at = self.at.unwrap_or_else(OffsetDateTime::now_utc);
         let verifier = Arc::new(EvidenceVerifier {
             anchors: self.anchors().map_err(ConnectError::Input)?,
+            ak_anchors: self.ak_anchors().map_err(ConnectError::Input)?,
             policy,
             at,
             expected: self.manifest_digest.0,
@@ -381,6 +423,11 @@ impl Handshake {
 }
 
 impl Agent {
+    /// The policy the agent was verified against.
+    pub fn policy(&self) -> &Policy {
+        &self.verifier.policy
+    }
+
     /// Asks for a fresh report over `nonce`.
     pub async fn session_evidence(&mut self, nonce: &[u8; 32]) -> anyhow::Result<SessionEvidence> {
         let request = serde_json::to_vec(&EvidenceRequest { nonce: hex::encode(nonce) })?;
@@ -423,11 +470,13 @@ impl Agent {
         let (digest, measured) = super::measured::check(
             &mut measurements,
             &self.verifier.policy,
+            (&self.verifier.ak_anchors, self.verifier.at),
             self.boot.ak_public.as_deref(),
             evidence,
             nonce,
         );
-        let mut result = check_session_report(&v, &report, &chain, &self.spki, nonce, ekm, &digest);
+        let want = session_report_data(&self.spki, nonce, ekm, &digest);
+        let mut result = check_session_evidence(&v, &self.boot, &report, &chain, &want);
         result.checks.extend(measurements.checks);
         Ok((result, measured))
     }

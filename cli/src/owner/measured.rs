@@ -7,10 +7,12 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use base64::Engine as _;
 use cvm_evidence::eventlog::{EventRecord, PcrBank};
+use cvm_evidence::gcp::{check_ak_certificate, AkAnchors};
 use cvm_evidence::measured_boot::{check_measured_boot, MeasuredBootClaim, VerifiedBoot};
 use cvm_evidence::vtpm::{check_measurements, VerifiedQuote, VtpmClaim};
 use cvm_evidence::{Policy, VerificationReport};
 use cvm_protocol::api::{MeasuredBootEvidence, SessionEvidence, VtpmEvidence};
+use time::OffsetDateTime;
 
 /// What the session evidence says was measured, after its checks.
 #[derive(Clone, Debug)]
@@ -25,6 +27,8 @@ pub struct Measured {
     pub measured_boot: Option<MeasuredBootEvidence>,
     /// The boot quote and the firmware's log, when the quote verified.
     pub boot: Option<VerifiedBoot>,
+    /// The vTPM's attestation-key certificate (GCP), when it verified.
+    pub ak_certificate: Option<cvm_evidence::certs::Certificate>,
     quote_bytes: Vec<u8>,
     signature_bytes: Vec<u8>,
 }
@@ -34,6 +38,7 @@ pub struct Measured {
 pub(super) fn check(
     result: &mut VerificationReport,
     policy: &Policy,
+    ak: (&AkAnchors, OffsetDateTime),
     ak_public: Option<&[u8]>,
     evidence: &SessionEvidence,
     nonce: &[u8; 32],
@@ -52,7 +57,7 @@ pub(super) fn check(
     let claim = match &evidence.vtpm {
         VtpmEvidence::Off => VtpmClaim::Absent { reason: "off in the agent's configuration" },
         VtpmEvidence::Unavailable { reason } => VtpmClaim::Absent { reason },
-        VtpmEvidence::Quoted { kind, detail: _, pcr, banks: names, quote, signature } => {
+        VtpmEvidence::Quoted { kind, detail: _, pcr, banks: names, quote, signature, .. } => {
             let decoded = (b64(quote), b64(signature));
             kind_text = kind.to_string();
             let parsed: Result<Vec<PcrBank>, String> = names
@@ -103,12 +108,30 @@ pub(super) fn check(
         _ => None,
     };
     let boot = check_boot(result, policy, ak_public, evidence.measured_boot.as_ref(), nonce, own);
+    let ak_certificate = match &evidence.vtpm {
+        VtpmEvidence::Quoted { ak_certificate: Some(text), .. } => match b64(text) {
+            Ok(der) => check_ak_certificate(
+                result,
+                ak.0,
+                ak.1,
+                policy.requires_ak_certificate(),
+                Some(&der),
+                ak_public,
+            ),
+            Err(_) => {
+                result.record("vtpm_ak_certificate", false, "a base64 DER certificate", "not base64");
+                None
+            }
+        },
+        _ => check_ak_certificate(result, ak.0, ak.1, policy.requires_ak_certificate(), None, ak_public),
+    };
     let measured = Measured {
         events,
         vtpm: evidence.vtpm.clone(),
         quote,
         measured_boot: evidence.measured_boot.clone(),
         boot,
+        ak_certificate,
         quote_bytes,
         signature_bytes,
     };

@@ -6,7 +6,10 @@ use std::io::Write as _;
 
 use anyhow::Context as _;
 use clap::Args;
+use cvm_evidence::azure::{check_hcl_report, check_quote, HclReport};
 use cvm_evidence::certs::{parse_certificate, TrustAnchors};
+use cvm_evidence::policy::platform::check_platform;
+use cvm_evidence::policy::Platform;
 use cvm_evidence::{AttestationReport, Check, Outcome, Policy, VerificationReport, Verifier};
 use time::OffsetDateTime;
 
@@ -18,7 +21,8 @@ use crate::output::{emit, Verdict};
 /// Arguments of `report verify`.
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// The raw report (1184 bytes).
+    /// The raw report (1184 bytes), or an Azure paravisor's HCL report
+    /// (starting with `HCLA`, as read from NV index 0x01400001).
     #[arg(value_name = "REPORT")]
     pub report: PathBuf,
     /// Directory with `vcek.der`/`vcek.pem` (or `vlek.*`) and optionally
@@ -41,6 +45,19 @@ pub struct VerifyArgs {
     /// Print JSON lines: one `check` per check, then a `verdict`.
     #[arg(long)]
     pub json: bool,
+    /// HCL report only: a TPM quote (TPMS_ATTEST) to check with the
+    /// paravisor's attestation key from the runtime claims.
+    #[arg(long, value_name = "FILE", requires_all = ["tpm_signature", "nonce"], help_heading = "Azure")]
+    pub tpm_quote: Option<PathBuf>,
+    /// HCL report only: the quote's signature (TPMT_SIGNATURE, or the bare RSA signature).
+    #[arg(long, value_name = "FILE", requires = "tpm_quote", help_heading = "Azure")]
+    pub tpm_signature: Option<PathBuf>,
+    /// HCL report only: the quote's expected qualifying data, hex.
+    #[arg(long, value_name = "HEX", requires = "tpm_quote", help_heading = "Azure")]
+    pub nonce: Option<String>,
+    /// HCL report only: the runtime claims' expected user data (128 hex digits).
+    #[arg(long, value_name = "HEX", help_heading = "Azure")]
+    pub user_data: Option<String>,
 }
 
 impl VerifyArgs {
@@ -61,6 +78,12 @@ impl VerifyArgs {
         }
         let at = self.at.unwrap_or_else(OffsetDateTime::now_utc);
         let bytes = read_file(&self.report)?;
+        if bytes.starts_with(cvm_evidence::azure::hcl::SIGNATURE) {
+            return self.verify_hcl(&anchors, &policy, at, &bytes);
+        }
+        if self.tpm_quote.is_some() || self.user_data.is_some() {
+            anyhow::bail!("--tpm-quote and --user-data apply to an Azure HCL report only");
+        }
 
         let report = match AttestationReport::from_bytes(&bytes) {
             Ok(r) => r,
@@ -83,7 +106,57 @@ impl VerifyArgs {
             }
             Err(e) => return Err(e.into()),
         };
-        let result = Verifier::new(&anchors, &policy, at).check(&report, &chain);
+        let mut result = VerificationReport { product: None, checks: Vec::new() };
+        // A bare report is what our own hosts and GCP produce alike.
+        let found = if policy.platform == Some(Platform::Gcp) { Platform::Gcp } else { Platform::SevSnp };
+        check_platform(&mut result, policy.platform, found);
+        let snp = Verifier::new(&anchors, &policy, at).check(&report, &chain);
+        result.product = snp.product;
+        result.checks.extend(snp.checks);
+        self.print(&result)
+    }
+
+    /// An Azure HCL report: the SNP checks, the runtime claims, and the
+    /// quote when given.
+    fn verify_hcl(
+        &self,
+        anchors: &TrustAnchors,
+        policy: &Policy,
+        at: OffsetDateTime,
+        bytes: &[u8],
+    ) -> anyhow::Result<i32> {
+        let user_data = match &self.user_data {
+            Some(text) => {
+                let mut out = [0u8; 64];
+                hex::decode_to_slice(text, &mut out).context("--user-data: expected 128 hex digits")?;
+                Some(out)
+            }
+            None => None,
+        };
+        let key = match HclReport::parse(bytes) {
+            Ok(r) => r.snp.key_info.signing_key(),
+            Err(e) => {
+                return self.reject_early("hcl_format", "an HCL report holding an SNP report", &e.to_string())
+            }
+        };
+        let chain = match load_chain(&self.certs, key) {
+            Ok(chain) => chain,
+            Err(LoadError::Cert(e)) => {
+                return self.reject_early(
+                    "certificate_format",
+                    "AMD certificates in PEM or DER",
+                    &e.to_string(),
+                )
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let verifier = Verifier::new(anchors, policy, at);
+        let (mut result, verified) = check_hcl_report(&verifier, bytes, &chain, user_data.as_ref());
+        if let (Some(quote), Some(sig), Some(nonce)) = (&self.tpm_quote, &self.tpm_signature, &self.nonce) {
+            let nonce = hex::decode(nonce).context("--nonce: expected hex digits")?;
+            let ak = verified.as_ref().and_then(|v| v.ak.as_ref());
+            check_quote(&mut result, ak, &read_file(quote)?, &read_file(sig)?, &nonce);
+        }
         self.print(&result)
     }
 
@@ -127,6 +200,13 @@ impl VerifyArgs {
                     Outcome::Skipped { reason } => writeln!(out, "SKIP  {:width$}  {reason}", c.name)?,
                 }
             }
+            if let Some(platform) = flavour(result) {
+                writeln!(
+                    out,
+                    "flavour: {platform}; outside the SNP boundary: {}",
+                    platform.outside_snp_boundary()
+                )?;
+            }
             if verdict.accepted {
                 writeln!(
                     out,
@@ -138,5 +218,18 @@ impl VerifyArgs {
             }
         }
         Ok(if verdict.accepted { exit_codes::OK } else { exit_codes::REJECTED })
+    }
+}
+
+/// The flavour verified: Azure when the HCL checks ran, else what the
+/// `platform` check names.
+fn flavour(result: &VerificationReport) -> Option<Platform> {
+    if result.check("hcl_format").is_some() {
+        return Some(Platform::Azure);
+    }
+    let check = result.check("platform")?;
+    match &check.outcome {
+        Outcome::Skipped { .. } => Some(Platform::SevSnp),
+        _ => serde_json::from_value(serde_json::Value::String(check.found.clone())).ok(),
     }
 }

@@ -9,6 +9,7 @@ mod der_bounds;
 pub mod extensions;
 pub mod roots;
 mod signature;
+pub(crate) mod x509_signature;
 
 use der::{Decode, Encode};
 use sha2::{Digest, Sha256};
@@ -63,6 +64,31 @@ pub fn parse_certificate(bytes: &[u8], what: &str) -> Result<Certificate, CertEr
         return Err(CertError::NotCanonical { what: what.to_owned() });
     }
     Ok(cert)
+}
+
+/// Parses every certificate of a PEM file, in order; `what` names the file
+/// in errors. A file with no `CERTIFICATE` block is an error.
+pub fn parse_pem_bundle(text: &[u8], what: &str) -> Result<Vec<Certificate>, CertError> {
+    const END: &[u8] = b"-----END CERTIFICATE-----";
+    let mut certs = Vec::new();
+    let mut rest = text;
+    while let Some(start) = find(rest, b"-----BEGIN CERTIFICATE-----") {
+        let block = &rest[start..];
+        let end = find(block, END).map(|e| e + END.len()).ok_or_else(|| CertError::Decode {
+            what: what.to_owned(),
+            reason: format!("certificate {} has no END line", certs.len() + 1),
+        })?;
+        certs.push(parse_certificate(&block[..end], &format!("{what}, certificate {}", certs.len() + 1))?);
+        rest = &block[end..];
+    }
+    if certs.is_empty() {
+        return Err(CertError::Decode { what: what.to_owned(), reason: "no PEM CERTIFICATE block".into() });
+    }
+    Ok(certs)
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 /// Decodes DER whose every length was first checked against the input

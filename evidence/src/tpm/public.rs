@@ -188,10 +188,11 @@ impl AkPublic {
                         ))
                     }
                 };
+                // ring refuses an exponent (or modulus) with leading zero bytes.
                 let e = exponent.to_be_bytes();
-                RsaPublicKeyComponents { n: modulus.as_slice(), e: &e[..] }
-                    .verify(params, message, &signature.rsa)
-                    .map_err(bad)
+                let e = &e[e.iter().take_while(|&&b| b == 0).count()..];
+                let n = &modulus[modulus.iter().take_while(|&&b| b == 0).count()..];
+                RsaPublicKeyComponents { n, e }.verify(params, message, &signature.rsa).map_err(bad)
             }
         }
     }
