@@ -1,0 +1,182 @@
+//! `attest`: verify an agent and print the verified claims.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use clap::Args;
+use cvm_evidence::{Outcome, VerificationReport};
+use cvm_protocol::api;
+
+use super::{connect, measured, Agent, AgentArgs};
+use crate::exit_codes;
+use crate::output::emit;
+
+/// Arguments of `attest`.
+#[derive(Debug, Args)]
+pub struct AttestArgs {
+    #[command(flatten)]
+    agent: AgentArgs,
+    /// Print every check as JSON lines.
+    #[arg(long)]
+    json: bool,
+    /// Also print every check of the boot and session evidence.
+    #[arg(long, short)]
+    verbose: bool,
+    /// Also print the measurement event log and how it replays to the vTPM quote.
+    #[arg(long)]
+    events: bool,
+    /// Write the verified vTPM quote in tpm2-tools formats into DIR
+    /// (ak.pem, quote.msg, quote.sig, quote.pcrs, nonce) for `tpm2_checkquote`.
+    #[arg(long, value_name = "DIR")]
+    export_quote: Option<PathBuf>,
+}
+
+/// Verifies the agent and prints the verified claims.
+pub async fn attest(a: AttestArgs) -> anyhow::Result<i32> {
+    let agent = match connect(&a.agent).await {
+        Ok(agent) => agent,
+        Err(code) => return Ok(code),
+    };
+    if a.json {
+        for c in agent.checks.checks.iter().chain(&agent.session.checks) {
+            emit("check", c)?;
+        }
+        if let Some(sandbox) = &agent.sandbox {
+            emit("sandbox", sandbox)?;
+        }
+        emit(
+            "verdict",
+            serde_json::json!({ "accepted": true, "manifest_digest": a.agent.manifest_digest.to_string() }),
+        )?;
+    } else {
+        if a.verbose {
+            print_checks(&agent.checks, "boot evidence (in the agent's TLS certificate):")?;
+            print_checks(&agent.session, "session evidence (fresh, bound to this TLS session):")?;
+        }
+        if a.events {
+            if let Some(m) = &agent.measured {
+                measured::print_events(m)?;
+            }
+        }
+        print_claims(&agent, &a.agent)?;
+    }
+    if let (Some(dir), Some(m)) = (&a.export_quote, &agent.measured) {
+        match measured::export(dir, m, &agent.nonce) {
+            Ok(command) => eprintln!("wrote the vTPM quote for tpm2-tools; check it with:\n  {command}"),
+            Err(e) => {
+                eprintln!("cvmctl: error: {e:#}");
+                return Ok(exit_codes::USAGE);
+            }
+        }
+    }
+    Ok(exit_codes::OK)
+}
+
+/// The verified claims, for people.
+fn print_claims(agent: &Agent, args: &AgentArgs) -> anyhow::Result<()> {
+    let report = cvm_evidence::AttestationReport::from_bytes(&agent.boot.report)?;
+    let product = agent.checks.product.map_or_else(|| "unknown".to_owned(), |p| p.to_string());
+    let tcb = report.reported_tcb.parts(report.tcb_layout());
+    let count = |r: &VerificationReport| {
+        let skipped = r.checks.iter().filter(|c| matches!(c.outcome, Outcome::Skipped { .. })).count();
+        (r.checks.len() - skipped, skipped)
+    };
+    let (boot_ok, boot_skip) = count(&agent.checks);
+    let (sess_ok, sess_skip) = count(&agent.session);
+    let mut out = crate::output::stdout();
+    writeln!(out, "verified claims of the agent at {}:", args.agent)?;
+    writeln!(out, "  platform        AMD {product}, signed by {}", report.key_info.signing_key())?;
+    writeln!(out, "  measurement     {}", hex::encode(report.measurement))?;
+    writeln!(out, "  reported TCB    {tcb}")?;
+    writeln!(
+        out,
+        "  guest policy    debug {}, migration agent {}, VMPL {}",
+        if report.policy.debug() { "ALLOWED" } else { "off" },
+        if report.policy.migrate_ma() { "allowed" } else { "off" },
+        report.vmpl
+    )?;
+    writeln!(out, "  manifest        {}", args.manifest_digest)?;
+    let vtpm = match agent.measured.as_ref().map(|m| (&m.vtpm, m.quote.as_ref())) {
+        Some((api::VtpmEvidence::Quoted { kind, .. }, Some(q))) => format!(
+            "quote verified over your nonce, {} events replayed into PCR {}; kind: {kind}",
+            agent.measured.as_ref().map_or(0, |m| m.events.len()),
+            q.pcr
+        ),
+        Some((api::VtpmEvidence::Unavailable { reason }, _)) => format!("none ({reason})"),
+        Some((api::VtpmEvidence::Off, _)) => "none (off in the agent's configuration)".to_owned(),
+        _ => "none".to_owned(),
+    };
+    writeln!(out, "  vTPM            {vtpm}")?;
+    writeln!(out, "  measured boot   {}", describe_boot(agent))?;
+    match &agent.sandbox {
+        Some(s) if s.is_strict() => {
+            writeln!(out, "  sandbox         strict (every layer; the agent's own report)")?
+        }
+        Some(s) => writeln!(out, "  sandbox         {} (WITHOUT: {})", s.mode, s.missing.join("; "))?,
+        None => writeln!(out, "  sandbox         unknown (the agent gave no status)")?,
+    }
+    writeln!(out, "  boot evidence   {boot_ok} checks passed, {boot_skip} not required by the policy")?;
+    writeln!(
+        out,
+        "  session         {sess_ok} checks passed, {sess_skip} not required; bound to this TLS session"
+    )?;
+    writeln!(out, "ACCEPTED: the agent runs manifest {}", args.manifest_digest)?;
+    Ok(())
+}
+
+/// The measured-boot line of the claims: what the boot quote proved and
+/// which of the policy's rules held.
+fn describe_boot(agent: &Agent) -> String {
+    let Some(m) = &agent.measured else { return "not checked".to_owned() };
+    let Some(boot) = &m.boot else {
+        return match &m.measured_boot {
+            Some(api::MeasuredBootEvidence::Unavailable { reason }) => format!("none ({reason})"),
+            _ => "none (the agent sent no boot quote)".to_owned(),
+        };
+    };
+    let rules: Vec<&str> = agent
+        .session
+        .checks
+        .iter()
+        .filter(|c| c.name.starts_with("tpm_pcr_") || c.name.starts_with("tpm_event_pcr_"))
+        .map(|c| c.name)
+        .collect();
+    let pcrs = boot.pcrs.keys().map(ToString::to_string).collect::<Vec<_>>().join(",");
+    let log = match &boot.log {
+        Some(log) => {
+            format!("firmware log of {} events reproduces {} of them", log.events.len(), boot.replayed.len())
+        }
+        None => "no firmware log".to_owned(),
+    };
+    if rules.is_empty() {
+        format!(
+            "PCRs {pcrs} quoted over your nonce; {log}; the policy pins no PCR or event, so the image is \
+             pinned by the SNP measurement alone"
+        )
+    } else {
+        let kind = match &m.vtpm {
+            api::VtpmEvidence::Quoted { kind: api::VtpmKind::Svsm, .. } => "an SVSM's, inside the TEE",
+            _ => "Azure's paravisor's is attested by the SNP report; GCP's hypervisor's and swtpm are not",
+        };
+        format!(
+            "PCRs {pcrs} quoted over your nonce; {log}; the policy's {} passed: the image is pinned by the \
+             vTPM, as far as the vTPM is trusted ({kind})",
+            rules.join(", ")
+        )
+    }
+}
+
+pub(super) fn print_checks(report: &VerificationReport, title: &str) -> anyhow::Result<()> {
+    let mut out = crate::output::stdout();
+    writeln!(out, "{title}")?;
+    for c in &report.checks {
+        match &c.outcome {
+            Outcome::Passed => writeln!(out, "  PASS  {:28} {}", c.name, c.found)?,
+            Outcome::Failed => {
+                writeln!(out, "  FAIL  {:28} expected {}, found {}", c.name, c.expected, c.found)?
+            }
+            Outcome::Skipped { reason } => writeln!(out, "  SKIP  {:28} {reason}", c.name)?,
+        }
+    }
+    Ok(())
+}
