@@ -21,7 +21,7 @@ const USAGE: &str = "usage: cvm-agent run [--config FILE] | cvm-agent init [--sy
     and forwards signals); with --system it also does PID 1's set-up (mounts, file protections,\n\
     modules, network), for busybox's inittab.\n\
     Configuration keys come from the kernel command line (cvm.KEY=VALUE), the file, and CVM_KEY\n\
-    environment variables; see the README.";
+    environment variables; see docs/configuration.md.";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -41,7 +41,7 @@ impl Computation {
         use std::os::unix::fs::PermissionsExt;
         let a = &self.manifest.algorithm;
         // Sealed inputs reach the sandbox as inherited read-only descriptors
-        // of their memfds, named by links to /proc/self/fd/N (see the README).
+        // of their memfds, named by links to /proc/self/fd/N (see docs/sealed-inputs.md).
         let (fds, sealed_algorithm) = self.link_sealed_inputs().map_err(|e| format!("sealed inputs: {e}"))?;
         let program = match sealed_algorithm {
             Some(fd) => Program::Fd(fd),
