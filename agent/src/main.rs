@@ -137,7 +137,12 @@ async fn serve(
     logs::set_computation(&manifest.id);
     let digest = manifest.digest();
     let sandbox = Arc::new(start_sandbox(config.sandbox)?);
-    let vtpm = vtpm::start(&config)?;
+    let vtpm = vtpm::start(vtpm::VtpmSettings {
+        mode: config.vtpm,
+        tcti: &config.tpm_tcti,
+        pcr: config.tpm_pcr,
+        firmware_log: config.firmware_log.as_deref(),
+    })?;
     let tee = tee::from_config(&config)?;
     log::info!("TEE provider: {}", tee.name());
     let identity = AttestedIdentity::create(tee.as_ref(), digest.0, vtpm.ak_public())?;
