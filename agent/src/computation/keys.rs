@@ -6,7 +6,7 @@ use cvm_protocol::api::{KeyReleased, State};
 use cvm_protocol::sealed::SealingKey;
 use cvm_protocol::PublicKey;
 
-use super::{state_name, Computation, FlowError, Role, Target};
+use super::{Computation, Conflict, FlowError, Role};
 use crate::sealed_inputs::{self, InputRef, SealedInputError};
 
 impl Computation {
@@ -22,12 +22,7 @@ impl Computation {
         sealing_key: SealingKey,
     ) -> Result<KeyReleased, FlowError> {
         let spec = sealed_inputs::spec(&self.manifest, &input)?;
-        let role = match &input {
-            InputRef::Algorithm => Role::AlgorithmProvider,
-            InputRef::Dataset(n) => Role::DatasetProvider(n.clone()),
-            InputRef::Artifact(n) => Role::ArtifactProvider(n.clone()),
-        };
-        self.require(key, &role)?;
+        self.require(key, &Role::Provider(input.clone()))?;
         if sealing_key.id() != spec.identity.key_id {
             return Err(SealedInputError::KeyMismatch {
                 input: input.to_string(),
@@ -39,13 +34,10 @@ impl Computation {
         {
             let mut inner = self.lock();
             if !matches!(inner.state, State::AwaitingAlgorithm | State::AwaitingData) {
-                return Err(FlowError::Conflict(format!(
-                    "keys are accepted only before the run; the computation is {}",
-                    state_name(&inner.state)
-                )));
+                return Err(Conflict::KeysClosed { state: inner.state.clone() }.into());
             }
             if self.sealed.is_loaded(&input) || self.sealed.has_key(&input) {
-                return Err(FlowError::Conflict(format!("the key of {input} was already released")));
+                return Err(Conflict::KeyAlreadyReleased { input }.into());
             }
             if !spec.host_path {
                 self.sealed.keep_key(input.clone(), sealing_key);
@@ -53,7 +45,7 @@ impl Computation {
                 return Ok(KeyReleased { input: input.to_string(), loaded: false, bytes: 0 });
             }
             if !inner.in_progress.insert(input.to_string()) {
-                return Err(FlowError::Conflict(format!("{input} is being loaded already")));
+                return Err(Conflict::Loading { input }.into());
             }
         }
         // The load runs to its end (and frees the target) even when the
@@ -81,7 +73,7 @@ impl Computation {
     ) -> Result<KeyReleased, FlowError> {
         let InputRef::Artifact(name) = &input else {
             self.lock().in_progress.remove(&input.to_string());
-            return Err(FlowError::Conflict(format!("{input} cannot come from host storage")));
+            return Err(Conflict::NotFromHostStorage { input }.into());
         };
         let loaded = match self.sealed.host_path(name) {
             Some(path) => {
@@ -111,8 +103,12 @@ impl Computation {
         };
         let bytes = plaintext.len();
         self.sealed.store(input.clone(), plaintext);
-        self.finish_input(Target::Artifact(name.clone()), input.event_kind(), spec.identity.measurement())
-            .await;
+        self.finish_input(
+            InputRef::Artifact(name.clone()),
+            input.sealed_event_kind(),
+            spec.identity.measurement(),
+        )
+        .await;
         Ok(KeyReleased { input: input.to_string(), loaded: true, bytes })
     }
 }

@@ -30,13 +30,13 @@ use cvm_protocol::api::{State, Status};
 use cvm_protocol::{Digest, Manifest, PublicKey};
 
 pub use dirs::WorkDirs;
-pub use error::FlowError;
-pub use roles::{Role, Target};
+pub use error::{BadKeyRelease, Conflict, FlowError};
+pub use roles::Role;
 pub use upload::Upload;
 
 use crate::measurements::{Event, EventLog, Snapshot};
 use crate::sandbox::Sandbox;
-use crate::sealed_inputs::SealedInputs;
+use crate::sealed_inputs::{InputRef, SealedInputs};
 
 struct Inner {
     state: State,
@@ -192,7 +192,7 @@ impl Computation {
     /// # Cancel safety
     /// The work runs to its end on a blocking thread even if the caller
     /// stops waiting: the input is never left half recorded.
-    async fn finish_input(self: &Arc<Self>, target: Target, kind: &'static str, value: String) {
+    async fn finish_input(self: &Arc<Self>, target: InputRef, kind: &'static str, value: String) {
         let this = Arc::clone(self);
         let runtime = tokio::runtime::Handle::current();
         let done =
@@ -204,7 +204,7 @@ impl Computation {
 
     fn finish_input_blocking(
         self: &Arc<Self>,
-        target: &Target,
+        target: &InputRef,
         kind: &'static str,
         value: String,
         runtime: &tokio::runtime::Handle,
@@ -214,16 +214,16 @@ impl Computation {
         self.record(Event { kind, name: target.name().to_owned(), digest: value.clone() });
         let start = {
             let mut inner = self.lock();
-            inner.in_progress.remove(&target.input().to_string());
+            inner.in_progress.remove(&target.to_string());
             match target {
-                Target::Algorithm => {
+                InputRef::Algorithm => {
                     inner.algorithm = Some(value.clone());
                     inner.enter(State::AwaitingData);
                 }
-                Target::Dataset(n) => {
+                InputRef::Dataset(n) => {
                     inner.datasets.insert(n.clone(), value.clone());
                 }
-                Target::Artifact(n) => {
+                InputRef::Artifact(n) => {
                     inner.artifacts.insert(n.clone(), value.clone());
                 }
             }
@@ -242,23 +242,12 @@ impl Computation {
         }
     }
 
-    fn abandon_upload(&self, target: &Target) {
-        self.lock().in_progress.remove(&target.input().to_string());
+    fn abandon_upload(&self, target: &InputRef) {
+        self.lock().in_progress.remove(&target.to_string());
     }
 
     /// Wipes every sealed input's plaintext and key (at shutdown).
     pub fn wipe_sealed(&self) {
         self.sealed.wipe();
-    }
-}
-
-fn state_name(s: &State) -> String {
-    match s {
-        State::AwaitingAlgorithm => "awaiting_algorithm".into(),
-        State::AwaitingData => "awaiting_data".into(),
-        State::Running => "running".into(),
-        State::ResultsReady => "results_ready".into(),
-        State::Consumed => "consumed".into(),
-        State::Failed(r) => format!("failed ({r})"),
     }
 }

@@ -7,7 +7,7 @@ use cvm_protocol::api::State;
 use cvm_protocol::{Digest, PublicKey};
 use sha2::{Digest as _, Sha256};
 
-use super::{state_name, Computation, FlowError, Role};
+use super::{Computation, FlowError, Role};
 use crate::measurements::Event;
 use crate::sandbox::Scratch;
 
@@ -70,7 +70,7 @@ impl Computation {
         let inner = self.lock();
         match &inner.state {
             State::ResultsReady | State::Consumed => Ok(self.dirs.results_tar.clone()),
-            other => Err(FlowError::NotReady(state_name(other))),
+            other => Err(FlowError::NotReady(other.clone())),
         }
     }
 

@@ -1,4 +1,4 @@
-//! Who may do what: the roles the manifest gives a key, and the targets of uploads.
+//! Who may do what: the roles the manifest gives a key.
 
 use cvm_protocol::PublicKey;
 
@@ -8,51 +8,22 @@ use crate::sealed_inputs::InputRef;
 /// A role a key can have.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Role {
-    /// Uploads the algorithm.
-    AlgorithmProvider,
-    /// Uploads the named dataset.
-    DatasetProvider(String),
-    /// Provides the named sealed artifact (uploads it or releases its key).
-    ArtifactProvider(String),
+    /// Provides the input: uploads it, or releases its sealing key (the
+    /// algorithm, a dataset, a sealed artifact).
+    Provider(InputRef),
     /// Fetches the results.
     ResultConsumer,
 }
 
+/// As `status` lists a key's roles: `algorithm_provider`,
+/// `dataset_provider:NAME`, `artifact_provider:NAME`, `result_consumer`.
 impl std::fmt::Display for Role {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Role::AlgorithmProvider => f.write_str("algorithm_provider"),
-            Role::DatasetProvider(n) => write!(f, "dataset_provider:{n}"),
-            Role::ArtifactProvider(n) => write!(f, "artifact_provider:{n}"),
+            Role::Provider(InputRef::Algorithm) => f.write_str("algorithm_provider"),
+            Role::Provider(InputRef::Dataset(n)) => write!(f, "dataset_provider:{n}"),
+            Role::Provider(InputRef::Artifact(n)) => write!(f, "artifact_provider:{n}"),
             Role::ResultConsumer => f.write_str("result_consumer"),
-        }
-    }
-}
-
-/// What an upload is for.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Target {
-    /// The algorithm.
-    Algorithm,
-    /// The named dataset.
-    Dataset(String),
-    /// The named (sealed) artifact.
-    Artifact(String),
-}
-
-impl Target {
-    pub(super) fn name(&self) -> &str {
-        match self {
-            Target::Algorithm => "algorithm",
-            Target::Dataset(n) | Target::Artifact(n) => n,
-        }
-    }
-
-    pub(super) fn input(&self) -> InputRef {
-        match self {
-            Target::Algorithm => InputRef::Algorithm,
-            Target::Dataset(n) => InputRef::Dataset(n.clone()),
-            Target::Artifact(n) => InputRef::Artifact(n.clone()),
         }
     }
 }
@@ -63,26 +34,25 @@ impl Computation {
         let m = &self.manifest;
         let mut roles = Vec::new();
         if &m.algorithm.provider_key == key {
-            roles.push(Role::AlgorithmProvider);
+            roles.push(Role::Provider(InputRef::Algorithm));
         }
         roles.extend(
             m.datasets
                 .iter()
                 .filter(|d| &d.provider_key == key)
-                .map(|d| Role::DatasetProvider(d.name.clone())),
+                .map(|d| Role::Provider(InputRef::Dataset(d.name.clone()))),
         );
         roles.extend(
             m.artifacts
                 .iter()
                 .filter(|a| &a.provider_key == key)
-                .map(|a| Role::ArtifactProvider(a.name.clone())),
+                .map(|a| Role::Provider(InputRef::Artifact(a.name.clone()))),
         );
         if m.result_consumers.iter().any(|c| &c.key == key) {
             roles.push(Role::ResultConsumer);
         }
         roles
     }
-
 
     pub(super) fn require(&self, key: Option<&PublicKey>, role: &Role) -> Result<(), FlowError> {
         let key = key.ok_or(FlowError::Unauthenticated)?;

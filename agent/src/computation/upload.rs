@@ -11,8 +11,8 @@ use cvm_protocol::{Digest, PublicKey};
 use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use super::{state_name, Computation, FlowError, Role, Target};
-use crate::sealed_inputs::{self, SealedInputError, SealedUpload};
+use super::{Computation, Conflict, FlowError, Role};
+use crate::sealed_inputs::{self, InputRef, SealedInputError, SealedUpload};
 
 impl Computation {
     /// Checks role, state and declared size, and reserves the target.
@@ -22,25 +22,23 @@ impl Computation {
     pub fn begin_upload(
         self: &Arc<Self>,
         key: Option<&PublicKey>,
-        target: Target,
+        target: InputRef,
         declared_len: Option<u64>,
     ) -> Result<Upload, FlowError> {
         let (role, expected) = match &target {
-            Target::Algorithm => (Role::AlgorithmProvider, self.manifest.algorithm.pin()),
-            Target::Dataset(name) => {
+            InputRef::Algorithm => (Role::Provider(target.clone()), self.manifest.algorithm.pin()),
+            InputRef::Dataset(name) => {
                 let d = self.manifest.dataset(name).ok_or_else(|| FlowError::UnknownDataset(name.clone()))?;
-                (Role::DatasetProvider(name.clone()), d.pin())
+                (Role::Provider(target.clone()), d.pin())
             }
-            Target::Artifact(name) => {
+            InputRef::Artifact(name) => {
                 let a = self.manifest.artifact(name).ok_or_else(|| {
                     FlowError::Sealed(SealedInputError::Unknown(format!("artifact {name:?}")))
                 })?;
                 if a.source == ArtifactSource::HostPath {
-                    return Err(FlowError::Conflict(format!(
-                        "artifact {name} is read from host storage, not uploaded: release its key instead"
-                    )));
+                    return Err(Conflict::HostPathUpload { name: name.clone() }.into());
                 }
-                (Role::ArtifactProvider(name.clone()), Pin::Sealed(a.sealed))
+                (Role::Provider(target.clone()), Pin::Sealed(a.sealed))
             }
         };
         self.require(key, &role)?;
@@ -55,42 +53,36 @@ impl Computation {
         let mut inner = self.lock();
         let name = target.name().to_owned();
         let already = match &target {
-            Target::Algorithm => inner.algorithm.is_some(),
-            Target::Dataset(n) => inner.datasets.contains_key(n),
-            Target::Artifact(n) => inner.artifacts.contains_key(n),
+            InputRef::Algorithm => inner.algorithm.is_some(),
+            InputRef::Dataset(n) => inner.datasets.contains_key(n),
+            InputRef::Artifact(n) => inner.artifacts.contains_key(n),
         };
         if already {
-            return Err(FlowError::Conflict(format!("{name} was already received")));
+            return Err(Conflict::AlreadyReceived { name }.into());
         }
         match (&target, &inner.state) {
-            (Target::Algorithm, State::AwaitingAlgorithm)
-            | (Target::Dataset(_), State::AwaitingData)
-            | (Target::Artifact(_), State::AwaitingAlgorithm | State::AwaitingData) => {}
-            (Target::Dataset(_), State::AwaitingAlgorithm) => {
-                return Err(FlowError::Conflict("datasets are accepted only after the algorithm".into()))
+            (InputRef::Algorithm, State::AwaitingAlgorithm)
+            | (InputRef::Dataset(_), State::AwaitingData)
+            | (InputRef::Artifact(_), State::AwaitingAlgorithm | State::AwaitingData) => {}
+            (InputRef::Dataset(_), State::AwaitingAlgorithm) => {
+                return Err(Conflict::DatasetBeforeAlgorithm.into())
             }
-            (_, state) => {
-                return Err(FlowError::Conflict(format!(
-                    "{name} cannot be uploaded in state {}",
-                    state_name(state)
-                )))
-            }
+            (_, state) => return Err(Conflict::UploadInState { name, state: state.clone() }.into()),
         }
-        let input = target.input();
+        let input = target.clone();
         let sealed = match expected {
             Pin::Digest(_) => None,
             Pin::Sealed(_) => {
                 let spec = sealed_inputs::spec(&self.manifest, &input)?;
-                let key = self.sealed.key(&input).ok_or_else(|| {
-                    FlowError::Conflict(format!(
-                        "{input} is sealed and its key has not been released: run `cvmctl release-key` first"
-                    ))
-                })?;
+                let key = self
+                    .sealed
+                    .key(&input)
+                    .ok_or_else(|| FlowError::from(Conflict::KeyNotReleased { input: input.clone() }))?;
                 Some((key, spec))
             }
         };
         if !inner.in_progress.insert(input.to_string()) {
-            return Err(FlowError::Conflict(format!("an upload of {name} is already in progress")));
+            return Err(Conflict::UploadInProgress { name: name.clone() }.into());
         }
         drop(inner);
         let sink = match sealed {
@@ -104,7 +96,7 @@ impl Computation {
                 };
                 let partial = self.dirs.incoming.join(format!(
                     "{}.partial",
-                    if matches!(target, Target::Algorithm) { "algorithm.bin" } else { &name }
+                    if matches!(target, InputRef::Algorithm) { "algorithm.bin" } else { &name }
                 ));
                 Sink::Plain { expected: digest, partial, file: None, hasher: Sha256::new() }
             }
@@ -122,7 +114,7 @@ impl Computation {
 /// the target for a retry.
 pub struct Upload {
     computation: Arc<Computation>,
-    target: Target,
+    target: InputRef,
     limit: u64,
     sink: Sink,
     received: u64,
@@ -150,12 +142,11 @@ impl Upload {
             Sink::Plain { partial, file, hasher, .. } => {
                 hasher.update(chunk);
                 if file.is_none() {
-                    let f =
-                        tokio::fs::File::create(&*partial).await.map_err(|e| FlowError::Io(e.to_string()))?;
+                    let f = tokio::fs::File::create(&*partial).await?;
                     *file = Some(f);
                 }
                 if let Some(f) = file.as_mut() {
-                    f.write_all(chunk).await.map_err(|e| FlowError::Io(e.to_string()))?;
+                    f.write_all(chunk).await?;
                 }
             }
             Sink::Sealed(up) => up.write(chunk).await?,
@@ -189,23 +180,19 @@ impl Upload {
                 }
                 let file = match file {
                     Some(f) => f,
-                    None => {
-                        tokio::fs::File::create(&partial).await.map_err(|e| FlowError::Io(e.to_string()))?
-                    }
+                    None => tokio::fs::File::create(&partial).await?,
                 };
-                file.sync_all().await.map_err(|e| FlowError::Io(e.to_string()))?;
+                file.sync_all().await?;
                 drop(file);
                 let dest = match &self.target {
-                    Target::Algorithm => self.computation.dirs.algorithm.clone(),
-                    Target::Dataset(n) => self.computation.dirs.datasets.join(n),
-                    Target::Artifact(n) => {
-                        return Err(FlowError::Conflict(format!("artifact {n} must be sealed")))
-                    }
+                    InputRef::Algorithm => self.computation.dirs.algorithm.clone(),
+                    InputRef::Dataset(n) => self.computation.dirs.datasets.join(n),
+                    InputRef::Artifact(n) => return Err(Conflict::MustBeSealed { name: n.clone() }.into()),
                 };
-                tokio::fs::rename(&partial, &dest).await.map_err(|e| FlowError::Io(e.to_string()))?;
+                tokio::fs::rename(&partial, &dest).await?;
                 self.done = true;
                 let kind = match self.target {
-                    Target::Algorithm => "algorithm",
+                    InputRef::Algorithm => "algorithm",
                     _ => "dataset",
                 };
                 self.computation.finish_input(self.target.clone(), kind, digest.to_string()).await;
@@ -213,12 +200,12 @@ impl Upload {
             }
             Sink::Sealed(mut up) => {
                 let plaintext = up.finish().await?;
-                let input = self.target.input();
+                let input = self.target.clone();
                 let identity = sealed_inputs::spec(&self.computation.manifest, &input)?.identity;
                 self.done = true;
                 self.computation.sealed.store(input.clone(), plaintext);
                 self.computation
-                    .finish_input(self.target.clone(), input.event_kind(), identity.measurement())
+                    .finish_input(self.target.clone(), input.sealed_event_kind(), identity.measurement())
                     .await;
                 Ok((None, Some(identity), self.received))
             }

@@ -5,9 +5,9 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use super::{invalid, LogStreamError, MAX_SEQ};
 #[cfg(doc)]
 use super::VERSION;
+use super::{invalid, LogStreamError, MAX_SEQ};
 
 /// A record's severity, most severe first (the `log` crate's order).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -59,8 +59,7 @@ fn agent_messages_round_trip() {
     for m in &msgs {
         m.encode(&mut wire).unwrap();
     }
-    let back: Vec<AgentMessage> =
-        frames(&wire).iter().map(|f| AgentMessage::decode(f).unwrap()).collect();
+    let back: Vec<AgentMessage> = frames(&wire).iter().map(|f| AgentMessage::decode(f).unwrap()).collect();
     assert_eq!(back, msgs);
 }
 
@@ -175,10 +174,7 @@ fn oversized_and_empty_frames_are_refused_from_their_header() {
     assert_eq!(d.next_frame(), Err(LogStreamError::EmptyFrame));
     let huge = Request { id: 1, op: Operation::Manifest { json: "x".repeat(MAX_FRAME) } };
     let mut out = vec![1, 2, 3];
-    assert!(matches!(
-        HostMessage::Request(huge).encode(&mut out),
-        Err(LogStreamError::FrameTooLarge { .. })
-    ));
+    assert!(matches!(HostMessage::Request(huge).encode(&mut out), Err(LogStreamError::FrameTooLarge { .. })));
     assert_eq!(out, [1, 2, 3]);
 }
 
