@@ -8,8 +8,7 @@ use cvm_evidence::{Outcome, VerificationReport};
 use cvm_protocol::api;
 
 use super::{connect, measured, Agent, AgentArgs};
-use crate::exit_codes;
-use crate::output::emit;
+use crate::output::{emit, Message, Verdict};
 
 /// Arguments of `attest`.
 #[derive(Debug, Args)]
@@ -32,22 +31,19 @@ pub struct AttestArgs {
 }
 
 /// Verifies the agent and prints the verified claims.
-pub async fn attest(a: AttestArgs) -> anyhow::Result<i32> {
-    let agent = match connect(&a.agent).await {
-        Ok(agent) => agent,
-        Err(code) => return Ok(code),
-    };
+pub async fn attest(a: AttestArgs) -> crate::Result {
+    let agent = connect(&a.agent, a.json).await?;
     if a.json {
-        for c in agent.checks.checks.iter().chain(&agent.session.checks) {
-            emit("check", c)?;
+        let checks = || agent.checks.checks.iter().chain(&agent.session.checks);
+        for c in checks() {
+            emit(&Message::Check(c.into()))?;
         }
         if let Some(sandbox) = &agent.sandbox {
-            emit("sandbox", sandbox)?;
+            emit(&Message::Sandbox(sandbox.clone()))?;
         }
-        emit(
-            "verdict",
-            serde_json::json!({ "accepted": true, "manifest_digest": a.agent.manifest_digest.to_string() }),
-        )?;
+        let mut verdict = Verdict::of(agent.checks.product, checks());
+        verdict.manifest_digest = Some(a.agent.manifest_digest);
+        emit(&Message::Verdict(verdict))?;
     } else {
         if a.verbose {
             print_checks(&agent.checks, "boot evidence (in the agent's TLS certificate):")?;
@@ -61,15 +57,10 @@ pub async fn attest(a: AttestArgs) -> anyhow::Result<i32> {
         print_claims(&agent, &a.agent)?;
     }
     if let (Some(dir), Some(m)) = (&a.export_quote, &agent.measured) {
-        match measured::export(dir, m, &agent.nonce) {
-            Ok(command) => eprintln!("wrote the vTPM quote for tpm2-tools; check it with:\n  {command}"),
-            Err(e) => {
-                eprintln!("cvmctl: error: {e:#}");
-                return Ok(exit_codes::USAGE);
-            }
-        }
+        let command = measured::export(dir, m, &agent.nonce)?;
+        eprintln!("wrote the vTPM quote for tpm2-tools; check it with:\n  {command}");
     }
-    Ok(exit_codes::OK)
+    Ok(())
 }
 
 /// The verified claims, for people.

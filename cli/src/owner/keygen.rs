@@ -6,8 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 use cvm_protocol::PublicKey;
 
-use crate::exit_codes;
-use crate::output::emit;
+use crate::output::{emit, KeyLine, Message};
 
 /// Key types for `keygen`.
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -38,7 +37,7 @@ pub struct KeygenArgs {
 }
 
 /// Creates a key pair and prints its public key in the manifest's form.
-pub fn keygen(a: KeygenArgs) -> anyhow::Result<i32> {
+pub fn keygen(a: KeygenArgs) -> crate::Result {
     if a.sealing {
         return crate::sealed::keygen(&a.out, a.json);
     }
@@ -51,13 +50,10 @@ pub fn keygen(a: KeygenArgs) -> anyhow::Result<i32> {
     crate::report::write_private(&a.out, key.serialize_pem().as_bytes())?;
     let public = PublicKey::from_spki_der(&rcgen::PublicKeyData::subject_public_key_info(&key))?;
     if a.json {
-        emit(
-            "key",
-            serde_json::json!({ "public_key": public.to_base64(), "fingerprint": public.fingerprint() }),
-        )?;
+        emit(&Message::Key(KeyLine { public_key: public.to_base64(), fingerprint: public.fingerprint() }))?;
     } else {
         writeln!(crate::output::stdout(), "{}", public.to_base64())?;
         eprintln!("wrote the private key to {} (fingerprint {})", a.out.display(), public.fingerprint());
     }
-    Ok(exit_codes::OK)
+    Ok(())
 }

@@ -8,7 +8,6 @@ use clap::Subcommand;
 use cvm_protocol::Manifest;
 
 use crate::args::read_file;
-use crate::exit_codes;
 
 /// `manifest` subcommands.
 #[derive(Debug, Subcommand)]
@@ -22,13 +21,13 @@ pub enum ManifestCommand {
 }
 
 /// Prints a manifest's digest.
-pub fn manifest(cmd: ManifestCommand) -> anyhow::Result<i32> {
+pub fn manifest(cmd: ManifestCommand) -> crate::Result {
     match cmd {
         ManifestCommand::Digest { file } => {
             let m = Manifest::from_json(&read_file(&file)?)
                 .with_context(|| format!("invalid manifest {}", file.display()))?;
             writeln!(crate::output::stdout(), "{}", m.digest())?;
-            Ok(exit_codes::OK)
+            Ok(())
         }
     }
 }

@@ -11,6 +11,7 @@ mod status;
 mod upload;
 
 use cvm_protocol::api::{self, Status};
+use cvm_protocol::Manifest;
 use hyper::StatusCode;
 
 pub use attest::{attest, AttestArgs};
@@ -22,38 +23,61 @@ pub use release::{release_key, ReleaseKeyArgs};
 pub use results::{results, ResultsArgs};
 pub use status::{status, StatusArgs};
 pub use upload::{
-    upload_algorithm, upload_artifact, upload_dataset, UploadAlgorithmArgs, UploadArtifactArgs, UploadDatasetArgs,
+    upload_algorithm, upload_artifact, upload_dataset, UploadAlgorithmArgs, UploadArtifactArgs,
+    UploadDatasetArgs,
 };
 
-use crate::exit_codes;
+use crate::output::{emit, Message, Verdict};
+use crate::{Error, Refusal, TransportContext as _};
 
-/// Connects; on rejected evidence prints why and returns the exit code.
-async fn connect(args: &AgentArgs) -> Result<Agent, i32> {
+/// Connects and verifies. Rejected evidence is printed (every check, or
+/// with `json` the `check` lines and a `verdict`) and returned as
+/// [`Error::Rejected`].
+async fn connect(args: &AgentArgs, json: bool) -> crate::Result<Agent> {
     match args.connect().await {
         Ok(mut agent) => {
             warn_weak_sandbox(&mut agent).await;
             Ok(agent)
         }
-        Err(e @ ConnectError::Unpinned { .. }) => {
-            eprintln!("cvmctl: error: {e}");
-            Err(exit_codes::USAGE)
-        }
-        Err(ConnectError::Input(e)) => {
-            eprintln!("cvmctl: error: {e:#}");
-            Err(exit_codes::USAGE)
-        }
+        Err(e @ ConnectError::Unpinned { .. }) => Err(Error::Usage(anyhow::anyhow!("{e}"))),
+        Err(ConnectError::Input(e)) => Err(Error::Usage(e)),
         Err(ConnectError::Rejected(report)) => {
-            let _ = attest::print_checks(&report, "the agent's evidence was REJECTED; nothing was sent:");
+            if json {
+                for c in &report.checks {
+                    emit(&Message::Check(c.into()))?;
+                }
+                let mut verdict = Verdict::of(report.product, &report.checks);
+                verdict.manifest_digest = Some(args.manifest_digest);
+                emit(&Message::Verdict(verdict))?;
+            } else {
+                attest::print_checks(&report, "the agent's evidence was REJECTED; nothing was sent:")?;
+            }
             for f in report.failures() {
                 eprintln!("cvmctl: rejected: {f}");
             }
-            Err(exit_codes::REJECTED)
+            Err(Error::Rejected("the agent's evidence was rejected; nothing was sent".into()))
         }
-        Err(ConnectError::Other(e)) => {
-            eprintln!("cvmctl: error: {e:#}");
-            Err(exit_codes::AGENT_ERROR)
-        }
+        Err(ConnectError::Other(e)) => Err(Error::Transport(e)),
     }
+}
+
+/// The manifest the agent serves, checked against the digest its evidence
+/// names (which the owner pinned): another manifest is a rejection.
+async fn served_manifest(agent: &mut Agent, args: &AgentArgs) -> crate::Result<Manifest> {
+    let (code, body) = agent.send(hyper::Method::GET, api::MANIFEST, None).await.transport()?;
+    if code != StatusCode::OK {
+        return Err(refused(code, &body));
+    }
+    let manifest = Manifest::from_json(&body)
+        .map_err(|e| Error::Rejected(format!("the agent's manifest does not parse: {e}")))?;
+    if manifest.digest() != args.manifest_digest {
+        return Err(Error::Rejected(format!(
+            "the agent serves manifest {} but its evidence names {}",
+            manifest.digest(),
+            args.manifest_digest
+        )));
+    }
+    Ok(manifest)
 }
 
 /// Asks for the agent's sandbox and tells the owner, before anything is
@@ -73,7 +97,7 @@ async fn warn_weak_sandbox(agent: &mut Agent) {
     }
 }
 
-fn refused(status: StatusCode, body: &[u8]) -> i32 {
-    eprintln!("cvmctl: the agent refused: {}", error_message(status, body));
-    exit_codes::AGENT_ERROR
+/// The agent's error response as the command's error.
+fn refused(status: StatusCode, body: &[u8]) -> Error {
+    Error::Refused(Refusal::from_response(status, body))
 }

@@ -4,12 +4,11 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Args;
-use cvm_protocol::api;
-use cvm_protocol::Manifest;
+use cvm_protocol::api::{self, InputRef};
 use hyper::StatusCode;
 
-use super::{connect, refused, AgentArgs};
-use crate::exit_codes;
+use super::{connect, refused, served_manifest, AgentArgs};
+use crate::TransportContext as _;
 
 /// Arguments of `release-key`.
 #[derive(Debug, Args)]
@@ -33,65 +32,47 @@ pub struct ReleaseKeyArgs {
 
 /// Sends a sealing key to a verified agent, after checking that the
 /// verified manifest names this input as sealed with this key.
-pub async fn release_key(a: ReleaseKeyArgs) -> anyhow::Result<i32> {
+pub async fn release_key(a: ReleaseKeyArgs) -> crate::Result {
     use cvm_protocol::manifest::Pin;
     let sealing_key = crate::sealed::read_key(&a.key_file)?;
-    let (path, what) = match (&a.artifact, &a.dataset) {
-        (Some(n), _) => (format!("artifacts/{n}"), format!("artifact {n:?}")),
-        (None, Some(n)) => (format!("datasets/{n}"), format!("dataset {n:?}")),
-        (None, None) => ("algorithm".to_owned(), "the algorithm".to_owned()),
+    let (input, what) = match (&a.artifact, &a.dataset) {
+        (Some(n), _) => (InputRef::Artifact(n.clone()), format!("artifact {n:?}")),
+        (None, Some(n)) => (InputRef::Dataset(n.clone()), format!("dataset {n:?}")),
+        (None, None) => (InputRef::Algorithm, "the algorithm".to_owned()),
     };
-    let mut agent = match connect(&a.agent).await {
-        Ok(agent) => agent,
-        Err(code) => return Ok(code),
-    };
-    let (code, body) = agent.send(hyper::Method::GET, api::MANIFEST, None).await?;
-    if code != StatusCode::OK {
-        return Ok(refused(code, &body));
-    }
-    let manifest = Manifest::from_json(&body).context("the agent's manifest")?;
-    if manifest.digest() != a.agent.manifest_digest {
-        anyhow::bail!(
-            "the agent serves manifest {} but its evidence names {}",
-            manifest.digest(),
-            a.agent.manifest_digest
-        );
-    }
-    let pinned = match (&a.artifact, &a.dataset) {
-        (Some(n), _) => manifest.artifact(n).map(|x| Pin::Sealed(x.sealed)),
-        (None, Some(n)) => manifest.dataset(n).map(|d| d.pin()),
-        (None, None) => Some(manifest.algorithm.pin()),
+    let mut agent = connect(&a.agent, false).await?;
+    let manifest = served_manifest(&mut agent, &a.agent).await?;
+    let pinned = match &input {
+        InputRef::Artifact(n) => manifest.artifact(n).map(|x| Pin::Sealed(x.sealed)),
+        InputRef::Dataset(n) => manifest.dataset(n).map(|d| d.pin()),
+        InputRef::Algorithm => Some(manifest.algorithm.pin()),
     };
     let identity = match pinned {
         Some(Pin::Sealed(id)) => id,
         Some(Pin::Digest(_)) => {
-            eprintln!("cvmctl: the manifest does not seal {what}; the key was not sent");
-            return Ok(exit_codes::USAGE);
+            return Err(anyhow::anyhow!("the manifest does not seal {what}; the key was not sent").into())
         }
-        None => {
-            eprintln!("cvmctl: the manifest names no {what}; the key was not sent");
-            return Ok(exit_codes::USAGE);
-        }
+        None => return Err(anyhow::anyhow!("the manifest names no {what}; the key was not sent").into()),
     };
     if identity.key_id != sealing_key.id() {
-        eprintln!(
-            "cvmctl: {} has key id {} but the manifest seals {what} to key id {}; the key was not sent",
+        return Err(anyhow::anyhow!(
+            "{} has key id {} but the manifest seals {what} to key id {}; the key was not sent",
             a.key_file.display(),
             hex::encode(sealing_key.id()),
             hex::encode(identity.key_id)
-        );
-        return Ok(exit_codes::USAGE);
+        )
+        .into());
     }
     let request = api::KeyRelease { key: sealing_key.to_text().to_string() };
     let body = zeroize::Zeroizing::new(serde_json::to_vec(&request)?);
     drop(request);
     let (status, resp) =
-        agent.send(hyper::Method::PUT, &format!("{}{path}", api::KEYS), Some(body.to_vec())).await?;
+        agent.send(hyper::Method::PUT, &input.key_path(), Some(body.to_vec())).await.transport()?;
     if status != StatusCode::CREATED {
-        return Ok(refused(status, &resp));
+        return Err(refused(status, &resp));
     }
     let released: api::KeyReleased =
-        serde_json::from_slice(&resp).context("malformed key-release response")?;
+        serde_json::from_slice(&resp).context("malformed key-release response").transport()?;
     if released.loaded {
         eprintln!(
             "released the key of {what}; the agent read, verified and decrypted it in memory ({} bytes)",
@@ -100,5 +81,5 @@ pub async fn release_key(a: ReleaseKeyArgs) -> anyhow::Result<i32> {
     } else {
         eprintln!("released the key of {what}; the agent will decrypt it as it is uploaded");
     }
-    Ok(exit_codes::OK)
+    Ok(())
 }

@@ -10,7 +10,7 @@ use hyper::StatusCode;
 
 use super::upload::progress;
 use super::{connect, refused, AgentArgs};
-use crate::exit_codes;
+use crate::TransportContext as _;
 
 /// Arguments of `results`.
 #[derive(Debug, Args)]
@@ -23,16 +23,13 @@ pub struct ResultsArgs {
 }
 
 /// Downloads the results archive.
-pub async fn results(a: ResultsArgs) -> anyhow::Result<i32> {
-    let mut agent = match connect(&a.agent).await {
-        Ok(agent) => agent,
-        Err(code) => return Ok(code),
-    };
-    let resp = agent.get_stream(api::RESULTS).await?;
+pub async fn results(a: ResultsArgs) -> crate::Result {
+    let mut agent = connect(&a.agent, false).await?;
+    let resp = agent.get_stream(api::RESULTS).await.transport()?;
     let status = resp.status();
     if status != StatusCode::OK {
-        let body = resp.into_body().collect().await?.to_bytes();
-        return Ok(refused(status, &body));
+        let body = resp.into_body().collect().await.transport()?.to_bytes();
+        return Err(refused(status, &body));
     }
     let len = resp
         .headers()
@@ -47,7 +44,7 @@ pub async fn results(a: ResultsArgs) -> anyhow::Result<i32> {
     let mut body = resp.into_body();
     let mut total = 0u64;
     while let Some(frame) = body.frame().await {
-        let frame = frame.context("the download broke off")?;
+        let frame = frame.context("the download broke off").transport()?;
         if let Some(data) = frame.data_ref() {
             tokio::io::AsyncWriteExt::write_all(&mut file, data).await?;
             total += data.len() as u64;
@@ -59,5 +56,5 @@ pub async fn results(a: ResultsArgs) -> anyhow::Result<i32> {
     tokio::fs::rename(&tmp, &a.out).await?;
     bar.finish_and_clear();
     eprintln!("wrote {} bytes of results to {}", total, a.out.display());
-    Ok(exit_codes::OK)
+    Ok(())
 }

@@ -8,8 +8,8 @@ use cvm_protocol::api::{self, Status};
 use hyper::StatusCode;
 
 use super::{connect, refused, AgentArgs};
-use crate::exit_codes;
-use crate::output::emit;
+use crate::output::{emit, Message};
+use crate::{Error, TransportContext as _};
 
 /// Arguments of `status`.
 #[derive(Debug, Args)]
@@ -25,32 +25,25 @@ pub struct StatusArgs {
 }
 
 /// Prints the computation's state.
-pub async fn status(a: StatusArgs) -> anyhow::Result<i32> {
-    let mut agent = match connect(&a.agent).await {
-        Ok(agent) => agent,
-        Err(code) => return Ok(code),
-    };
+pub async fn status(a: StatusArgs) -> crate::Result {
+    let mut agent = connect(&a.agent, a.json).await?;
     let deadline = a.wait.map(|s| std::time::Instant::now() + std::time::Duration::from_secs(s));
     loop {
-        let (code, body) = agent.send(hyper::Method::GET, api::STATUS, None).await?;
+        let (code, body) = agent.send(hyper::Method::GET, api::STATUS, None).await.transport()?;
         if code != StatusCode::OK {
-            return Ok(refused(code, &body));
+            return Err(refused(code, &body));
         }
-        let status: Status = serde_json::from_slice(&body).context("malformed status")?;
-        let done =
-            matches!(status.state, api::State::ResultsReady | api::State::Consumed | api::State::Failed(_));
+        let status: Status = serde_json::from_slice(&body).context("malformed status").transport()?;
+        let done = status.state.is_final();
         let waiting = deadline.is_some_and(|d| std::time::Instant::now() < d);
         if done || !waiting {
             if a.json {
-                emit("status", &status)?;
+                emit(&Message::Status(status.clone()))?;
             } else {
                 let mut out = crate::output::stdout();
-                let state = match &status.state {
-                    api::State::Failed(reason) => format!("failed: {reason}"),
-                    other => serde_json::to_value(other)
-                        .ok()
-                        .and_then(|v| v["state"].as_str().map(str::to_owned))
-                        .unwrap_or_default(),
+                let state = match status.state.reason() {
+                    Some(reason) => format!("failed: {reason}"),
+                    None => status.state.name().to_owned(),
                 };
                 writeln!(out, "state:              {state}")?;
                 writeln!(out, "manifest:           {}", status.manifest_digest)?;
@@ -73,11 +66,10 @@ pub async fn status(a: StatusArgs) -> anyhow::Result<i32> {
                     )?,
                 }
             }
-            return Ok(if matches!(status.state, api::State::Failed(_)) {
-                exit_codes::AGENT_ERROR
-            } else {
-                exit_codes::OK
-            });
+            return match status.state {
+                api::State::Failed(reason) => Err(Error::Failed(reason)),
+                _ => Ok(()),
+            };
         }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }

@@ -5,15 +5,14 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Args;
-use cvm_protocol::api::{self, Uploaded};
-use cvm_protocol::Manifest;
+use cvm_protocol::api::{InputRef, Uploaded};
 use futures_util::TryStreamExt as _;
 use http_body_util::{BodyExt as _, StreamBody};
 use hyper::body::Frame;
 use hyper::StatusCode;
 
-use super::{connect, refused, AgentArgs};
-use crate::exit_codes;
+use super::{connect, refused, served_manifest, AgentArgs};
+use crate::TransportContext as _;
 
 /// Arguments of `upload-algorithm`.
 #[derive(Debug, Args)]
@@ -52,20 +51,18 @@ pub struct UploadArtifactArgs {
 }
 
 /// Uploads the algorithm.
-pub async fn upload_algorithm(a: UploadAlgorithmArgs) -> anyhow::Result<i32> {
-    upload(&a.agent, api::ALGORITHM, &a.file, "algorithm").await
+pub async fn upload_algorithm(a: UploadAlgorithmArgs) -> crate::Result {
+    upload(&a.agent, &InputRef::Algorithm, &a.file).await
 }
 
 /// Uploads a dataset.
-pub async fn upload_dataset(a: UploadDatasetArgs) -> anyhow::Result<i32> {
-    let path = format!("{}{}", api::DATASETS, a.name);
-    upload(&a.agent, &path, &a.file, &a.name).await
+pub async fn upload_dataset(a: UploadDatasetArgs) -> crate::Result {
+    upload(&a.agent, &InputRef::Dataset(a.name), &a.file).await
 }
 
 /// Uploads a sealed artifact (its key must have been released).
-pub async fn upload_artifact(a: UploadArtifactArgs) -> anyhow::Result<i32> {
-    let path = format!("{}{}", api::ARTIFACTS, a.name);
-    upload(&a.agent, &path, &a.file, &a.name).await
+pub async fn upload_artifact(a: UploadArtifactArgs) -> crate::Result {
+    upload(&a.agent, &InputRef::Artifact(a.name), &a.file).await
 }
 
 /// A progress bar on stderr, only when a person watches (stdout and stderr are terminals).
@@ -83,52 +80,34 @@ pub(super) fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
     bar
 }
 
-async fn upload(
-    agent_args: &AgentArgs,
-    path: &str,
-    file: &std::path::Path,
-    what: &str,
-) -> anyhow::Result<i32> {
+async fn upload(agent_args: &AgentArgs, input: &InputRef, file: &std::path::Path) -> crate::Result {
     let f = tokio::fs::File::open(file).await.with_context(|| format!("cannot read {}", file.display()))?;
     let len = f.metadata().await?.len();
-    let mut agent = match connect(agent_args).await {
-        Ok(agent) => agent,
-        Err(code) => return Ok(code),
-    };
+    let mut agent = connect(agent_args, false).await?;
     // The manifest the agent enforces; its digest was verified in the evidence.
-    let (code, body) = agent.send(hyper::Method::GET, api::MANIFEST, None).await?;
-    if code != StatusCode::OK {
-        return Ok(refused(code, &body));
-    }
-    let manifest = Manifest::from_json(&body).context("the agent's manifest")?;
-    if manifest.digest() != agent_args.manifest_digest {
-        anyhow::bail!(
-            "the agent serves manifest {} but its evidence names {}",
-            manifest.digest(),
-            agent_args.manifest_digest
-        );
-    }
+    let manifest = served_manifest(&mut agent, agent_args).await?;
     let limit = manifest.limits.max_upload_bytes;
     if len > limit {
-        eprintln!(
-            "cvmctl: {} is {len} bytes, over the manifest's max_upload_bytes of {limit}; nothing was sent",
+        return Err(anyhow::anyhow!(
+            "{} is {len} bytes, over the manifest's max_upload_bytes of {limit}; nothing was sent",
             file.display()
-        );
-        return Ok(exit_codes::USAGE);
+        )
+        .into());
     }
-    let bar = progress(len, what);
+    let bar = progress(len, input.name());
     let counter = bar.clone();
     let stream = tokio_util::io::ReaderStream::with_capacity(f, 256 * 1024).map_ok(move |chunk| {
         counter.inc(chunk.len() as u64);
         Frame::data(chunk)
     });
     let body = StreamBody::new(stream).boxed();
-    let (status, body) = agent.send_body(hyper::Method::PUT, path, body, Some(len)).await?;
+    let (status, body) =
+        agent.send_body(hyper::Method::PUT, &input.upload_path(), body, Some(len)).await.transport()?;
     bar.finish_and_clear();
     if status != StatusCode::CREATED {
-        return Ok(refused(status, &body));
+        return Err(refused(status, &body));
     }
-    let up: Uploaded = serde_json::from_slice(&body).context("malformed upload response")?;
+    let up: Uploaded = serde_json::from_slice(&body).context("malformed upload response").transport()?;
     match (&up.digest, &up.sealed) {
         (Some(d), _) => eprintln!("uploaded {} ({} bytes, {d}); the agent accepted it", up.name, up.bytes),
         (None, Some(id)) => eprintln!(
@@ -137,5 +116,5 @@ async fn upload(
         ),
         (None, None) => eprintln!("uploaded {} ({} bytes); the agent accepted it", up.name, up.bytes),
     }
-    Ok(exit_codes::OK)
+    Ok(())
 }
