@@ -184,14 +184,17 @@ impl MeasureArgs {
         };
         let measurement = hex::encode(launch_measurement(&inputs)?);
         if self.json {
-            output::emit(&output::Message::Measurement(serde_json::json!({
-                "measurement": measurement,
-                "ovmf": ovmf, "kernel": self.kernel, "initrd": self.initrd,
-                "append": self.kernel.as_ref().map(|_| append),
-                "firmware_only": self.firmware_only, "vcpus": self.vcpus,
-                "vcpu_type": vcpu_type.0.to_string(),
-                "guest_features": format!("{:#x}", self.guest_features),
-            })))?;
+            output::emit(&output::Message::Measurement(output::Measurement {
+                measurement,
+                ovmf: ovmf.clone(),
+                kernel: self.kernel.clone(),
+                initrd: self.initrd.clone(),
+                append: self.kernel.as_ref().map(|_| append),
+                firmware_only: self.firmware_only,
+                vcpus: self.vcpus,
+                vcpu_type: vcpu_type.0.to_string(),
+                guest_features: format!("{:#x}", self.guest_features),
+            }))?;
         } else {
             use std::io::Write as _;
             writeln!(output::stdout(), "{measurement}")?;
@@ -228,19 +231,25 @@ fn print_uki(path: &Path, json: bool) -> crate::Result {
     };
     let policy = uki_policy(&m);
     if json {
-        output::emit(&output::Message::Uki(serde_json::json!({
-                "uki": path,
-                "bytes": bytes.len(),
-                "authenticode_sha256": hex::encode(m.authenticode_sha256),
-                "kernel_authenticode_sha256": hex::encode(m.kernel_authenticode_sha256),
-                "pcr9_sha256": hex::encode(m.pcr9_sha256),
-                "pcr11_sha256": hex::encode(m.pcr11_sha256),
-                "cmdline": m.cmdline,
-                "sections": m.sections.iter().map(|s| serde_json::json!({
-                    "name": s.name, "bytes": s.size, "sha256": hex::encode(s.sha256),
-                })).collect::<Vec<_>>(),
-                "policy": policy,
-        })))?;
+        output::emit(&output::Message::Uki(output::Uki {
+            uki: path.to_path_buf(),
+            bytes: bytes.len(),
+            authenticode_sha256: hex::encode(m.authenticode_sha256),
+            kernel_authenticode_sha256: hex::encode(m.kernel_authenticode_sha256),
+            pcr9_sha256: hex::encode(m.pcr9_sha256),
+            pcr11_sha256: hex::encode(m.pcr11_sha256),
+            cmdline: m.cmdline.clone(),
+            sections: m
+                .sections
+                .iter()
+                .map(|s| output::UkiSection {
+                    name: s.name.to_owned(),
+                    bytes: s.size,
+                    sha256: hex::encode(s.sha256),
+                })
+                .collect(),
+            policy: policy.clone(),
+        }))?;
         return Ok(());
     }
     use std::io::Write as _;

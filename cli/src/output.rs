@@ -53,9 +53,9 @@ pub enum Message {
     /// What `report simulate` wrote.
     Simulated(Simulated),
     /// A launch measurement (`measure`).
-    Measurement(Value),
+    Measurement(Measurement),
     /// A UKI's vTPM measurements (`measure --uki`).
-    Uki(Value),
+    Uki(Uki),
     /// An agent connected to the log listener (`logs listen`).
     Connected(Connected),
     /// The agent's log link closed (`logs listen`).
@@ -177,6 +177,63 @@ pub struct Simulated {
     pub signing_key: String,
     /// The files written.
     pub files: Vec<String>,
+}
+
+/// The `data` of a `measurement` line: the launch measurement and what it was computed from.
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct Measurement {
+    /// The launch measurement (96 hex digits).
+    pub measurement: String,
+    /// The firmware.
+    pub ovmf: std::path::PathBuf,
+    /// The kernel of a direct boot.
+    pub kernel: Option<std::path::PathBuf>,
+    /// Its initrd.
+    pub initrd: Option<std::path::PathBuf>,
+    /// Its command line (with a kernel only).
+    pub append: Option<String>,
+    /// The firmware alone, as a guest that boots from a disk has it.
+    pub firmware_only: bool,
+    /// vCPUs.
+    pub vcpus: u32,
+    /// Their type.
+    pub vcpu_type: String,
+    /// The SEV features, in hex.
+    pub guest_features: String,
+}
+
+/// The `data` of a `uki` line: what booting the UKI measures into the vTPM.
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
+pub struct Uki {
+    /// The file.
+    pub uki: std::path::PathBuf,
+    /// Its size.
+    pub bytes: usize,
+    /// Its PE/Authenticode SHA-256 (PCR 4).
+    pub authenticode_sha256: String,
+    /// The embedded kernel's Authenticode SHA-256 (PCR 4).
+    pub kernel_authenticode_sha256: String,
+    /// The initrd's SHA-256 as measured into PCR 9.
+    pub pcr9_sha256: String,
+    /// PCR 11 after the stub's section measurements.
+    pub pcr11_sha256: String,
+    /// The embedded command line.
+    pub cmdline: Option<String>,
+    /// The sections the stub measures.
+    pub sections: Vec<UkiSection>,
+    /// The policy rules that pin it (`tpm_pcrs`, `tpm_events`).
+    pub policy: Value,
+}
+
+/// One measured section of a UKI.
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct UkiSection {
+    /// Its name (`.linux`, `.initrd`, ...).
+    pub name: String,
+    /// Its size.
+    pub bytes: usize,
+    /// Its SHA-256.
+    pub sha256: String,
 }
 
 /// The `data` of a `connected` line.

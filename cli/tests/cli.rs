@@ -683,6 +683,13 @@ fn manifest_measure_and_logs_exit_by_the_table() {
     assert_exit(&cvmctl(&["manifest", "digest", bad.to_str().unwrap()]), exit_codes::USAGE);
 
     assert_exit(&cvmctl(&["measure", "--json"]), exit_codes::USAGE);
+    // Debian's OVMF has no SEV metadata: unusable input of the user's own.
+    let ovmf = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+    if Path::new(ovmf).exists() {
+        let o = cvmctl(&["measure", "--ovmf", ovmf, "--firmware-only", "--vcpu-type", "EPYC-v4", "--json"]);
+        assert_exit(&o, exit_codes::USAGE);
+        assert!(stdout(&o).is_empty(), "{}", stdout(&o));
+    }
     assert_exit(&cvmctl(&["measure", "--uki", bad.to_str().unwrap(), "--json"]), exit_codes::USAGE);
 
     // No listener behind the control socket: 3, and a typed refusal.
