@@ -108,7 +108,8 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Usage(e) | Error::Transport(e) => write!(f, "error: {e:#}"),
-            Error::Rejected(what) => write!(f, "rejected: {what}"),
+            // What failed was printed already, each on a `cvmctl: rejected:` line.
+            Error::Rejected(what) => f.write_str(what),
             Error::Refused(r) => write!(f, "the agent refused: {r}"),
             Error::Failed(reason) => write!(f, "the computation failed: {reason}"),
         }
