@@ -16,18 +16,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-/// Which TEE provider produces reports.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TeeChoice {
-    /// The first real provider that exists; none is an error.
-    Auto,
-    /// /dev/sev-guest.
-    SevGuest,
-    /// /sys/kernel/config/tsm/report.
-    ConfigfsTsm,
-    /// Software SNP; not secure.
-    Simulated,
-}
+pub use crate::tee::TeeChoice;
 
 pub use crate::vtpm::VtpmMode;
 

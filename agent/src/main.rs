@@ -143,7 +143,11 @@ async fn serve(
         pcr: config.tpm_pcr,
         firmware_log: config.firmware_log.as_deref(),
     })?;
-    let tee = tee::from_config(&config)?;
+    let tee = tee::from_settings(tee::TeeSettings {
+        choice: config.tee,
+        simulated_chain: config.simulated_chain.as_deref(),
+        simulated_measurement: config.simulated_measurement,
+    })?;
     log::info!("TEE provider: {}", tee.name());
     let identity = AttestedIdentity::create(tee.as_ref(), digest.0, vtpm.ak_public())?;
     let tls = identity.server_config()?;

@@ -22,8 +22,6 @@ pub use simulated::Simulated;
 /// `simulated-tee` feature: development and the tests' images only).
 pub const SIMULATED_BUILT_IN: bool = cfg!(feature = "simulated-tee");
 
-use crate::config::{Config, TeeChoice};
-
 /// A report and the certificates the host supplied with it.
 #[derive(Clone, Debug, Default)]
 pub struct TeeEvidence {
@@ -55,13 +53,37 @@ pub trait TeeProvider: Send + Sync {
     fn report(&self, report_data: &[u8; 64]) -> Result<TeeEvidence, TeeError>;
 }
 
-/// The provider the configuration asks for; `auto` never picks the simulator.
-pub fn from_config(config: &Config) -> Result<Box<dyn TeeProvider>, TeeError> {
-    match config.tee {
+/// Which TEE provider produces reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TeeChoice {
+    /// The first real provider that exists; none is an error.
+    Auto,
+    /// /dev/sev-guest.
+    SevGuest,
+    /// /sys/kernel/config/tsm/report.
+    ConfigfsTsm,
+    /// Software SNP; not secure.
+    Simulated,
+}
+
+/// The TEE's settings: config keys `tee`, `simulated_chain` and `simulated_measurement`.
+#[derive(Clone, Copy, Debug)]
+pub struct TeeSettings<'a> {
+    /// The provider asked for.
+    pub choice: TeeChoice,
+    /// The simulated provider's chain bundle.
+    pub simulated_chain: Option<&'a Path>,
+    /// The measurement the simulated provider reports.
+    pub simulated_measurement: [u8; 48],
+}
+
+/// The provider the settings ask for; `auto` never picks the simulator.
+pub fn from_settings(config: TeeSettings<'_>) -> Result<Box<dyn TeeProvider>, TeeError> {
+    match config.choice {
         TeeChoice::SevGuest => Ok(Box::new(SevGuest)),
         TeeChoice::ConfigfsTsm => Ok(Box::new(ConfigfsTsm::new())),
         #[cfg(feature = "simulated-tee")]
-        TeeChoice::Simulated => Ok(Box::new(Simulated::from_config(config)?)),
+        TeeChoice::Simulated => Ok(Box::new(Simulated::from_settings(config)?)),
         #[cfg(not(feature = "simulated-tee"))]
         TeeChoice::Simulated => Err(TeeError {
             provider: "simulated",
