@@ -111,6 +111,21 @@ fn status_exits_by_the_table_and_its_json_is_typed_even_when_rejected() {
     );
     assert_exit(&unreachable(&s, "status", None, &["--json"]), exit_codes::AGENT_ERROR);
     assert_exit(&s.run("status", None, &["--wait", "soon"]), exit_codes::USAGE);
+
+    // A failed computation: 3, the status still printed, typed, and the reason on stderr.
+    let s = Scenario::start(Options { algorithm: "import sys\nsys.exit(7)\n".into(), ..Options::default() });
+    s.upload_inputs();
+    let o = s.run("status", None, &["--json", "--wait", "30"]);
+    assert_exit(&o, exit_codes::AGENT_ERROR);
+    match messages(&o).as_slice() {
+        [Message::Status(st)] => assert_eq!(st.state.name(), "failed"),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        stderr(&o).contains("cvmctl: the computation failed: the algorithm exited with code 7"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
