@@ -28,10 +28,14 @@ demo-host: setup
 ## Every test, and the checks CI enforces: formatting, clippy, docs, tests.
 test: setup lint static unit
 
+## Supply chain: licences, banned and duplicate crates, sources (deny.toml);
+## scripts/install-cargo-deny installs the pinned cargo-deny when missing.
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --locked --workspace --no-deps --quiet
+	scripts/install-cargo-deny
+	$(CARGO) deny --locked check licenses bans sources
 
 unit:
 	scripts/test

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use std::sync::OnceLock;
 
 use cvm_agent::sandbox::{FailReason, Mode, Program, RunOutcome, RunSpec, Sandbox, Scratch};
-use cvm_tests::processes_of;
+use cvm_test_support::processes_of;
 
 /// A uid per test, so one test's clean-up cannot kill another's processes.
 fn uid() -> u32 {

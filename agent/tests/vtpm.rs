@@ -9,7 +9,7 @@ use cvm_evidence::eventlog::{replay_pcr, EventRecord, PcrBank};
 use cvm_evidence::vtpm::{check_measurements, VtpmClaim};
 use cvm_evidence::VerificationReport;
 use cvm_protocol::api::VtpmEvidence;
-use cvm_tests::Swtpm;
+use cvm_test_support::Swtpm;
 use std::sync::Arc;
 
 fn events() -> Vec<Event> {

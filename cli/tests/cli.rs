@@ -3,31 +3,20 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests panic on broken fixtures")]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::OnceLock;
 
+use cvm_test_support::{assert_exit, run, stderr, stdout};
 use cvmctl::exit_codes;
 use cvmctl::output::{Line, Verdict};
 
+/// This crate's own cvmctl, the one cargo built for these tests.
 fn cvmctl(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cvmctl")).args(args).output().expect("run cvmctl")
+    run(env!("CARGO_BIN_EXE_cvmctl"), args)
 }
 
 fn vector(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../evidence/testdata/amd").join(name)
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-#[track_caller]
-fn assert_exit(o: &Output, code: i32) {
-    assert_eq!(o.status.code(), Some(code), "stdout:\n{}\nstderr:\n{}", stdout(o), stderr(o));
 }
 
 fn json_lines(o: &Output) -> Vec<Line> {

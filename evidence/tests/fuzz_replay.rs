@@ -11,14 +11,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests panic on broken fixtures")]
 
 use std::alloc::System;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, Once};
 
 use cap::Cap;
 use cvm_evidence::binding::{boot_report_data, BootEvidence, CMW_EXTENSION_ARCS};
 use cvm_evidence::certs::parse_certificate;
 use cvm_evidence::fuzzing::{self, allocation_bound, TARGETS};
+use cvm_test_support::fuzz_replay;
 use der::Encode;
 
 /// Counts every allocation; a limit set around a property call makes any
@@ -26,63 +25,14 @@ use der::Encode;
 #[global_allocator]
 static ALLOCATOR: Cap<System> = Cap::new(System, usize::MAX);
 
-/// The limit is process-wide: one property call at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-struct Unlimit;
-
-impl Drop for Unlimit {
-    fn drop(&mut self) {
-        let _ = ALLOCATOR.set_limit(usize::MAX);
-    }
-}
-
 /// Runs `f` on `input` with at most [`allocation_bound`] more bytes allocated at once.
 fn bounded(f: fn(&[u8]), input: &[u8]) {
-    // A failed property panics; reporting it (message, backtrace) is not
-    // the parser's allocation, so the hook lifts the limit first.
-    static HOOK: Once = Once::new();
-    HOOK.call_once(|| {
-        let report = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let _ = ALLOCATOR.set_limit(usize::MAX);
-            report(info);
-        }));
-    });
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    fuzzing::warm_up();
-    let _unlimit = Unlimit;
-    ALLOCATOR.set_limit(ALLOCATOR.allocated() + allocation_bound(input.len())).unwrap();
-    f(input);
+    fuzz_replay::bounded(&ALLOCATOR, allocation_bound(input.len()), fuzzing::warm_up, f, input);
 }
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
-
-/// The committed corpus and the findings of `target`, sorted.
-fn inputs(target: &str) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for dir in ["fuzz/corpus-replay", "fuzz/findings"] {
-        if let Ok(entries) = std::fs::read_dir(repo().join(dir).join(target)) {
-            out.extend(entries.map(|e| e.unwrap().path()).filter(|p| p.is_file()));
-        }
-    }
-    out.sort();
-    out
-}
-
+/// Replays the committed inputs of `target` through [`bounded`].
 fn replay(target: &str) {
-    let (_, f) = TARGETS.iter().find(|(name, _)| *name == target).expect("a target of this crate");
-    let files = inputs(target);
-    assert!(!files.is_empty(), "no committed inputs for {target} under fuzz/corpus-replay or fuzz/findings");
-    // Straight to stderr (not captured): if an input allocates past the
-    // bound the process aborts, and this line says where it was.
-    let _ = writeln!(std::io::stderr(), "fuzz replay: {target}: {} inputs", files.len());
-    for path in files {
-        let data = std::fs::read(&path).unwrap();
-        bounded(*f, &data);
-    }
+    fuzz_replay::replay(target, TARGETS, bounded);
 }
 
 #[test]
@@ -176,13 +126,15 @@ fn issue13_der_lengths_past_the_input_allocate_nothing() {
     for file in
         ["certificate/issue13-serial-claims-256mib.der", "certificate/issue13-serial-claims-256mib.pem"]
     {
-        let bytes = std::fs::read(repo().join("fuzz/findings").join(file)).unwrap();
+        let bytes = std::fs::read(fuzz_replay::repo().join("fuzz/findings").join(file)).unwrap();
         bounded(fuzzing::certificate, &bytes);
         let err = parse_certificate(&bytes, "server").unwrap_err().to_string();
         assert!(err.contains("claims 268435455 bytes"), "{file}: {err}");
     }
-    let der =
-        std::fs::read(repo().join("fuzz/findings/boot_evidence/issue13-serial-claims-256mib.der")).unwrap();
+    let der = std::fs::read(
+        fuzz_replay::repo().join("fuzz/findings/boot_evidence/issue13-serial-claims-256mib.der"),
+    )
+    .unwrap();
     bounded(fuzzing::boot_evidence, &der);
     let err = BootEvidence::from_certificate(&der).unwrap_err().to_string();
     assert!(err.contains("claims 268435455 bytes"), "{err}");
@@ -257,7 +209,11 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     out.push(("certificate", "agent.der".into(), agent.clone()));
     out.push(("boot_evidence", "agent-with-chain-and-ak.der".into(), agent));
     out.push(("boot_evidence", "agent-vek-only.der".into(), agent_certificate(false, None)));
-    out.push(("policy", "example.json".into(), std::fs::read(repo().join("examples/policy.json")).unwrap()));
+    out.push((
+        "policy",
+        "example.json".into(),
+        std::fs::read(fuzz_replay::repo().join("examples/policy.json")).unwrap(),
+    ));
     let full = serde_json::json!({
         "measurements": ["00".repeat(48)], "min_tcb": {"bootloader": 3, "tee": 0, "snp": 8, "microcode": 115, "fmc": 1},
         "min_guest_svn": 2, "allow_debug": true, "allow_migration_agent": false, "allow_smt": false,

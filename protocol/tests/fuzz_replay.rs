@@ -11,9 +11,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests panic on broken fixtures")]
 
 use std::alloc::System;
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
-use std::sync::{Mutex, Once};
+use std::path::PathBuf;
 
 use cap::Cap;
 use cvm_protocol::fuzzing::{self, allocation_bound, FUZZ_SEALING_KEY, TARGETS};
@@ -23,68 +21,21 @@ use cvm_protocol::logstream::{
 };
 use cvm_protocol::manifest::{Manifest, MAX_SAFE_INTEGER};
 use cvm_protocol::sealed::{seal, SealingKey, MIN_CHUNK};
+use cvm_test_support::fuzz_replay;
 
 /// Counts every allocation; a limit set around a property call makes any
 /// allocation past the bound fail (and the test process abort, naming the size).
 #[global_allocator]
 static ALLOCATOR: Cap<System> = Cap::new(System, usize::MAX);
 
-/// The limit is process-wide: one property call at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-struct Unlimit;
-
-impl Drop for Unlimit {
-    fn drop(&mut self) {
-        let _ = ALLOCATOR.set_limit(usize::MAX);
-    }
-}
-
 /// Runs `f` on `input` with at most [`allocation_bound`] more bytes allocated at once.
 fn bounded(f: fn(&[u8]), input: &[u8]) {
-    // A failed property panics; reporting it (message, backtrace) is not
-    // the parser's allocation, so the hook lifts the limit first.
-    static HOOK: Once = Once::new();
-    HOOK.call_once(|| {
-        let report = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let _ = ALLOCATOR.set_limit(usize::MAX);
-            report(info);
-        }));
-    });
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let _unlimit = Unlimit;
-    ALLOCATOR.set_limit(ALLOCATOR.allocated() + allocation_bound(input.len())).unwrap();
-    f(input);
+    fuzz_replay::bounded(&ALLOCATOR, allocation_bound(input.len()), || {}, f, input);
 }
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
-
-/// The committed corpus and the findings of `target`, sorted.
-fn inputs(target: &str) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for dir in ["fuzz/corpus-replay", "fuzz/findings"] {
-        if let Ok(entries) = std::fs::read_dir(repo().join(dir).join(target)) {
-            out.extend(entries.map(|e| e.unwrap().path()).filter(|p| p.is_file()));
-        }
-    }
-    out.sort();
-    out
-}
-
+/// Replays the committed inputs of `target` through [`bounded`].
 fn replay(target: &str) {
-    let (_, f) = TARGETS.iter().find(|(name, _)| *name == target).expect("a target of this crate");
-    let files = inputs(target);
-    assert!(!files.is_empty(), "no committed inputs for {target} under fuzz/corpus-replay or fuzz/findings");
-    // Straight to stderr (not captured): if an input allocates past the
-    // bound the process aborts, and this line says where it was.
-    let _ = writeln!(std::io::stderr(), "fuzz replay: {target}: {} inputs", files.len());
-    for path in files {
-        let data = std::fs::read(&path).unwrap();
-        bounded(*f, &data);
-    }
+    fuzz_replay::replay(target, TARGETS, bounded);
 }
 
 #[test]
@@ -147,8 +98,10 @@ fn every_target_has_a_test_here() {
 /// is refused at decode now.
 #[test]
 fn issue13_record_numbered_u64_max_is_refused_at_decode() {
-    let body = std::fs::read(repo().join("fuzz/findings/log_agent_message/issue13-dropped-seq-u64-max.json"))
-        .unwrap();
+    let body = std::fs::read(
+        fuzz_replay::repo().join("fuzz/findings/log_agent_message/issue13-dropped-seq-u64-max.json"),
+    )
+    .unwrap();
     let err = AgentMessage::decode(&body).unwrap_err().to_string();
     assert!(err.contains("`seq`") && err.contains("9007199254740991"), "{err}");
     bounded(fuzzing::log_agent_message, &body);
@@ -165,17 +118,18 @@ fn issue13_manifest_integers_above_2_pow_53_are_refused_by_name() {
         ("issue13-run-timeout-2pow53-plus-1.json", "limits.run_timeout_s"),
         ("issue13-sealed-size-2pow53.json", "datasets[0].sealed.size"),
     ] {
-        let text = std::fs::read(repo().join("fuzz/findings/manifest").join(file)).unwrap();
+        let text = std::fs::read(fuzz_replay::repo().join("fuzz/findings/manifest").join(file)).unwrap();
         let err = Manifest::from_json(&text).unwrap_err();
         assert_eq!(err.field, field, "{file}: {err}");
         assert!(err.message.contains("9007199254740991"), "{file}: {err}");
         bounded(fuzzing::manifest, &text);
     }
     // The largest safe integer is accepted, and survives the canonical form.
-    let text =
-        std::fs::read_to_string(repo().join("fuzz/findings/manifest/issue13-run-timeout-2pow53-plus-1.json"))
-            .unwrap()
-            .replace("9007199254740993", &MAX_SAFE_INTEGER.to_string());
+    let text = std::fs::read_to_string(
+        fuzz_replay::repo().join("fuzz/findings/manifest/issue13-run-timeout-2pow53-plus-1.json"),
+    )
+    .unwrap()
+    .replace("9007199254740993", &MAX_SAFE_INTEGER.to_string());
     let m = Manifest::from_json(text.as_bytes()).unwrap();
     assert_eq!(m.limits.run_timeout_s, MAX_SAFE_INTEGER);
     assert_eq!(Manifest::from_json(&m.canonical_json()).unwrap(), m);

@@ -16,109 +16,14 @@ pub mod firmware;
 pub mod loghost;
 pub mod vm;
 
+// The helpers of the leaf crate, under the paths the tests have always used.
+pub use cvm_test_support::{
+    assert_exit, bin, cvmctl, ok, processes_of, seal, sealing_key, sha256_file, stderr, stdout, vm_hwm, Swtpm,
+};
+
 use cvm_evidence::simulator::{ChainParams, SimulatedChain};
 use cvm_evidence::Product;
-use sha2::{Digest as _, Sha256};
-
-/// The workspace's target directory for this build.
-fn bin_dir() -> PathBuf {
-    // Test binaries live in target/<profile>/deps, other binaries in target/<profile>.
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe.parent().expect("target dir");
-    if dir.ends_with("deps") {
-        dir.parent().expect("target dir").to_path_buf()
-    } else {
-        dir.to_path_buf()
-    }
-}
-
-/// Path of a workspace binary, built once if missing.
-pub fn bin(name: &str) -> PathBuf {
-    static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        // The tests' platform is simulated: the agent with the simulated TEE.
-        let mut args = vec![
-            "build",
-            "--quiet",
-            "-p",
-            "cvm-agent",
-            "-p",
-            "cvmctl",
-            "--bins",
-            "--features",
-            "cvm-agent/simulated-tee",
-        ];
-        if bin_dir().ends_with("release") {
-            args.push("--release");
-        }
-        // Without the variables `cargo test` gives this process: build
-        // scripts that track them (ring's) would otherwise rebuild half the
-        // tree here, and again in the next plain `cargo build`.
-        let mut cargo = Command::new(env!("CARGO"));
-        for (k, _) in std::env::vars_os() {
-            let k = k.to_string_lossy();
-            if ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_BIN_EXE_", "CARGO_TARGET_TMPDIR", "LD_LIBRARY_PATH"]
-                .iter()
-                .any(|p| k.starts_with(p))
-            {
-                cargo.env_remove(k.as_ref());
-            }
-        }
-        let status = cargo.args(&args).current_dir(env!("CARGO_MANIFEST_DIR")).status().expect("cargo build");
-        assert!(status.success(), "building the binaries failed");
-    });
-    bin_dir().join(name)
-}
-
-/// Runs cvmctl.
-pub fn cvmctl(args: &[&str]) -> Output {
-    Command::new(bin("cvmctl")).args(args).stdin(Stdio::null()).output().expect("run cvmctl")
-}
-
-/// A process's stderr as text.
-pub fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Asserts a process's exit code, showing its stdout and stderr otherwise.
-#[track_caller]
-pub fn assert_exit(o: &Output, code: i32) {
-    assert_eq!(
-        o.status.code(),
-        Some(code),
-        "stdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        stderr(o)
-    );
-}
-
-/// Live (not zombie) processes of `uid` on this machine: killed orphans
-/// stay zombies until their reaper collects them, and hold nothing.
-pub fn processes_of(uid: u32) -> usize {
-    let Ok(dir) = std::fs::read_dir("/proc") else { return 0 };
-    dir.flatten()
-        .filter(|e| e.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())))
-        .filter(|e| {
-            std::fs::read_to_string(e.path().join("status")).is_ok_and(|s| {
-                s.lines()
-                    .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some(&uid.to_string()))
-                    && !s.lines().any(|l| l.starts_with("State:") && l.contains("Z (zombie)"))
-            })
-        })
-        .count()
-}
-
-/// A process's peak resident set (VmHWM) in KiB; 0 once it is gone.
-pub fn vm_hwm(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
+use cvm_test_support::bin_dir;
 
 /// `openssl speed ARGS...` in MB/s: the last column of its last line
 /// (the largest block size asked for).
@@ -314,8 +219,9 @@ pub fn example(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/stats").join(name)
 }
 
-fn sha256_file(path: &Path) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(std::fs::read(path).unwrap())))
+/// A file's digest as a manifest gives it: `sha256:<hex>`.
+fn manifest_digest(path: &Path) -> String {
+    format!("sha256:{}", sha256_file(path))
 }
 
 /// Creates an owner key with `cvmctl keygen`.
@@ -350,11 +256,11 @@ impl Scenario {
         }
         let mut algorithm = match &opts.interpreter {
             Some(i) => serde_json::json!({
-                "digest": sha256_file(&d.join("stats.py")), "provider_key": alg.public, "kind": "script",
+                "digest": manifest_digest(&d.join("stats.py")), "provider_key": alg.public, "kind": "script",
                 "interpreter": i, "args": ["--column", "age"]
             }),
             None => serde_json::json!({
-                "digest": sha256_file(&d.join("stats.py")), "provider_key": alg.public, "kind": "binary",
+                "digest": manifest_digest(&d.join("stats.py")), "provider_key": alg.public, "kind": "binary",
                 "args": ["--column", "age"]
             }),
         };
@@ -366,8 +272,8 @@ impl Scenario {
             "name": "Mean age over two hospitals",
             "algorithm": algorithm,
             "datasets": [
-                {"name": "hospital-a.csv", "digest": sha256_file(&d.join("hospital-a.csv")), "provider_key": a.public},
-                {"name": "hospital-b.csv", "digest": sha256_file(&d.join("hospital-b.csv")), "provider_key": b.public}
+                {"name": "hospital-a.csv", "digest": manifest_digest(&d.join("hospital-a.csv")), "provider_key": a.public},
+                {"name": "hospital-b.csv", "digest": manifest_digest(&d.join("hospital-b.csv")), "provider_key": b.public}
             ],
             "result_consumers": [{"key": consumer.public}],
             "limits": {"max_upload_bytes": opts.max_upload_bytes, "run_timeout_s": opts.run_timeout_s, "memory_bytes": opts.memory_bytes},
@@ -684,63 +590,5 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAnyServer {
     }
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         rustls::crypto::ring::default_provider().signature_verification_algorithms.supported_schemes()
-    }
-}
-
-/// A fresh software TPM (swtpm) of its own on two free loopback ports, with
-/// all PCR banks at zero; stopped when dropped.
-pub struct Swtpm {
-    pid: u32,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Swtpm {
-    /// Starts one; panics (failing the test loudly) when swtpm is missing or will not start.
-    pub fn start() -> Swtpm {
-        let dir = tempfile::tempdir().unwrap();
-        let pid_file = dir.path().join("swtpm.pid");
-        let mut last = String::new();
-        for _ in 0..20 {
-            // Two consecutive free ports: the swtpm TCTI talks to PORT and its control channel to PORT + 1.
-            let port = {
-                let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-                l.local_addr().unwrap().port()
-            };
-            if port == u16::MAX || std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_err() {
-                continue;
-            }
-            // --daemon returns once both sockets are bound, so the TPM is ready when it exits 0.
-            let out = Command::new("swtpm")
-                .args(["socket", "--tpm2", "--daemon", "--flags", "not-need-init,startup-clear"])
-                .arg("--server")
-                .arg(format!("type=tcp,port={port},bindaddr=127.0.0.1"))
-                .arg("--ctrl")
-                .arg(format!("type=tcp,port={},bindaddr=127.0.0.1", port + 1))
-                .arg("--tpmstate")
-                .arg(format!("dir={}", dir.path().display()))
-                .arg("--pid")
-                .arg(format!("file={}", pid_file.display()))
-                .stdin(Stdio::null())
-                .output()
-                .unwrap_or_else(|e| panic!("cannot run swtpm ({e}): run scripts/setup to install it"));
-            if out.status.success() {
-                let pid = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
-                return Swtpm { pid, port, _dir: dir };
-            }
-            last = String::from_utf8_lossy(&out.stderr).into_owned();
-        }
-        panic!("swtpm did not start: {last}");
-    }
-
-    /// The TCTI that reaches it.
-    pub fn tcti(&self) -> String {
-        format!("swtpm:host=127.0.0.1,port={}", self.port)
-    }
-}
-
-impl Drop for Swtpm {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").arg(self.pid.to_string()).status();
     }
 }

@@ -10,24 +10,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use cvm_tests::vm::{self, Vm};
-use cvm_tests::{cvmctl, owner};
-use sha2::{Digest as _, Sha256};
-
-fn sha256_file(path: &Path) -> String {
-    hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
-}
-
-#[track_caller]
-fn ok(o: &Output, what: &str) -> String {
-    assert!(
-        o.status.success(),
-        "{what}: exit {:?}\n{}{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
+use cvm_tests::{cvmctl, ok, owner, seal, sealing_key, sha256_file};
 
 fn run(program: &str, args: &[&str]) -> Output {
     Command::new(program).args(args).output().unwrap_or_else(|e| panic!("{program}: {e} (scripts/setup-vm)"))
@@ -266,12 +249,8 @@ fn the_flow_runs_from_the_disk_image_and_the_owners_pin_it_through_the_vtpm() {
     let alg = owner(d, "alg", "p256");
     let a = owner(d, "a", "ed25519");
     std::fs::write(d.join("model.json"), MODEL).unwrap();
-    ok(&cvmctl(&["keygen", "--sealing", "--out", &p("model.key")]), "keygen --sealing");
-    let sealed = ok(
-        &cvmctl(&["seal", "--key-file", &p("model.key"), "--out", &p("model-disk.img"), &p("model.json")]),
-        "seal",
-    );
-    let sealed: serde_json::Value = serde_json::from_str(sealed.trim()).unwrap();
+    let model_key = sealing_key(d, "model.key");
+    let sealed = seal(&model_key, &d.join("model.json"), &d.join("model-disk.img"));
     let model_disk = std::fs::OpenOptions::new().write(true).open(d.join("model-disk.img")).unwrap();
     let len = model_disk.metadata().unwrap().len();
     model_disk.set_len(len.div_ceil(512) * 512).unwrap();

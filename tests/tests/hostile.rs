@@ -258,28 +258,11 @@ fn a_sealed_hostile_algorithm_cannot_write_its_sealed_inputs() {
     // probe tries to reopen for writing, truncate and map writable.
     let prepare: cvm_tests::Prepare = Box::new(|p: &cvm_tests::Prepared<'_>, m: &mut serde_json::Value| {
         let d = p.dir;
-        let key = |name: &str| {
-            let path = d.join(name);
-            assert_exit(
-                &cvm_tests::cvmctl(&["keygen", "--sealing", "--out", path.to_str().unwrap()]),
-                exit_codes::OK,
-            );
-            path
-        };
         let seal = |key: &std::path::Path, input: &str| {
-            let out = d.join(format!("{input}.sealed"));
-            let o = cvm_tests::cvmctl(&[
-                "seal",
-                "--key-file",
-                key.to_str().unwrap(),
-                "--out",
-                out.to_str().unwrap(),
-                d.join(input).to_str().unwrap(),
-            ]);
-            assert_exit(&o, exit_codes::OK);
-            serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
+            cvm_tests::seal(key, &d.join(input), &d.join(format!("{input}.sealed")))
         };
-        let (alg_key, b_key) = (key("alg-sealing.key"), key("b-sealing.key"));
+        let (alg_key, b_key) =
+            (cvm_tests::sealing_key(d, "alg-sealing.key"), cvm_tests::sealing_key(d, "b-sealing.key"));
         m["algorithm"].as_object_mut().unwrap().remove("digest");
         m["algorithm"]["sealed"] = seal(&alg_key, "stats.py");
         m["algorithm"]["args"] = serde_json::json!(["probe"]);

@@ -9,29 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
-use cvm_tests::{assert_exit, cvmctl, stderr, Options, Prepared, Scenario};
+use cvm_tests::{assert_exit, seal, sealing_key, stderr, Options, Prepared, Scenario};
 use cvmctl::exit_codes;
-
-/// A sealing key made with cvmctl.
-fn sealing_key(dir: &Path, name: &str) -> PathBuf {
-    let path = dir.join(name);
-    assert_exit(&cvmctl(&["keygen", "--sealing", "--out", path.to_str().unwrap()]), exit_codes::OK);
-    path
-}
-
-/// Seals `input` to `out` with cvmctl; returns the identity for the manifest.
-fn seal(key: &Path, input: &Path, out: &Path) -> serde_json::Value {
-    let o = cvmctl(&[
-        "seal",
-        "--key-file",
-        key.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        input.to_str().unwrap(),
-    ]);
-    assert_exit(&o, exit_codes::OK);
-    serde_json::from_slice(&o.stdout).unwrap()
-}
 
 /// A random marker that appears in the secret weights and nowhere else.
 fn marker() -> String {

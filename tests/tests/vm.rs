@@ -8,12 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use cvm_tests::vm::{self, Vm};
-use cvm_tests::{cvmctl, owner};
-use sha2::{Digest as _, Sha256};
-
-fn sha256_file(path: &Path) -> String {
-    hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
-}
+use cvm_tests::{cvmctl, ok, owner, seal, sealing_key, sha256_file};
 
 fn initramfs_bin() -> std::path::PathBuf {
     // Built by scripts/build-image.
@@ -248,17 +243,6 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-fn ok(o: &std::process::Output, what: &str) -> String {
-    assert!(
-        o.status.success(),
-        "{what}: exit {:?}\n{}{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
 #[test]
 fn the_demo_flow_runs_in_the_vm_and_it_powers_off_cleanly() {
     let dir = tempfile::tempdir().unwrap();
@@ -275,12 +259,8 @@ fn the_demo_flow_runs_in_the_vm_and_it_powers_off_cleanly() {
     // The lab's model, sealed; its ciphertext is on a disk the operator
     // attaches (whole sectors, the stream first).
     std::fs::write(d.join("model.json"), MODEL).unwrap();
-    ok(&cvmctl(&["keygen", "--sealing", "--out", &p("model.key")]), "keygen --sealing");
-    let sealed = ok(
-        &cvmctl(&["seal", "--key-file", &p("model.key"), "--out", &p("model-disk.img"), &p("model.json")]),
-        "seal",
-    );
-    let sealed: serde_json::Value = serde_json::from_str(sealed.trim()).unwrap();
+    let model_key = sealing_key(d, "model.key");
+    let sealed = seal(&model_key, &d.join("model.json"), &d.join("model-disk.img"));
     let disk = std::fs::OpenOptions::new().write(true).open(d.join("model-disk.img")).unwrap();
     let len = disk.metadata().unwrap().len();
     disk.set_len(len.div_ceil(512) * 512).unwrap();

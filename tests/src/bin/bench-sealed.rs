@@ -97,25 +97,14 @@ fn main() {
     println!("aes-gcm crate (RustCrypto), same chunks, for comparison: encrypt {:.0} MB/s", aes_gcm_crate());
 
     // 3. cvmctl on tmpfs files.
-    let key_file = d.join("k.key");
-    let o = cvm_tests::cvmctl(&["keygen", "--sealing", "--out", key_file.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let key_file = cvm_tests::sealing_key(d, "k.key");
     let plain = d.join("weights.bin");
     std::io::copy(&mut pattern(SIZE), &mut std::io::BufWriter::new(std::fs::File::create(&plain).unwrap()))
         .unwrap();
     let ct = d.join("weights.sealed");
     let t = Instant::now();
-    let o = cvm_tests::cvmctl(&[
-        "seal",
-        "--key-file",
-        key_file.to_str().unwrap(),
-        "--out",
-        ct.to_str().unwrap(),
-        plain.to_str().unwrap(),
-    ]);
+    let identity = cvm_tests::seal(&key_file, &plain, &ct);
     let seal_secs = t.elapsed().as_secs_f64();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let identity: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     // What the filesystem alone costs: writing the same amount anew (page
     // allocation dominates on tmpfs, and varies from run to run).
     let copy = d.join("weights.copy");
