@@ -604,7 +604,7 @@ fn the_help_explains_the_pinned_measurement() {
 
 /// Every line of `o`'s stdout, as cvmctl's typed `--json` messages.
 fn messages(o: &Output) -> Vec<cvmctl::output::Message> {
-    stdout(o).lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}"))).collect()
+    cvm_test_support::json_lines(o)
 }
 
 #[test]

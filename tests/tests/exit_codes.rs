@@ -16,10 +16,7 @@ use cvmctl::output::{CheckOutcome, Message, Verdict};
 
 /// Every stdout line, parsed as cvmctl's typed JSON lines.
 fn messages(o: &Output) -> Vec<Message> {
-    String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a typed JSON line ({e}): {l:?}")))
-        .collect()
+    cvm_test_support::json_lines(o)
 }
 
 /// The `verdict` line that ends a verification's JSON.
