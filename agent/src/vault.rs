@@ -22,7 +22,7 @@
 //! their own types; [`Scrubbed`] zeroes what a value kept inline (such as
 //! ring's expanded AES key inside an `Opener`), which ring does not do.
 
-#![allow(unsafe_code)]
+#![expect(unsafe_code, reason = "memfd_create, mlock, mmap and munmap have no safe wrapper here")]
 
 use std::ffi::CString;
 use std::io;
