@@ -5,32 +5,8 @@
 //! command line, then file, then environment. An unknown key in any source
 //! is an error that names the source and the key.
 //!
-//! | key | meaning | default |
-//! |---|---|---|
-//! | `listen` | address:port for attested TLS (numeric) | `0.0.0.0:7002` |
-//! | `tee` | `auto`, `sev-guest`, `configfs-tsm`, `azure`, `simulated` or `simulated-azure` (see `tee`) | `auto` |
-//! | `manifest` | path of the manifest file, or `operator`: wait for it on the log link (`./operator` for a file of that name) | (required) |
-//! | `work_dir` | where uploads and results live (a tmpfs in the VM) | `/run/cvm-agent` |
-//! | `simulated_chain` | simulated provider: chain bundle from `cvmctl report simulate` | (required for `simulated`) |
-//! | `simulated_measurement` | simulated provider: the launch measurement to report (96 hex digits) | zeros |
-//! | `sandbox_uid`, `sandbox_gid` | the unprivileged identity the algorithm runs as (dedicated) | `61000` |
-//! | `sandbox` | `strict`: refuse to start where the kernel lacks a layer of the sandbox; `best-effort`: run with what there is and tell every owner (development hosts only; init mode refuses it) | `strict` |
-//! | `log_level` | `error`, `warn`, `info`, `debug` or `trace` | `info` |
-//! | `host_artifacts` | `NAME=PATH[,NAME=PATH...]`: where each `host-path` artifact's ciphertext is (a file or block device) | none |
-//! | `sealed_workers` | threads that decrypt one sealed input, 1-1024 (one more thread reads it) | the CPUs the agent may run on (`sched_getaffinity`) |
-//! | `log_target` | where logs go besides stderr: `vsock:PORT` (host CID 2), `vsock:CID:PORT`, `tcp:ADDR:PORT`, `unix:PATH` or `none` | `none` |
-//! | `log_queue` | records kept for the host while it is slow or away (16 ..= 1000000) | `4096` |
-//! | `vtpm` | `required` (no usable vTPM: refuse to start), `optional` (go on without; the evidence says why), `off` | `optional` |
-//! | `tpm_tcti` | how to reach the vTPM: `device:PATH`, `swtpm:host=H,port=P`, `mssim:...` | `device:/dev/tpmrm0` |
-//! | `tpm_pcr` | the PCR the event log is extended into, 0-15 (see `vtpm`) | `15` |
-//! | `firmware_log` | the firmware's TCG event log sent with the boot quote: a path, or `none` | for `device:/dev/tpmrmN` or `/dev/tpmN`: `/sys/kernel/security/tpmN/binary_bios_measurements`; else `none` |
-//! | `azure_thim` | `tee = azure`: where the VCEK and chain come from at start, `http://ADDRESS[:PORT]/PATH` (numeric), or `none` (the owners give cvmctl the certificates) | `http://169.254.169.254/metadata/THIM/amd/certification` |
-//! | `azure_deadline_ms` | `tee = azure`: how long to wait for the paravisor's refreshed report, 100-60000 | `10000` |
-//! | `modules` | init mode: a file listing the kernel modules to load, in order | (none) |
-//! | `net` | init mode: `IFACE=ADDRESS/PREFIX`, an IPv4 address to give an interface | (only `lo`) |
-//! | `idle_timeout_s` | seconds without a byte either way (while the agent is not working on a request) that close a connection, 1-3600 | `30` |
-//! | `body_min_rate` | bytes/s a request body must keep up on average after a fixed grace of 10 s (see `body`), 1024 or more | `65536` |
-//! | `anonymous_connections` | connection slots, of the 64, that clients without an owner key may hold (see `admission`), 1-48 | `16` |
+//! The keys, what they mean and their defaults are [`KEYS`], the one
+//! table; `docs/configuration.md` shows it (a test keeps the two equal).
 //!
 //! `simulated_measurement` may also be the absolute path of a file holding
 //! the 96 hex digits: that is how a simulated platform (the VM launcher,
@@ -40,33 +16,9 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-/// Which TEE provider produces reports.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TeeChoice {
-    /// The first real provider that exists; none is an error.
-    Auto,
-    /// /dev/sev-guest.
-    SevGuest,
-    /// /sys/kernel/config/tsm/report.
-    ConfigfsTsm,
-    /// Microsoft's paravisor on Azure, through the vTPM.
-    Azure,
-    /// Software SNP; not secure.
-    Simulated,
-    /// Azure's path with a simulated paravisor on a software TPM; not secure.
-    SimulatedAzure,
-}
+pub use crate::tee::TeeChoice;
 
-/// Whether the agent needs a vTPM.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum VtpmMode {
-    /// Refuse to start without a usable vTPM.
-    Required,
-    /// Use one if it works; otherwise the evidence says why there is none.
-    Optional,
-    /// Never use one.
-    Off,
-}
+pub use crate::vtpm::VtpmMode;
 
 /// The agent's configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -169,33 +121,155 @@ pub struct ConfigError {
     pub message: String,
 }
 
-const KEYS: [&str; 25] = [
-    "listen",
-    "tee",
-    "manifest",
-    "work_dir",
-    "simulated_chain",
-    "simulated_measurement",
-    "sandbox_uid",
-    "sandbox_gid",
-    "sandbox",
-    "log_level",
-    "host_artifacts",
-    "sealed_workers",
-    "log_target",
-    "log_queue",
-    "vtpm",
-    "tpm_tcti",
-    "tpm_pcr",
-    "firmware_log",
-    "azure_thim",
-    "azure_deadline_ms",
-    "modules",
-    "net",
-    "idle_timeout_s",
-    "body_min_rate",
-    "anonymous_connections",
+/// One configuration key: its name, what it means, its default.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Key {
+    /// The key (`cvm.KEY`, `KEY = `, `CVM_KEY`).
+    pub name: &'static str,
+    /// What it sets (Markdown).
+    pub meaning: &'static str,
+    /// Its default (Markdown; empty: none).
+    pub default: &'static str,
+}
+
+/// Every key the agent reads: the one table. `docs/configuration.md` is
+/// this table rendered ([`keys_markdown`]; a test keeps it so).
+pub const KEYS: &[Key] = &[
+    Key {
+        name: "listen",
+        meaning: "numeric `address:port` of attested TLS",
+        default: "`0.0.0.0:7002`",
+    },
+    Key {
+        name: "tee",
+        meaning: "`auto`, `sev-guest`, `configfs-tsm`, `azure`, `simulated` or `simulated-azure` (the last two only in an agent built with the `simulated-tee` feature)",
+        default: "`auto`",
+    },
+    Key {
+        name: "manifest",
+        meaning: "the manifest file, or `operator`: wait for it on the log link",
+        default: "required",
+    },
+    Key {
+        name: "work_dir",
+        meaning: "uploads and results (a tmpfs in the VM)",
+        default: "`/run/cvm-agent`",
+    },
+    Key {
+        name: "azure_thim",
+        meaning: "for `azure`: where the VCEK and chain come from at start, `http://ADDRESS[:PORT]/PATH` (numeric), or `none` (the owners pass them to cvmctl with `--certs`)",
+        default: "`http://169.254.169.254/metadata/THIM/amd/certification`",
+    },
+    Key {
+        name: "azure_deadline_ms",
+        meaning: "for `azure`: how long to wait for the paravisor's refreshed report (100 to 60000)",
+        default: "`10000`",
+    },
+    Key {
+        name: "simulated_chain",
+        meaning: "for `simulated` and `simulated-azure`: the chain bundle (`simulated-chain.key` from `cvmctl report simulate`)",
+        default: "",
+    },
+    Key {
+        name: "simulated_measurement",
+        meaning: "for `simulated`: the launch measurement to report (96 hex digits, or the absolute path of a file holding them)",
+        default: "zeros",
+    },
+    Key {
+        name: "sandbox_uid",
+        meaning: "the algorithm's identity; must be dedicated to it (non-zero)",
+        default: "`61000`",
+    },
+    Key {
+        name: "sandbox_gid",
+        meaning: "the algorithm's identity; must be dedicated to it (non-zero)",
+        default: "`61000`",
+    },
+    Key {
+        name: "sandbox",
+        meaning: "`strict`: refuse to start where the kernel lacks a layer of the sandbox; `best-effort`: run with what there is and tell every owner (development hosts; init mode refuses it); see [`docs/sandbox.md`](sandbox.md)",
+        default: "`strict`",
+    },
+    Key {
+        name: "log_level",
+        meaning: "`error` ... `trace`",
+        default: "`info`",
+    },
+    Key {
+        name: "host_artifacts",
+        meaning: "`NAME=PATH[,NAME=PATH...]`: the file or block device holding each `host-path` artifact's ciphertext, e.g. `cvm.host_artifacts=weights.bin=/dev/vdb`",
+        default: "none",
+    },
+    Key {
+        name: "sealed_workers",
+        meaning: "threads that decrypt one sealed input (1 to 1024); one more thread reads it in order",
+        default: "the CPUs the agent may run on (`sched_getaffinity`)",
+    },
+    Key {
+        name: "log_target",
+        meaning: "where logs go besides stderr: `vsock:PORT` (host CID 2), `vsock:CID:PORT`, `tcp:ADDR:PORT`, `unix:PATH`, `none`",
+        default: "`none`",
+    },
+    Key {
+        name: "log_queue",
+        meaning: "records kept for the host while it is slow or away (16 to 1000000)",
+        default: "`4096`",
+    },
+    Key {
+        name: "vtpm",
+        meaning: "`required` (no usable vTPM: refuse to start), `optional` (go on without one; the evidence says why), `off`",
+        default: "`optional`",
+    },
+    Key {
+        name: "tpm_tcti",
+        meaning: "how to reach the vTPM: `device:PATH`, `swtpm:host=H,port=P`, `mssim:host=H,port=P`",
+        default: "`device:/dev/tpmrm0`",
+    },
+    Key {
+        name: "tpm_pcr",
+        meaning: "the PCR the event log is extended into, 0 to 15",
+        default: "`15`",
+    },
+    Key {
+        name: "firmware_log",
+        meaning: "the firmware's TCG event log, sent with the quote of the boot PCRs: a path, or `none`",
+        default: "`/sys/kernel/security/tpmN/binary_bios_measurements` for `device:/dev/tpmrmN`; `none` for a TPM over a socket",
+    },
+    Key {
+        name: "modules",
+        meaning: "init mode: a file listing kernel modules to load, in order (one path a line, parameters after it)",
+        default: "none",
+    },
+    Key {
+        name: "net",
+        meaning: "init mode: `IFACE=ADDRESS/PREFIX`, an IPv4 address for an interface (e.g. `eth0=10.0.2.15/24`)",
+        default: "only `lo`",
+    },
+    Key {
+        name: "idle_timeout_s",
+        meaning: "seconds without a byte either way (while the agent is not working on one of its requests) that close a connection; an upload in progress is discarded and can be retried at once (1 to 3600)",
+        default: "`30`",
+    },
+    Key {
+        name: "body_min_rate",
+        meaning: "bytes per second a request body must keep up on average, after 10 s of grace, or it is cut off with 408 (1024 or more)",
+        default: "`65536`",
+    },
+    Key {
+        name: "anonymous_connections",
+        meaning: "connection slots, of the 64, for clients without an owner key (1 to 48); the others are the owners'",
+        default: "`16`",
+    },
 ];
+
+/// [`KEYS`] as the Markdown table of `docs/configuration.md`.
+pub fn keys_markdown() -> String {
+    let mut out = String::from("| key | meaning | default |\n|---|---|---|\n");
+    for k in KEYS {
+        out.push_str(&format!("| `{}` | {} | {} |\n", k.name, k.meaning, k.default));
+    }
+    out
+}
 
 /// The raw inputs, so that loading is testable without a real /proc/cmdline.
 #[derive(Clone, Debug, Default)]
@@ -454,12 +528,15 @@ fn parse_host_artifacts(v: &str) -> Result<BTreeMap<String, PathBuf>, String> {
 fn merge(sources: &Sources) -> Result<BTreeMap<&'static str, (String, String)>, ConfigError> {
     let mut values: BTreeMap<&'static str, (String, String)> = BTreeMap::new();
     let mut set = |source: &str, key: &str, value: &str| -> Result<(), ConfigError> {
-        let known = KEYS.iter().find(|k| **k == key).ok_or_else(|| ConfigError {
+        let known = KEYS.iter().find(|k| k.name == key).ok_or_else(|| ConfigError {
             source_name: source.to_owned(),
             key: key.to_owned(),
-            message: format!("unknown key (known: {})", KEYS.join(", ")),
+            message: format!(
+                "unknown key (known: {})",
+                KEYS.iter().map(|k| k.name).collect::<Vec<_>>().join(", ")
+            ),
         })?;
-        values.insert(known, (source.to_owned(), value.to_owned()));
+        values.insert(known.name, (source.to_owned(), value.to_owned()));
         Ok(())
     };
     for token in sources.cmdline.split_whitespace() {
@@ -732,5 +809,24 @@ mod tests {
         }
         let e = InitConfig::load(&sources("cvm.colour=red", None, &[])).unwrap_err();
         assert_eq!(e.key, "colour");
+    }
+
+    #[test]
+    fn docs_configuration_md_shows_the_keys_table() {
+        // `CVM_UPDATE_DOCS=1 cargo test -p cvm-agent --lib docs_configuration` rewrites it.
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/configuration.md");
+        let doc = std::fs::read_to_string(&path).unwrap();
+        let table = keys_markdown();
+        let start = doc.find("| key | meaning | default |").unwrap();
+        let end = doc[start..].find("\n\n").map_or(doc.len(), |e| start + e + 1);
+        if std::env::var_os("CVM_UPDATE_DOCS").is_some() {
+            std::fs::write(&path, format!("{}{table}{}", &doc[..start], &doc[end..])).unwrap();
+            return;
+        }
+        assert_eq!(
+            &doc[start..end],
+            table,
+            "docs/configuration.md is not KEYS: rerun with CVM_UPDATE_DOCS=1"
+        );
     }
 }

@@ -137,19 +137,30 @@ async fn serve(
     logs::set_computation(&manifest.id);
     let digest = manifest.digest();
     let sandbox = Arc::new(start_sandbox(config.sandbox)?);
-    let choice = tee::detect(&config)?;
-    let ak = match choice {
-        TeeChoice::Azure | TeeChoice::SimulatedAzure => {
-            vtpm::AkSource::Persistent(cvm_evidence::azure::AK_HANDLE)
-        }
-        _ => vtpm::AkSource::Created,
+    let tee_settings = tee::TeeSettings {
+        choice: config.tee,
+        simulated_chain: config.simulated_chain.as_deref(),
+        simulated_measurement: config.simulated_measurement,
+        azure_thim: config.azure_thim.as_ref(),
+        azure_deadline: config.azure_deadline,
     };
+    let mut vtpm_settings = vtpm::VtpmSettings {
+        mode: config.vtpm,
+        tcti: &config.tpm_tcti,
+        pcr: config.tpm_pcr,
+        firmware_log: config.firmware_log.as_deref(),
+        ak: vtpm::AkSource::Created,
+    };
+    let choice = tee::detect(&tee_settings, &vtpm_settings)?;
+    if matches!(choice, TeeChoice::Azure | TeeChoice::SimulatedAzure) {
+        vtpm_settings.ak = vtpm::AkSource::Persistent(cvm_evidence::azure::AK_HANDLE);
+    }
     #[cfg(feature = "simulated-tee")]
     if choice == TeeChoice::SimulatedAzure {
         tee::simulated_azure::provision(&config.tpm_tcti)?;
     }
-    let vtpm = vtpm::start(&config, ak)?;
-    let tee = tee::from_config(&config, choice, &vtpm)?;
+    let vtpm = vtpm::start(vtpm_settings)?;
+    let tee = tee::from_settings(tee_settings, choice, &vtpm)?;
     log::info!("TEE provider: {}", tee.name());
     // On GCP the guest's own reports look like any SNP host's: what says
     // GCP is Google's certified attestation key in the vTPM, which the

@@ -21,14 +21,10 @@
 //! failed: later session evidence says so instead of carrying a quote that
 //! no longer matches.
 
-use std::sync::Arc;
-
 use base64::Engine as _;
 use cvm_evidence::eventlog::{extend_log_digest, EventRecord};
 use cvm_protocol::api::{MeasuredBootEvidence, MeasuredEvent, PcrValue, VtpmEvidence};
 use serde::Serialize;
-
-use crate::vtpm::Vtpm;
 
 /// One measured event.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -50,19 +46,7 @@ impl Event {
     }
 }
 
-/// The vTPM as the log sees it.
-#[derive(Clone, Default)]
-pub enum VtpmState {
-    /// `vtpm = off`.
-    #[default]
-    Off,
-    /// `vtpm = optional` and none could be used; why.
-    Unavailable(String),
-    /// In use: every event is extended into it.
-    Active(Arc<Vtpm>),
-    /// An extend failed: the PCR no longer matches the log; why.
-    Failed(String),
-}
+pub use crate::vtpm::VtpmState;
 
 /// What session evidence needs from the log at one moment.
 #[derive(Clone, Debug)]
@@ -83,24 +67,6 @@ pub struct EventLog {
     events: Vec<Event>,
     digest: [u8; 32],
     vtpm: VtpmState,
-}
-
-impl VtpmState {
-    /// The attestation key's certificate from the vTPM's provider (GCP), when there is one.
-    pub fn ak_certificate(&self) -> Option<&[u8]> {
-        match self {
-            VtpmState::Active(v) => v.ak_certificate(),
-            _ => None,
-        }
-    }
-
-    /// The attestation key's public area, when a vTPM is in use.
-    pub fn ak_public(&self) -> Option<Vec<u8>> {
-        match self {
-            VtpmState::Active(v) => Some(v.ak_public().to_vec()),
-            _ => None,
-        }
-    }
 }
 
 impl EventLog {

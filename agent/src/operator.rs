@@ -14,7 +14,7 @@ use cvm_protocol::Manifest;
 use tokio::sync::oneshot;
 
 use crate::computation::Computation;
-use crate::logs::{self, ComputationView, Control};
+use crate::logs::{ComputationView, Control};
 
 /// See the module documentation.
 pub struct Operator {
@@ -105,7 +105,7 @@ impl Control for Operator {
         let (state, reason) = match self.computation.get() {
             Some(c) => {
                 let status = c.status(None);
-                let (name, reason) = logs::state_parts(&status.state);
+                let (name, reason) = (status.state.name(), status.state.reason());
                 (name.to_owned(), reason.map(str::to_owned))
             }
             None if self.manifest.get().is_none() && self.from_operator => {

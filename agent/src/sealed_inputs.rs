@@ -15,7 +15,6 @@
 //! in memory; plaintexts until the computation ends ([`SealedInputs::wipe`]).
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -29,47 +28,8 @@ use crate::loading::Loads;
 use crate::memory::Room;
 use crate::vault::{Filling, Plaintext};
 
-/// A sealed input of the manifest, as named in key-release paths.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum InputRef {
-    /// The algorithm.
-    Algorithm,
-    /// The named dataset.
-    Dataset(String),
-    /// The named artifact.
-    Artifact(String),
-}
-
-impl fmt::Display for InputRef {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            InputRef::Algorithm => f.write_str("algorithm"),
-            InputRef::Dataset(n) => write!(f, "datasets/{n}"),
-            InputRef::Artifact(n) => write!(f, "artifacts/{n}"),
-        }
-    }
-}
-
-impl InputRef {
-    /// Parses `algorithm`, `datasets/NAME` or `artifacts/NAME`.
-    pub fn parse(s: &str) -> Option<InputRef> {
-        match s.split_once('/') {
-            None if s == "algorithm" => Some(InputRef::Algorithm),
-            Some(("datasets", n)) if !n.is_empty() => Some(InputRef::Dataset(n.to_owned())),
-            Some(("artifacts", n)) if !n.is_empty() => Some(InputRef::Artifact(n.to_owned())),
-            _ => None,
-        }
-    }
-
-    /// The measurement event's kind for this input when sealed.
-    pub fn event_kind(&self) -> &'static str {
-        match self {
-            InputRef::Algorithm => "sealed_algorithm",
-            InputRef::Dataset(_) => "sealed_dataset",
-            InputRef::Artifact(_) => "sealed_artifact",
-        }
-    }
-}
+/// One input: the algorithm, a dataset or an artifact (the API's own type).
+pub use cvm_protocol::api::InputRef;
 
 /// What the manifest says about a sealed input.
 #[derive(Clone, Debug)]
@@ -85,7 +45,7 @@ pub struct SealedSpec {
 }
 
 /// Why a sealed input was refused; the computation maps it to a status.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum SealedInputError {
     /// The manifest names no such input.
     #[error("the manifest names no {0}")]
@@ -106,12 +66,12 @@ pub enum SealedInputError {
         found: String,
     },
     /// The ciphertext did not open: nothing of it was kept.
-    #[error("{input}: {reason}; nothing of it was kept")]
+    #[error("{input}: {failure}; nothing of it was kept")]
     Stream {
         /// The input.
         input: String,
         /// What failed.
-        reason: String,
+        failure: StreamFailure,
     },
     /// Host storage could not be read.
     #[error("{input}: host storage {path}: {reason}")]
@@ -131,6 +91,23 @@ pub enum SealedInputError {
         /// What failed.
         reason: String,
     },
+}
+
+/// Why a sealed stream did not open.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamFailure {
+    /// The stream itself: its header, a chunk's tag, its length or its end.
+    #[error(transparent)]
+    Seal(#[from] SealError),
+    /// More bytes came after the stream's last chunk.
+    #[error("bytes after the end of the stream")]
+    TrailingBytes,
+    /// The decrypting thread stopped (it panicked or was cancelled).
+    #[error("decryption stopped: {0}")]
+    Stopped(String),
+    /// The stream was finished already.
+    #[error("already finished")]
+    Finished,
 }
 
 /// The pinned identity and owner of `input`, from the manifest.
@@ -335,8 +312,7 @@ fn open_checked(
     strict_end: bool,
     settings: &LoadSettings,
 ) -> Result<Plaintext, SealedInputError> {
-    let stream_err =
-        |e: SealError| SealedInputError::Stream { input: name.to_string(), reason: e.to_string() };
+    let stream_err = |e: SealError| SealedInputError::Stream { input: name.to_string(), failure: e.into() };
     let memory_err =
         |e: std::io::Error| SealedInputError::Memory { input: name.to_string(), reason: e.to_string() };
     let started = std::time::Instant::now();
@@ -453,7 +429,7 @@ impl SealedUpload {
         match self.finish().await {
             Ok(_) => Err(SealedInputError::Stream {
                 input: self.name.clone(),
-                reason: "bytes after the end of the stream".into(),
+                failure: StreamFailure::TrailingBytes,
             }),
             Err(e) => Err(e),
         }
@@ -467,11 +443,11 @@ impl SealedUpload {
             Some(w) => w.await.unwrap_or_else(|e| {
                 Err(SealedInputError::Stream {
                     input: self.name.clone(),
-                    reason: format!("decryption stopped: {e}"),
+                    failure: StreamFailure::Stopped(e.to_string()),
                 })
             }),
             None => {
-                Err(SealedInputError::Stream { input: self.name.clone(), reason: "already finished".into() })
+                Err(SealedInputError::Stream { input: self.name.clone(), failure: StreamFailure::Finished })
             }
         }
     }

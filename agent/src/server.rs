@@ -179,11 +179,7 @@ async fn connection(
 async fn reject(shared: SharedTls, addr: SocketAddr, class: Class) {
     log::debug!("{addr}: no connection slot for a client ({class:?}); answering 503");
     let service = service_fn(move |_req| async move {
-        let mut resp = api::busy(
-            hyper::StatusCode::SERVICE_UNAVAILABLE,
-            "busy",
-            "the agent serves as many clients of your kind as it can; retry later",
-        );
+        let mut resp = api::ApiError::NoSlot.response();
         resp.headers_mut()
             .insert(hyper::header::CONNECTION, hyper::header::HeaderValue::from_static("close"));
         Ok::<_, std::convert::Infallible>(resp)

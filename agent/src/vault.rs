@@ -23,7 +23,7 @@
 //! their own types (the sealed stream's AES key schedule by aes-gcm's
 //! `zeroize` feature).
 
-#![allow(unsafe_code)]
+#![expect(unsafe_code, reason = "memfd_create, mlock, mmap and munmap have no safe wrapper here")]
 
 use std::ffi::CString;
 use std::io;

@@ -49,7 +49,7 @@
 //! (`cvm_evidence::measured_boot`).
 
 use std::str::FromStr as _;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use cvm_evidence::eventlog::PcrBank;
 use cvm_protocol::api::VtpmKind;
@@ -655,23 +655,76 @@ pub fn nv_index_exists(tcti: &str, index: u32) -> bool {
     context.execute_without_session(|c| c.tr_from_tpm_public(handle.into())).is_ok()
 }
 
-/// Opens the vTPM the configuration asks for, with the attestation key from `ak`.
+/// The vTPM as the log sees it.
+#[derive(Clone, Default)]
+pub enum VtpmState {
+    /// `vtpm = off`.
+    #[default]
+    Off,
+    /// `vtpm = optional` and none could be used; why.
+    Unavailable(String),
+    /// In use: every event is extended into it.
+    Active(Arc<Vtpm>),
+    /// An extend failed: the PCR no longer matches the log; why.
+    Failed(String),
+}
+
+impl VtpmState {
+    /// The attestation key's certificate from the vTPM's provider (GCP), when there is one.
+    pub fn ak_certificate(&self) -> Option<&[u8]> {
+        match self {
+            VtpmState::Active(v) => v.ak_certificate(),
+            _ => None,
+        }
+    }
+
+    /// The attestation key's public area, when a vTPM is in use.
+    pub fn ak_public(&self) -> Option<Vec<u8>> {
+        match self {
+            VtpmState::Active(v) => Some(v.ak_public().to_vec()),
+            _ => None,
+        }
+    }
+}
+
+/// Whether the agent needs a vTPM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VtpmMode {
+    /// Refuse to start without a usable vTPM.
+    Required,
+    /// Use one if it works; otherwise the evidence says why there is none.
+    Optional,
+    /// Never use one.
+    Off,
+}
+
+/// The vTPM's settings: config keys `vtpm`, `tpm_tcti`, `tpm_pcr` and `firmware_log`.
+#[derive(Clone, Copy, Debug)]
+pub struct VtpmSettings<'a> {
+    /// Whether a vTPM is needed.
+    pub mode: VtpmMode,
+    /// How to reach it.
+    pub tcti: &'a str,
+    /// The PCR the event log is extended into.
+    pub pcr: u8,
+    /// The firmware's TCG event log, if any.
+    pub firmware_log: Option<&'a std::path::Path>,
+    /// Where the attestation key comes from (the TEE decides: Azure's paravisor has its own).
+    pub ak: AkSource,
+}
+
+/// Opens the vTPM the settings ask for, with the attestation key they name.
 ///
 /// `required` and no usable vTPM is an error (the agent refuses to start);
 /// `optional` goes on without one, and the evidence carries the reason.
-pub fn start(
-    config: &crate::config::Config,
-    ak: AkSource,
-) -> Result<crate::measurements::VtpmState, VtpmError> {
-    use crate::config::VtpmMode;
-    use crate::measurements::VtpmState;
-    if config.vtpm == VtpmMode::Off {
+pub fn start(config: VtpmSettings<'_>) -> Result<VtpmState, VtpmError> {
+    if config.mode == VtpmMode::Off {
         log::info!("vTPM: off by configuration");
         return Ok(VtpmState::Off);
     }
-    match Vtpm::open_with(&config.tpm_tcti, config.tpm_pcr, ak) {
+    match Vtpm::open_with(config.tcti, config.pcr, config.ak) {
         Ok(mut v) => {
-            v.read_firmware_log(config.firmware_log.as_deref());
+            v.read_firmware_log(config.firmware_log);
             match v.firmware_log() {
                 Ok(log) => log::info!("vTPM: the firmware's event log is {} bytes", log.len()),
                 Err(why) => log::info!("vTPM: no firmware event log: {why}"),
@@ -682,7 +735,7 @@ pub fn start(
                 v.pcr(),
                 v.banks().iter().map(ToString::to_string).collect::<Vec<_>>().join("+")
             );
-            if let AkSource::Persistent(handle) = ak {
+            if let AkSource::Persistent(handle) = config.ak {
                 log::info!(
                     "vTPM: quoting with the platform's attestation key at 0x{handle:08x} (Azure: the paravisor's, \
                      bound by its runtime claims)"
@@ -690,9 +743,9 @@ pub fn start(
             } else if kind == VtpmKind::Unverified {
                 log::warn!("vTPM: not known to be inside the TEE; the threat model trusts only an SVSM or paravisor vTPM");
             }
-            Ok(VtpmState::Active(std::sync::Arc::new(v)))
+            Ok(VtpmState::Active(Arc::new(v)))
         }
-        Err(e) if config.vtpm == VtpmMode::Optional => {
+        Err(e) if config.mode == VtpmMode::Optional => {
             log::warn!("{e}; going on without a vTPM (vtpm = optional)");
             Ok(VtpmState::Unavailable(e.to_string()))
         }

@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod args;
+mod error;
 pub mod exit_codes;
 pub mod logs;
 pub mod measure;
@@ -14,3 +15,5 @@ pub mod output;
 pub mod owner;
 pub mod report;
 pub mod sealed;
+
+pub use error::{Error, Refusal, Result, TransportContext};

@@ -1,16 +1,16 @@
 //! cvmctl: verify cvm-agent evidence and simulate SNP reports.
 
 use clap::{Parser, Subcommand};
-use cvmctl::exit_codes;
 use cvmctl::owner;
 use cvmctl::report::ReportCommand;
 
 /// Command line of cvm-agent's computation owners and operators.
 ///
-/// Exit codes: 0 success (evidence accepted), 1 evidence rejected, 2 bad
-/// usage or unreadable input (also: a policy that pins no launch measurement,
-/// for a command that talks to an agent), 3 the agent refused or could not be
-/// reached.
+/// Exit codes: 0 success (evidence accepted), 1 evidence rejected or an
+/// identity refused, 2 bad usage or unreadable input (also: a policy that
+/// pins no launch measurement, for a command that talks to an agent), 3 the
+/// agent refused, the connection failed after it was made, or the
+/// computation failed. The table: docs/cvmctl.md, "Exit codes".
 #[derive(Debug, Parser)]
 #[command(name = "cvmctl", version)]
 struct Cli {
@@ -77,29 +77,17 @@ fn main() {
         Command::Measure(a) => a.run(),
     };
     let code = match result {
-        Ok(code) => code,
+        Ok(()) => cvmctl::exit_codes::OK,
         Err(err) => {
-            if is_broken_pipe(&err) {
-                exit_codes::OK
-            } else {
-                eprintln!("cvmctl: error: {err:#}");
-                exit_codes::USAGE
+            if !err.is_broken_pipe() {
+                eprintln!("cvmctl: {err}");
             }
+            err.exit_code()
         }
     };
     std::process::exit(code);
 }
 
-fn block_on(f: impl std::future::Future<Output = anyhow::Result<i32>>) -> anyhow::Result<i32> {
+fn block_on(f: impl std::future::Future<Output = cvmctl::Result>) -> cvmctl::Result {
     tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(f)
-}
-
-/// Whether the error is standard output's reader going away (exit 0 then).
-fn is_broken_pipe(err: &anyhow::Error) -> bool {
-    err.chain().any(|e| {
-        e.is::<cvmctl::output::StdoutClosed>()
-            || e.downcast_ref::<std::io::Error>()
-                .and_then(|io| io.get_ref())
-                .is_some_and(|inner| inner.is::<cvmctl::output::StdoutClosed>())
-    })
 }

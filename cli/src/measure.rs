@@ -30,7 +30,6 @@ use sev::parser::ByteParser as _;
 use cvm_evidence::tcglog::EventType;
 use cvm_evidence::uki::{measure_uki, UkiMeasurements};
 
-use crate::exit_codes;
 use crate::output;
 
 /// Compute the expected SNP launch measurement of a QEMU guest booted by OVMF,
@@ -165,12 +164,12 @@ pub fn launch_measurement(inputs: &Inputs<'_>) -> anyhow::Result<[u8; 48]> {
 
 impl MeasureArgs {
     /// Runs the command; returns the exit code.
-    pub fn run(self) -> anyhow::Result<i32> {
+    pub fn run(self) -> crate::Result {
         if let Some(uki) = &self.uki {
             return print_uki(uki, self.json);
         }
         let (Some(ovmf), Some(vcpu_type)) = (&self.ovmf, self.vcpu_type) else {
-            anyhow::bail!("--ovmf and --vcpu-type are required without --uki");
+            return Err(anyhow::anyhow!("--ovmf and --vcpu-type are required without --uki").into());
         };
         let append = self.append.clone().unwrap_or_default();
         let inputs = Inputs {
@@ -185,22 +184,22 @@ impl MeasureArgs {
         };
         let measurement = hex::encode(launch_measurement(&inputs)?);
         if self.json {
-            output::emit(
-                "measurement",
-                serde_json::json!({
-                    "measurement": measurement,
-                    "ovmf": ovmf, "kernel": self.kernel, "initrd": self.initrd,
-                    "append": self.kernel.as_ref().map(|_| append),
-                    "firmware_only": self.firmware_only, "vcpus": self.vcpus,
-                    "vcpu_type": vcpu_type.0.to_string(),
-                    "guest_features": format!("{:#x}", self.guest_features),
-                }),
-            )?;
+            output::emit(&output::Message::Measurement(output::Measurement {
+                measurement,
+                ovmf: ovmf.clone(),
+                kernel: self.kernel.clone(),
+                initrd: self.initrd.clone(),
+                append: self.kernel.as_ref().map(|_| append),
+                firmware_only: self.firmware_only,
+                vcpus: self.vcpus,
+                vcpu_type: vcpu_type.0.to_string(),
+                guest_features: format!("{:#x}", self.guest_features),
+            }))?;
         } else {
             use std::io::Write as _;
             writeln!(output::stdout(), "{measurement}")?;
         }
-        Ok(exit_codes::OK)
+        Ok(())
     }
 }
 
@@ -224,34 +223,34 @@ pub fn uki_policy(m: &UkiMeasurements) -> serde_json::Value {
     })
 }
 
-fn print_uki(path: &Path, json: bool) -> anyhow::Result<i32> {
+fn print_uki(path: &Path, json: bool) -> crate::Result {
     let bytes = crate::args::read_file(path)?;
     let m = match measure_uki(&bytes) {
         Ok(m) => m,
-        Err(e) => {
-            eprintln!("cvmctl: error: {}: {e}", path.display());
-            return Ok(exit_codes::USAGE);
-        }
+        Err(e) => return Err(anyhow::anyhow!("{}: {e}", path.display()).into()),
     };
     let policy = uki_policy(&m);
     if json {
-        output::emit(
-            "uki",
-            serde_json::json!({
-                "uki": path,
-                "bytes": bytes.len(),
-                "authenticode_sha256": hex::encode(m.authenticode_sha256),
-                "kernel_authenticode_sha256": hex::encode(m.kernel_authenticode_sha256),
-                "pcr9_sha256": hex::encode(m.pcr9_sha256),
-                "pcr11_sha256": hex::encode(m.pcr11_sha256),
-                "cmdline": m.cmdline,
-                "sections": m.sections.iter().map(|s| serde_json::json!({
-                    "name": s.name, "bytes": s.size, "sha256": hex::encode(s.sha256),
-                })).collect::<Vec<_>>(),
-                "policy": policy,
-            }),
-        )?;
-        return Ok(exit_codes::OK);
+        output::emit(&output::Message::Uki(output::Uki {
+            uki: path.to_path_buf(),
+            bytes: bytes.len(),
+            authenticode_sha256: hex::encode(m.authenticode_sha256),
+            kernel_authenticode_sha256: hex::encode(m.kernel_authenticode_sha256),
+            pcr9_sha256: hex::encode(m.pcr9_sha256),
+            pcr11_sha256: hex::encode(m.pcr11_sha256),
+            cmdline: m.cmdline.clone(),
+            sections: m
+                .sections
+                .iter()
+                .map(|s| output::UkiSection {
+                    name: s.name.to_owned(),
+                    bytes: s.size,
+                    sha256: hex::encode(s.sha256),
+                })
+                .collect(),
+            policy: policy.clone(),
+        }))?;
+        return Ok(());
     }
     use std::io::Write as _;
     let mut out = output::stdout();
@@ -292,5 +291,5 @@ fn print_uki(path: &Path, json: bool) -> anyhow::Result<i32> {
          measurement: `cvmctl measure --ovmf FILE --firmware-only`):"
     )?;
     writeln!(out, "{}", serde_json::to_string_pretty(&policy)?)?;
-    Ok(exit_codes::OK)
+    Ok(())
 }

@@ -22,8 +22,8 @@ use cvm_protocol::sealed::{
 };
 
 use crate::args::read_file;
-use crate::exit_codes;
-use crate::output::emit;
+use crate::output::{emit, Message, SealingKeyLine};
+use crate::Error;
 
 /// Arguments of `seal`.
 #[derive(Debug, Args)]
@@ -88,7 +88,7 @@ pub fn read_key(path: &Path) -> anyhow::Result<SealingKey> {
 }
 
 /// Creates a sealing key file (mode 0600) and prints its id.
-pub fn keygen(out: &Path, json: bool) -> anyhow::Result<i32> {
+pub fn keygen(out: &Path, json: bool) -> crate::Result {
     let key = SealingKey::generate()?;
     // Never over an existing key: whatever it sealed could not be opened again.
     let mut f =
@@ -99,16 +99,16 @@ pub fn keygen(out: &Path, json: bool) -> anyhow::Result<i32> {
     f.sync_all()?;
     let id = hex::encode(key.id());
     if json {
-        emit("sealing_key", serde_json::json!({ "key_id": id }))?;
+        emit(&Message::SealingKey(SealingKeyLine { key_id: id.clone() }))?;
     } else {
         writeln!(crate::output::stdout(), "{id}")?;
         eprintln!("wrote the sealing key to {} (key id {id}); keep it secret", out.display());
     }
-    Ok(exit_codes::OK)
+    Ok(())
 }
 
 /// Seals a file; prints the stream identity (the manifest's `sealed` object).
-pub fn seal_file(a: SealArgs) -> anyhow::Result<i32> {
+pub fn seal_file(a: SealArgs) -> crate::Result {
     let key = read_key(&a.key_file)?;
     let input =
         std::fs::File::open(&a.input).with_context(|| format!("cannot read {}", a.input.display()))?;
@@ -128,17 +128,17 @@ pub fn seal_file(a: SealArgs) -> anyhow::Result<i32> {
         Ok(id) => id,
         Err(e) => {
             let _ = std::fs::remove_file(&tmp);
-            return Err(e);
+            return Err(e.into());
         }
     };
     std::fs::rename(&tmp, &a.out).with_context(|| format!("cannot write {}", a.out.display()))?;
     if a.json {
-        emit("sealed", identity)?;
+        emit(&Message::Sealed(identity))?;
     } else {
         writeln!(crate::output::stdout(), "{}", serde_json::to_string(&identity)?)?;
         eprintln!("sealed {} ({size} bytes) to {}", a.input.display(), a.out.display());
     }
-    Ok(exit_codes::OK)
+    Ok(())
 }
 
 /// A name next to `path`: `.NAME.cvmctl-TAG-PID`.
@@ -231,7 +231,7 @@ impl Mode0600 for std::fs::OpenOptions {
 }
 
 /// Opens a sealed file; the plaintext appears at `--out` only if all of it verified.
-pub fn unseal_file(a: UnsealArgs) -> anyhow::Result<i32> {
+pub fn unseal_file(a: UnsealArgs) -> crate::Result {
     let key = read_key(&a.key_file)?;
     let input =
         std::fs::File::open(&a.input).with_context(|| format!("cannot read {}", a.input.display()))?;
@@ -245,12 +245,11 @@ pub fn unseal_file(a: UnsealArgs) -> anyhow::Result<i32> {
         Ok(identity) => {
             pending.commit(&a.out)?;
             eprintln!("verified and opened {} ({identity}) to {}", a.input.display(), a.out.display());
-            Ok(exit_codes::OK)
+            Ok(())
         }
         Err(e) => {
             pending.discard();
-            eprintln!("cvmctl: {}: {e:#}; no plaintext was written", a.input.display());
-            Ok(exit_codes::REJECTED)
+            Err(Error::Rejected(format!("{}: {e:#}; no plaintext was written", a.input.display())))
         }
     }
 }

@@ -670,3 +670,94 @@ fn a_flipped_byte_of_the_azure_vector_is_rejected_naming_the_check() {
     let o = verify_azure(&azure("hcl-report.bin"), &q, &s, &["--json", "--policy", policy.to_str().unwrap()]);
     assert_eq!(failed_checks(&o), ["platform"]);
 }
+
+/// Every line of `o`'s stdout, as cvmctl's typed `--json` messages.
+fn messages(o: &Output) -> Vec<cvmctl::output::Message> {
+    cvm_test_support::json_lines(o)
+}
+
+#[test]
+fn report_commands_exit_by_the_table_and_their_json_is_typed() {
+    use cvmctl::output::Message;
+    // show: the report, or unreadable input.
+    let report = vector("milan-virtee").join("report.bin");
+    let o = cvmctl(&["report", "show", "--json", report.to_str().unwrap()]);
+    assert_exit(&o, exit_codes::OK);
+    assert!(matches!(messages(&o).as_slice(), [Message::Report(r)] if r.is_object()), "{}", stdout(&o));
+    assert_exit(&cvmctl(&["report", "show", "--json", "/nonexistent"]), exit_codes::USAGE);
+
+    // simulate, then verify: accepted with its ARK trusted, rejected without it.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().to_str().unwrap();
+    let o = cvmctl(&[
+        "report",
+        "simulate",
+        "--json",
+        "--out",
+        out,
+        "--chain",
+        simulated().join("simulated-chain.key").to_str().unwrap(),
+    ]);
+    assert_exit(&o, exit_codes::OK);
+    assert!(
+        matches!(messages(&o).as_slice(), [Message::Simulated(s)] if s.files.iter().any(|f| f.ends_with("report.bin"))),
+        "{}",
+        stdout(&o)
+    );
+    let ark = dir.path().join("ark.pem");
+    let o = verify_dir(dir.path(), &["--trust-ark", ark.to_str().unwrap()]);
+    assert_exit(&o, exit_codes::OK);
+    let lines = messages(&o);
+    assert!(lines.iter().any(|m| matches!(m, Message::Check(_))));
+    assert!(matches!(lines.last(), Some(Message::Verdict(v)) if v.accepted && v.manifest_digest.is_none()));
+    let o = verify_dir(dir.path(), &[]);
+    assert_exit(&o, exit_codes::REJECTED);
+    assert!(matches!(messages(&o).last(), Some(Message::Verdict(v)) if !v.accepted && v.failed > 0));
+    assert_exit(&verify_dir(dir.path(), &["--policy", "/nonexistent"]), exit_codes::USAGE);
+}
+
+#[test]
+fn manifest_measure_and_logs_exit_by_the_table() {
+    use cvmctl::output::Message;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("owner.pem");
+    let o = cvmctl(&["keygen", "--json", "--out", key.to_str().unwrap()]);
+    assert_exit(&o, exit_codes::OK);
+    let Some(Message::Key(k)) = messages(&o).pop() else { panic!("{}", stdout(&o)) };
+    let manifest = dir.path().join("manifest.json");
+    let json = serde_json::json!({
+        "id": "m", "name": "m",
+        "algorithm": {"digest": format!("sha256:{}", "ab".repeat(32)), "provider_key": k.public_key, "kind": "binary"},
+        "datasets": [], "result_consumers": [{"key": k.public_key}],
+        "limits": {"max_upload_bytes": 1024, "run_timeout_s": 10, "memory_bytes": 1 << 26},
+        "logging": {"algorithm_output": "drop"},
+    });
+    std::fs::write(&manifest, json.to_string()).unwrap();
+    let o = cvmctl(&["manifest", "digest", manifest.to_str().unwrap()]);
+    assert_exit(&o, exit_codes::OK);
+    assert!(stdout(&o).starts_with("sha256:"), "{}", stdout(&o));
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, b"{\"version\": 1}").unwrap();
+    assert_exit(&cvmctl(&["manifest", "digest", bad.to_str().unwrap()]), exit_codes::USAGE);
+
+    assert_exit(&cvmctl(&["measure", "--json"]), exit_codes::USAGE);
+    // Debian's OVMF has no SEV metadata: unusable input of the user's own.
+    let ovmf = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+    if Path::new(ovmf).exists() {
+        let o = cvmctl(&["measure", "--ovmf", ovmf, "--firmware-only", "--vcpu-type", "EPYC-v4", "--json"]);
+        assert_exit(&o, exit_codes::USAGE);
+        assert!(stdout(&o).is_empty(), "{}", stdout(&o));
+    }
+    assert_exit(&cvmctl(&["measure", "--uki", bad.to_str().unwrap(), "--json"]), exit_codes::USAGE);
+
+    // No listener behind the control socket: 3, and a typed refusal.
+    let sock = dir.path().join("control.sock");
+    let o = cvmctl(&["logs", "status", "--json", "--control", sock.to_str().unwrap()]);
+    assert_exit(&o, exit_codes::AGENT_ERROR);
+    assert!(
+        matches!(messages(&o).as_slice(), [Message::Reply(r)] if r.op == "status" && !r.ok && r.error.is_some()),
+        "{}",
+        stdout(&o)
+    );
+    assert_exit(&cvmctl(&["logs", "level", "loud", "--control", sock.to_str().unwrap()]), exit_codes::USAGE);
+}

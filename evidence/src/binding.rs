@@ -75,38 +75,111 @@ fn is_sev_snp(p: &Platform) -> bool {
     *p == Platform::SevSnp
 }
 
-/// Boot evidence that cannot be read from a certificate.
+/// Boot evidence that cannot be read from a certificate (or written into one).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("boot evidence: {0}")]
-pub struct BindingError(pub String);
+#[non_exhaustive]
+pub enum BindingError {
+    /// The evidence could not be encoded (writing it only).
+    #[error("cannot encode the evidence: {reason}")]
+    Encode {
+        /// The encoder's message.
+        reason: String,
+    },
+    /// The certificate is not DER X.509.
+    #[error("certificate: {reason}")]
+    Certificate {
+        /// The decoder's message.
+        reason: String,
+    },
+    /// The certificate has no id-pe-cmw extension.
+    #[error("the certificate has no id-pe-cmw extension")]
+    NoExtension,
+    /// The extension's value is not a DER UTF8String.
+    #[error("not a CMW json UTF8String: {reason}")]
+    NotUtf8String {
+        /// The decoder's message.
+        reason: String,
+    },
+    /// The string is not a CMW record `[type, value, indicator]`.
+    #[error("not a CMW record [type, value, indicator]: {reason}")]
+    NotCmwRecord {
+        /// The parser's message.
+        reason: String,
+    },
+    /// The record's indicator is not 4 (evidence).
+    #[error("CMW indicator {found}, expected 4 (evidence)")]
+    Indicator {
+        /// The indicator found.
+        found: u32,
+    },
+    /// The record's type is not [`BOOT_EVIDENCE_TYPE`].
+    #[error("CMW type {found:?}, expected {BOOT_EVIDENCE_TYPE:?}")]
+    Type {
+        /// The type found.
+        found: String,
+    },
+    /// The record's value is not base64url.
+    #[error("CMW value is not base64url: {reason}")]
+    NotBase64Url {
+        /// The decoder's message.
+        reason: String,
+    },
+    /// The value is not the evidence's JSON.
+    #[error("{reason}")]
+    Json {
+        /// The parser's message.
+        reason: String,
+    },
+    /// Another version of the evidence.
+    #[error("version {found}, expected 1")]
+    Version {
+        /// The version found.
+        found: u32,
+    },
+}
+
+/// The certificate chain that boot evidence carries cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChainError {
+    /// A certificate in the evidence does not parse.
+    #[error(transparent)]
+    Certificate(#[from] crate::CertError),
+    /// Neither the evidence nor the fallback has the VCEK or VLEK.
+    #[error("the evidence carries no VCEK/VLEK and none was given")]
+    NoVek,
+}
 
 impl BootEvidence {
     /// The DER value of the id-pe-cmw extension carrying this evidence.
     pub fn to_extension_value(&self) -> Result<Vec<u8>, BindingError> {
-        let json = serde_json::to_vec(self).map_err(|e| BindingError(e.to_string()))?;
+        let json = serde_json::to_vec(self).map_err(|e| BindingError::Encode { reason: e.to_string() })?;
         let value = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json);
         let record = serde_json::json!([BOOT_EVIDENCE_TYPE, value, 4]).to_string();
-        Utf8StringRef::new(&record).and_then(|s| s.to_der()).map_err(|e| BindingError(e.to_string()))
+        Utf8StringRef::new(&record)
+            .and_then(|s| s.to_der())
+            .map_err(|e| BindingError::Encode { reason: e.to_string() })
     }
 
     /// Reads the evidence from an id-pe-cmw extension value.
     pub fn from_extension_value(der: &[u8]) -> Result<BootEvidence, BindingError> {
         let text = Utf8StringRef::from_der(der)
-            .map_err(|e| BindingError(format!("not a CMW json UTF8String: {e}")))?;
+            .map_err(|e| BindingError::NotUtf8String { reason: e.to_string() })?;
         let record: (String, String, u32) = serde_json::from_str(text.as_str())
-            .map_err(|e| BindingError(format!("not a CMW record [type, value, indicator]: {e}")))?;
+            .map_err(|e| BindingError::NotCmwRecord { reason: e.to_string() })?;
         if record.2 != 4 {
-            return Err(BindingError(format!("CMW indicator {}, expected 4 (evidence)", record.2)));
+            return Err(BindingError::Indicator { found: record.2 });
         }
         if record.0 != BOOT_EVIDENCE_TYPE {
-            return Err(BindingError(format!("CMW type {:?}, expected {BOOT_EVIDENCE_TYPE:?}", record.0)));
+            return Err(BindingError::Type { found: record.0 });
         }
         let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(record.1)
-            .map_err(|e| BindingError(format!("CMW value is not base64url: {e}")))?;
-        let ev: BootEvidence = serde_json::from_slice(&json).map_err(|e| BindingError(e.to_string()))?;
+            .map_err(|e| BindingError::NotBase64Url { reason: e.to_string() })?;
+        let ev: BootEvidence =
+            serde_json::from_slice(&json).map_err(|e| BindingError::Json { reason: e.to_string() })?;
         if ev.version != 1 {
-            return Err(BindingError(format!("version {}, expected 1", ev.version)));
+            return Err(BindingError::Version { found: ev.version });
         }
         Ok(ev)
     }
@@ -114,7 +187,7 @@ impl BootEvidence {
     /// Finds and reads the evidence in a DER certificate.
     pub fn from_certificate(cert_der: &[u8]) -> Result<(BootEvidence, Vec<u8>), BindingError> {
         let cert = crate::certs::decode_der::<x509_cert::Certificate>(cert_der)
-            .map_err(|e| BindingError(format!("certificate: {e}")))?;
+            .map_err(|e| BindingError::Certificate { reason: e.to_string() })?;
         let ext = cert
             .tbs_certificate
             .extensions
@@ -122,9 +195,12 @@ impl BootEvidence {
             .unwrap_or(&[])
             .iter()
             .find(|e| e.extn_id == CMW_EXTENSION_OID)
-            .ok_or_else(|| BindingError("the certificate has no id-pe-cmw extension".into()))?;
-        let spki =
-            cert.tbs_certificate.subject_public_key_info.to_der().map_err(|e| BindingError(e.to_string()))?;
+            .ok_or(BindingError::NoExtension)?;
+        let spki = cert
+            .tbs_certificate
+            .subject_public_key_info
+            .to_der()
+            .map_err(|e| BindingError::Certificate { reason: e.to_string() })?;
         Ok((BootEvidence::from_extension_value(ext.extn_value.as_bytes())?, spki))
     }
 }
@@ -149,7 +225,7 @@ pub fn check_boot_certificate(
                 VerificationReport::failed(
                     "boot_evidence",
                     "id-pe-cmw boot evidence in the certificate",
-                    e.0,
+                    e.to_string(),
                 ),
                 None,
             )
@@ -157,7 +233,12 @@ pub fn check_boot_certificate(
     };
     let chain = match chain_from(&ev, fallback) {
         Ok(c) => c,
-        Err(e) => return (VerificationReport::failed("certificate_format", "AMD certificates", e), Some(ev)),
+        Err(e) => {
+            return (
+                VerificationReport::failed("certificate_format", "AMD certificates", e.to_string()),
+                Some(ev),
+            )
+        }
     };
     let want = boot_report_data(&spki, &ev.manifest_digest, ev.ak_public.as_deref());
     let mut result = check_report(verifier, &ev, &ev.report, &chain, &want, "boot_binding");
@@ -261,14 +342,13 @@ fn binding_what(binding: &str) -> &'static str {
 }
 
 /// The chain carried by boot evidence, completed from `fallback`.
-pub fn chain_from(ev: &BootEvidence, fallback: Option<&CertChain>) -> Result<CertChain, String> {
-    let parse = |der: &Option<Vec<u8>>, what: &str| {
-        der.as_deref().map(|d| parse_certificate(d, what).map_err(|e| e.to_string())).transpose()
-    };
+pub fn chain_from(ev: &BootEvidence, fallback: Option<&CertChain>) -> Result<CertChain, ChainError> {
+    let parse =
+        |der: &Option<Vec<u8>>, what: &str| der.as_deref().map(|d| parse_certificate(d, what)).transpose();
     let vek = match (parse(&ev.vek, "VEK from the evidence")?, fallback) {
         (Some(v), _) => v,
         (None, Some(f)) => f.vek.clone(),
-        (None, None) => return Err("the evidence carries no VCEK/VLEK and none was given".into()),
+        (None, None) => return Err(ChainError::NoVek),
     };
     Ok(CertChain {
         ark: parse(&ev.ark, "ARK from the evidence")?.or_else(|| fallback.and_then(|f| f.ark.clone())),

@@ -1,6 +1,20 @@
-//! Errors of this crate.
+//! Errors of this crate. A leaf: it names the other modules' values but
+//! depends on none of them (but `Product`), so that no module's error type
+//! makes an import cycle.
 
-use crate::certs::extensions::ExtensionError;
+use der::asn1::ObjectIdentifier;
+
+/// A malformed or missing AMD extension.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("certificate extension {name} ({oid}): {problem}")]
+pub struct ExtensionError {
+    /// The extension's name in AMD's specification.
+    pub name: &'static str,
+    /// Its OID.
+    pub oid: ObjectIdentifier,
+    /// What is wrong with it.
+    pub problem: String,
+}
 
 /// A report that cannot be parsed: hostile or corrupt input.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -25,8 +25,10 @@
 //! (RSA-PSS ARK and ASK, P-384 VCEK or VLEK with AMD's extensions) and reports
 //! signed by it. Its ARK is trusted only when a caller adds it explicitly.
 //!
-//! The crate never prints, reads the environment or the clock: the time at
-//! which certificates must be valid is an argument.
+//! The crate never prints or reads the environment, and verification never
+//! reads the clock: the time at which certificates must be valid is an
+//! argument. (The `simulator` module, a development tool, reads it to date the
+//! certificates it makes.)
 //!
 //! # Example
 //!

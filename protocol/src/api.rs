@@ -77,6 +77,109 @@ pub enum State {
     Failed(String),
 }
 
+impl State {
+    /// The state's name, as the API, the log stream and cvmctl write it
+    /// (`awaiting_algorithm`, ..., `failed`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            State::AwaitingAlgorithm => "awaiting_algorithm",
+            State::AwaitingData => "awaiting_data",
+            State::Running => "running",
+            State::ResultsReady => "results_ready",
+            State::Consumed => "consumed",
+            State::Failed(_) => "failed",
+        }
+    }
+
+    /// Why the computation failed, for `failed`.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            State::Failed(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// Whether the computation is over: results ready, consumed or failed.
+    pub fn is_final(&self) -> bool {
+        matches!(self, State::ResultsReady | State::Consumed | State::Failed(_))
+    }
+}
+
+/// The name, and for `failed` the reason in parentheses.
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.reason() {
+            Some(r) => write!(f, "{} ({r})", self.name()),
+            None => f.write_str(self.name()),
+        }
+    }
+}
+
+/// One input of the computation: the algorithm, a dataset or an artifact,
+/// named as in the API's paths (`algorithm`, `datasets/NAME`, `artifacts/NAME`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum InputRef {
+    /// The algorithm.
+    Algorithm,
+    /// The named dataset.
+    Dataset(String),
+    /// The named artifact.
+    Artifact(String),
+}
+
+impl std::fmt::Display for InputRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InputRef::Algorithm => f.write_str("algorithm"),
+            InputRef::Dataset(n) => write!(f, "datasets/{n}"),
+            InputRef::Artifact(n) => write!(f, "artifacts/{n}"),
+        }
+    }
+}
+
+impl InputRef {
+    /// Parses `algorithm`, `datasets/NAME` or `artifacts/NAME`.
+    pub fn parse(s: &str) -> Option<InputRef> {
+        match s.split_once('/') {
+            None if s == "algorithm" => Some(InputRef::Algorithm),
+            Some(("datasets", n)) if !n.is_empty() => Some(InputRef::Dataset(n.to_owned())),
+            Some(("artifacts", n)) if !n.is_empty() => Some(InputRef::Artifact(n.to_owned())),
+            _ => None,
+        }
+    }
+
+    /// Its name: `algorithm`, or the dataset's or artifact's name.
+    pub fn name(&self) -> &str {
+        match self {
+            InputRef::Algorithm => "algorithm",
+            InputRef::Dataset(n) | InputRef::Artifact(n) => n,
+        }
+    }
+
+    /// The path its bytes are uploaded to ([`ALGORITHM`], [`DATASETS`]`NAME`, [`ARTIFACTS`]`NAME`).
+    pub fn upload_path(&self) -> String {
+        match self {
+            InputRef::Algorithm => ALGORITHM.to_owned(),
+            InputRef::Dataset(n) => format!("{DATASETS}{n}"),
+            InputRef::Artifact(n) => format!("{ARTIFACTS}{n}"),
+        }
+    }
+
+    /// The path its sealing key is released to ([`KEYS`] followed by the input).
+    pub fn key_path(&self) -> String {
+        format!("{KEYS}{self}")
+    }
+
+    /// The measurement event's kind for this input when sealed.
+    pub fn sealed_event_kind(&self) -> &'static str {
+        match self {
+            InputRef::Algorithm => "sealed_algorithm",
+            InputRef::Dataset(_) => "sealed_dataset",
+            InputRef::Artifact(_) => "sealed_artifact",
+        }
+    }
+}
+
 /// `GET /v1/status`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
@@ -301,8 +404,182 @@ pub struct ErrorBody {
 /// An error's machine code and human message.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorDetail {
-    /// Stable code, e.g. `forbidden`, `digest_mismatch`, `too_large`, `conflict`.
-    pub code: String,
+    /// Stable code; see [`ErrorCode`].
+    pub code: ErrorCode,
     /// What went wrong, for people.
     pub message: String,
+}
+
+/// The stable codes of error responses, written in snake case on the wire
+/// (`"forbidden"`, `"digest_mismatch"`, ...).
+///
+/// The agent chooses one for every refusal in one place (its `ApiError`);
+/// cvmctl reads it back. A code this side does not know (a newer agent)
+/// reads as [`ErrorCode::Unknown`]: the set may grow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The request needs a client certificate over an owner key (401).
+    Unauthenticated,
+    /// The key lacks the role the request needs (403).
+    Forbidden,
+    /// No such endpoint, or no such key path (404).
+    NotFound,
+    /// The method is not allowed on that path (405).
+    MethodNotAllowed,
+    /// The manifest names no such dataset (404).
+    UnknownDataset,
+    /// The manifest names no such sealed input (404).
+    UnknownInput,
+    /// Not now: wrong state, already received, or in progress (409).
+    Conflict,
+    /// The results are not ready (409).
+    NotReady,
+    /// The input is not sealed in the manifest (409).
+    NotSealed,
+    /// Over the manifest's size limit (413).
+    TooLarge,
+    /// The bytes do not have the manifest's digest (422).
+    DigestMismatch,
+    /// The sealing key is not the one the manifest names (422).
+    KeyMismatch,
+    /// The sealed stream did not verify (422).
+    SealedStreamInvalid,
+    /// A malformed request (400).
+    BadRequest,
+    /// The request body broke off before its end (400).
+    Incomplete,
+    /// The request body arrived below the agent's floor rate (408).
+    TooSlow,
+    /// Turned away for now; retry after `Retry-After` seconds (429, 503).
+    Busy,
+    /// The agent's storage failed (500).
+    Storage,
+    /// The TLS exporter failed (500).
+    Exporter,
+    /// Measuring or quoting failed (500).
+    Measurements,
+    /// Host storage of a host-path artifact failed (502).
+    HostStorage,
+    /// The TEE gave no report (503).
+    Tee,
+    /// Not enough memory for a sealed input (507).
+    Memory,
+    /// A code this side does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+impl ErrorCode {
+    /// The code as written on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::Unauthenticated => "unauthenticated",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::UnknownDataset => "unknown_dataset",
+            ErrorCode::UnknownInput => "unknown_input",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::NotReady => "not_ready",
+            ErrorCode::NotSealed => "not_sealed",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::DigestMismatch => "digest_mismatch",
+            ErrorCode::KeyMismatch => "key_mismatch",
+            ErrorCode::SealedStreamInvalid => "sealed_stream_invalid",
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::Incomplete => "incomplete",
+            ErrorCode::TooSlow => "too_slow",
+            ErrorCode::Busy => "busy",
+            ErrorCode::Storage => "storage",
+            ErrorCode::Exporter => "exporter",
+            ErrorCode::Measurements => "measurements",
+            ErrorCode::HostStorage => "host_storage",
+            ErrorCode::Tee => "tee",
+            ErrorCode::Memory => "memory",
+            ErrorCode::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CODES: [ErrorCode; 24] = [
+        ErrorCode::Unauthenticated,
+        ErrorCode::Forbidden,
+        ErrorCode::NotFound,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::UnknownDataset,
+        ErrorCode::UnknownInput,
+        ErrorCode::Conflict,
+        ErrorCode::NotReady,
+        ErrorCode::NotSealed,
+        ErrorCode::TooLarge,
+        ErrorCode::DigestMismatch,
+        ErrorCode::KeyMismatch,
+        ErrorCode::SealedStreamInvalid,
+        ErrorCode::BadRequest,
+        ErrorCode::Incomplete,
+        ErrorCode::TooSlow,
+        ErrorCode::Busy,
+        ErrorCode::Storage,
+        ErrorCode::Exporter,
+        ErrorCode::Measurements,
+        ErrorCode::HostStorage,
+        ErrorCode::Tee,
+        ErrorCode::Memory,
+        ErrorCode::Unknown,
+    ];
+
+    #[test]
+    fn error_codes_are_their_wire_names_both_ways() {
+        for code in CODES {
+            let json = serde_json::to_string(&code).unwrap();
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+            assert_eq!(serde_json::from_str::<ErrorCode>(&json).unwrap(), code);
+        }
+    }
+
+    #[test]
+    fn an_error_code_of_a_newer_agent_reads_as_unknown() {
+        let body: ErrorBody =
+            serde_json::from_str(r#"{"error": {"code": "quota_exceeded", "message": "m"}}"#).unwrap();
+        assert_eq!(body.error.code, ErrorCode::Unknown);
+    }
+
+    #[test]
+    fn input_refs_are_their_paths_both_ways() {
+        for (text, input) in [
+            ("algorithm", InputRef::Algorithm),
+            ("datasets/a.csv", InputRef::Dataset("a.csv".into())),
+            ("artifacts/w.bin", InputRef::Artifact("w.bin".into())),
+        ] {
+            assert_eq!(input.to_string(), text);
+            assert_eq!(InputRef::parse(text), Some(input.clone()));
+            assert_eq!(input.key_path(), format!("{KEYS}{text}"));
+        }
+        assert_eq!(InputRef::Dataset("a.csv".into()).upload_path(), format!("{DATASETS}a.csv"));
+        for bad in ["", "datasets/", "datasets", "keys/algorithm", "algorithm/x"] {
+            assert_eq!(InputRef::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_state_is_named_as_its_json_says() {
+        for state in [State::AwaitingAlgorithm, State::Running, State::Failed("oom".into())] {
+            let json = serde_json::to_value(&state).unwrap();
+            assert_eq!(json["state"], state.name());
+        }
+        assert_eq!(State::Failed("oom".into()).to_string(), "failed (oom)");
+        assert!(State::Consumed.is_final() && !State::Running.is_final());
+    }
 }

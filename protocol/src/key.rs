@@ -33,17 +33,38 @@ pub struct PublicKey {
 
 /// A key that is not an Ed25519, P-256 or P-384 SubjectPublicKeyInfo.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("public key: {0}")]
-pub struct KeyError(pub String);
+#[non_exhaustive]
+pub enum KeyError {
+    /// The bytes are not DER SubjectPublicKeyInfo.
+    #[error("public key: not DER SubjectPublicKeyInfo: {0}")]
+    NotSpki(der::Error),
+    /// The SubjectPublicKeyInfo is DER, but not in its one canonical encoding.
+    #[error("public key: SubjectPublicKeyInfo is not canonical DER")]
+    NotCanonical,
+    /// Another algorithm, curve or key length.
+    #[error(
+        "public key: algorithm {oid} {curve:?} with a {key_len}-byte key is not Ed25519, ECDSA P-256 or ECDSA P-384"
+    )]
+    Unsupported {
+        /// The algorithm's OID.
+        oid: ObjectIdentifier,
+        /// The curve's OID, if the parameters name one.
+        curve: Option<ObjectIdentifier>,
+        /// The key's length in bytes.
+        key_len: usize,
+    },
+    /// The text is not base64.
+    #[error("public key: not base64: {0}")]
+    NotBase64(base64::DecodeError),
+}
 
 impl PublicKey {
     /// Parses DER SubjectPublicKeyInfo; only Ed25519, P-256 and P-384 are accepted.
     pub fn from_spki_der(der: &[u8]) -> Result<PublicKey, KeyError> {
-        let spki = SubjectPublicKeyInfoRef::from_der(der)
-            .map_err(|e| KeyError(format!("not DER SubjectPublicKeyInfo: {e}")))?;
-        let canonical = spki.to_der().map_err(|e| KeyError(e.to_string()))?;
+        let spki = SubjectPublicKeyInfoRef::from_der(der).map_err(KeyError::NotSpki)?;
+        let canonical = spki.to_der().map_err(KeyError::NotSpki)?;
         if canonical != der {
-            return Err(KeyError("SubjectPublicKeyInfo is not canonical DER".into()));
+            return Err(KeyError::NotCanonical);
         }
         let key_len = spki.subject_public_key.raw_bytes().len();
         let curve = spki.algorithm.parameters.and_then(|p| p.decode_as::<ObjectIdentifier>().ok());
@@ -51,20 +72,14 @@ impl PublicKey {
             (ED25519, None) if key_len == 32 => KeyAlgorithm::Ed25519,
             (EC_PUBLIC_KEY, Some(P256)) if key_len == 65 => KeyAlgorithm::EcdsaP256,
             (EC_PUBLIC_KEY, Some(P384)) if key_len == 97 => KeyAlgorithm::EcdsaP384,
-            (oid, curve) => {
-                return Err(KeyError(format!(
-                    "algorithm {oid} {curve:?} with a {key_len}-byte key is not Ed25519, ECDSA P-256 or ECDSA P-384"
-                )))
-            }
+            (oid, curve) => return Err(KeyError::Unsupported { oid, curve, key_len }),
         };
         Ok(PublicKey { spki: der.to_vec(), algorithm })
     }
 
     /// Parses standard base64 of DER SubjectPublicKeyInfo.
     pub fn from_base64(s: &str) -> Result<PublicKey, KeyError> {
-        let der = base64::engine::general_purpose::STANDARD
-            .decode(s.trim())
-            .map_err(|e| KeyError(format!("not base64: {e}")))?;
+        let der = base64::engine::general_purpose::STANDARD.decode(s.trim()).map_err(KeyError::NotBase64)?;
         PublicKey::from_spki_der(&der)
     }
 

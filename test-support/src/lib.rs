@@ -24,7 +24,7 @@ mod swtpm;
 
 pub use binaries::{bin, bin_dir, cvmctl};
 pub use digests::sha256_file;
-pub use output::{assert_exit, ok, run, stderr, stdout};
+pub use output::{assert_exit, json_lines, ok, run, stderr, stdout};
 pub use processes::{processes_of, vm_hwm};
 pub use sealing::{seal, sealing_key};
 pub use swtpm::Swtpm;

@@ -37,3 +37,14 @@ pub fn ok(o: &Output, what: &str) -> String {
     assert!(o.status.success(), "{what}: exit {:?}\n{}{}", o.status.code(), stdout(o), stderr(o));
     stdout(o)
 }
+
+/// Every line of a process's stdout parsed as JSON of type `T` (cvmctl's
+/// `--json` lines as `cvmctl::output::Message`); a line that does not parse
+/// fails the test, naming it.
+#[track_caller]
+pub fn json_lines<T: serde::de::DeserializeOwned>(o: &Output) -> Vec<T> {
+    stdout(o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a typed JSON line ({e}): {l:?}")))
+        .collect()
+}

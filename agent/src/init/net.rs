@@ -5,7 +5,7 @@
 //! (the host reaches the guest from the same subnet), no name resolution.
 //! These ioctls have no safe wrapper in `nix`, hence the unsafe blocks.
 
-#![allow(unsafe_code, reason = "interface ioctls with a libc::ifreq, each block with its SAFETY comment")]
+#![expect(unsafe_code, reason = "interface ioctls with a libc::ifreq, each block with its SAFETY comment")]
 
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};

@@ -222,7 +222,7 @@ pub fn set_computation(id: &str) {
 
 /// Sends a state event (at every level) to both sinks.
 pub fn state_event(state: &State) {
-    let (name, reason) = state_parts(state);
+    let (name, reason) = (state.name(), state.reason());
     let (level, message) = match reason {
         Some(r) => (Level::Warn, format!("state {name}: {r}")),
         None => (Level::Info, format!("state {name}")),
@@ -249,18 +249,6 @@ pub fn awaiting_manifest_event() {
 pub fn fatal(message: String) {
     if let Some(l) = LOGGER.get() {
         l.emit(Level::Error, RecordKind::Log, "cvm_agent", message, false);
-    }
-}
-
-/// The API's state name and, for `failed`, the reason.
-pub fn state_parts(state: &State) -> (&'static str, Option<&str>) {
-    match state {
-        State::AwaitingAlgorithm => ("awaiting_algorithm", None),
-        State::AwaitingData => ("awaiting_data", None),
-        State::Running => ("running", None),
-        State::ResultsReady => ("results_ready", None),
-        State::Consumed => ("consumed", None),
-        State::Failed(r) => ("failed", Some(r)),
     }
 }
 

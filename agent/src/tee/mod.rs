@@ -29,8 +29,7 @@ pub use simulated::Simulated;
 /// `simulated-tee` feature: development and the tests' images only).
 pub const SIMULATED_BUILT_IN: bool = cfg!(feature = "simulated-tee");
 
-use crate::config::{Config, TeeChoice};
-use crate::measurements::VtpmState;
+use crate::vtpm::{VtpmMode, VtpmState};
 
 /// A report and the certificates the host supplied with it.
 #[derive(Clone, Debug, Default)]
@@ -67,18 +66,54 @@ pub trait TeeProvider: Send + Sync {
     }
 }
 
+/// Which TEE provider produces reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TeeChoice {
+    /// The first real provider that exists; none is an error.
+    Auto,
+    /// /dev/sev-guest.
+    SevGuest,
+    /// /sys/kernel/config/tsm/report.
+    ConfigfsTsm,
+    /// Microsoft's paravisor on Azure, through the vTPM.
+    Azure,
+    /// Software SNP; not secure.
+    Simulated,
+    /// Azure's path with a simulated paravisor on a software TPM; not secure.
+    SimulatedAzure,
+}
+
+/// The TEE's settings: config keys `tee`, `simulated_chain`,
+/// `simulated_measurement`, `azure_thim` and `azure_deadline_ms`.
+#[derive(Clone, Copy, Debug)]
+pub struct TeeSettings<'a> {
+    /// The provider asked for.
+    pub choice: TeeChoice,
+    /// The simulated provider's chain bundle.
+    pub simulated_chain: Option<&'a Path>,
+    /// The measurement the simulated provider reports.
+    pub simulated_measurement: [u8; 48],
+    /// Azure: where the VCEK and chain come from, or none.
+    pub azure_thim: Option<&'a thim::ThimUrl>,
+    /// Azure: how long to wait for a refreshed HCL report.
+    pub azure_deadline: std::time::Duration,
+}
+
 /// The provider `tee = auto` stands for on this machine: /dev/sev-guest
-/// when it exists, else Azure's paravisor when the vTPM holds its HCL report,
-/// else configfs-tsm; none is an error. Never the simulator.
-pub fn detect(config: &Config) -> Result<TeeChoice, TeeError> {
-    if config.tee != TeeChoice::Auto {
-        return Ok(config.tee);
+/// when it exists, else Azure's paravisor when the vTPM (`vtpm`) holds its
+/// HCL report, else configfs-tsm; none is an error. Never the simulator.
+pub fn detect(
+    settings: &TeeSettings<'_>,
+    vtpm: &crate::vtpm::VtpmSettings<'_>,
+) -> Result<TeeChoice, TeeError> {
+    if settings.choice != TeeChoice::Auto {
+        return Ok(settings.choice);
     }
     if Path::new(sev_guest::DEVICE).exists() {
         return Ok(TeeChoice::SevGuest);
     }
-    if config.vtpm != crate::config::VtpmMode::Off
-        && crate::vtpm::nv_index_exists(&config.tpm_tcti, cvm_evidence::azure::NV_HCL_REPORT)
+    if vtpm.mode != VtpmMode::Off
+        && crate::vtpm::nv_index_exists(vtpm.tcti, cvm_evidence::azure::NV_HCL_REPORT)
     {
         return Ok(TeeChoice::Azure);
     }
@@ -92,15 +127,15 @@ pub fn detect(config: &Config) -> Result<TeeChoice, TeeError> {
              refusing to start without a TEE (set tee = simulated for development: it is not secure)",
             sev_guest::DEVICE,
             cvm_evidence::azure::NV_HCL_REPORT,
-            config.tpm_tcti,
+            vtpm.tcti,
             configfs_tsm::ROOT
         ),
     })
 }
 
 /// The provider for `choice` ([`detect`]'s answer); Azure's needs the vTPM.
-pub fn from_config(
-    config: &Config,
+pub fn from_settings(
+    config: TeeSettings<'_>,
     choice: TeeChoice,
     vtpm: &VtpmState,
 ) -> Result<Box<dyn TeeProvider>, TeeError> {
@@ -109,7 +144,7 @@ pub fn from_config(
         TeeChoice::ConfigfsTsm => Ok(Box::new(ConfigfsTsm::new())),
         TeeChoice::Azure => {
             let vtpm = azure_vtpm(vtpm, "azure")?;
-            let certs = azure_certs(config)?;
+            let certs = azure_certs(&config)?;
             Ok(Box::new(azure::Azure::new(
                 vtpm,
                 certs,
@@ -119,12 +154,12 @@ pub fn from_config(
             )))
         }
         #[cfg(feature = "simulated-tee")]
-        TeeChoice::Simulated => Ok(Box::new(Simulated::from_config(config)?)),
+        TeeChoice::Simulated => Ok(Box::new(Simulated::from_settings(config)?)),
         #[cfg(feature = "simulated-tee")]
         TeeChoice::SimulatedAzure => {
             let vtpm = azure_vtpm(vtpm, "simulated-azure")?;
-            let certs = azure_certs(config)?;
-            let paravisor = simulated_azure::SimulatedParavisor::new(Simulated::from_config(config)?);
+            let certs = azure_certs(&config)?;
+            let paravisor = simulated_azure::SimulatedParavisor::new(Simulated::from_settings(config)?);
             Ok(Box::new(azure::Azure::new(
                 vtpm,
                 certs,
@@ -162,8 +197,8 @@ fn azure_vtpm(
 }
 
 /// The VCEK and chain from THIM, or none when `azure_thim = none`.
-fn azure_certs(config: &Config) -> Result<TeeEvidence, TeeError> {
-    let Some(url) = &config.azure_thim else {
+fn azure_certs(config: &TeeSettings<'_>) -> Result<TeeEvidence, TeeError> {
+    let Some(url) = config.azure_thim else {
         log::info!("Azure: no THIM (azure_thim = none): the owners give cvmctl the VCEK and chain");
         return Ok(TeeEvidence::default());
     };

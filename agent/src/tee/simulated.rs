@@ -3,8 +3,8 @@
 use cvm_evidence::der::Encode;
 use cvm_evidence::simulator::SimulatedChain;
 
+use super::TeeSettings;
 use super::{TeeError, TeeEvidence, TeeProvider};
-use crate::config::Config;
 
 /// Reports signed by a simulated AMD chain, with the measurement the
 /// configuration (standing in for the platform) gives.
@@ -15,9 +15,9 @@ pub struct Simulated {
 
 impl Simulated {
     /// Loads the chain bundle named by `simulated_chain`.
-    pub fn from_config(config: &Config) -> Result<Simulated, TeeError> {
+    pub fn from_settings(config: TeeSettings<'_>) -> Result<Simulated, TeeError> {
         let err = |message: String| TeeError { provider: "simulated", message };
-        let path = config.simulated_chain.as_ref().ok_or_else(|| err("simulated_chain is not set".into()))?;
+        let path = config.simulated_chain.ok_or_else(|| err("simulated_chain is not set".into()))?;
         let text =
             std::fs::read_to_string(path).map_err(|e| err(format!("cannot read {}: {e}", path.display())))?;
         let chain =

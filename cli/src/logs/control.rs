@@ -7,12 +7,11 @@ use std::time::Duration;
 use anyhow::Context as _;
 use cvm_protocol::logstream::{AgentMessage, Deframer, HostMessage, Operation, ReplyData, Request};
 use cvm_protocol::terminal::escape;
-use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{ControlArgs, LogsCommand};
-use crate::exit_codes;
-use crate::output::emit;
+use crate::output::{emit, Message, ReplyLine};
+use crate::{Error, Refusal};
 
 /// Why a request got no answer.
 #[derive(Debug, thiserror::Error)]
@@ -65,7 +64,7 @@ pub async fn ask(control: &Path, op: Operation) -> Result<ReplyData, ControlErro
 }
 
 /// Runs `logs status`, `logs level` or `logs manifest`.
-pub(super) async fn request(cmd: LogsCommand) -> anyhow::Result<i32> {
+pub(super) async fn request(cmd: LogsCommand) -> crate::Result {
     let (op, args): (Operation, ControlArgs) = match cmd {
         LogsCommand::Status(a) => (Operation::Status, a),
         LogsCommand::Level { level, control } => (Operation::SetLevel(level), control),
@@ -76,22 +75,23 @@ pub(super) async fn request(cmd: LogsCommand) -> anyhow::Result<i32> {
         }
         LogsCommand::Listen(a) => return super::listen(a).await,
     };
-    match ask(&args.control, op).await {
+    let name = super::listen::op_name(&op);
+    let answer = ask(&args.control, op).await;
+    if args.json {
+        let result = answer.as_ref().map(Clone::clone).map_err(ToString::to_string);
+        emit(&Message::Reply(ReplyLine::new(name, &result)))?;
+    }
+    match answer {
         Ok(data) => {
-            if args.json {
-                emit("reply", json!({"ok": true, "result": data}))?;
-            } else {
+            if !args.json {
                 print_reply(&data)?;
             }
-            Ok(exit_codes::OK)
+            Ok(())
         }
-        Err(e) => {
-            if args.json {
-                emit("reply", json!({"ok": false, "error": e.to_string()}))?;
-            }
-            eprintln!("cvmctl: {}", escape(&e.to_string()));
-            Ok(exit_codes::AGENT_ERROR)
+        Err(e @ ControlError::Refused(_)) => {
+            Err(Error::Refused(Refusal::other(escape(&e.to_string()).into_owned())))
         }
+        Err(e) => Err(Error::Transport(anyhow::anyhow!("{}", escape(&e.to_string())))),
     }
 }
 

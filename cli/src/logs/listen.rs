@@ -15,7 +15,6 @@ use tokio::sync::{mpsc, oneshot};
 use super::host::{HostSession, Seen};
 use super::output::Printer;
 use super::ListenArgs;
-use crate::exit_codes;
 
 /// A connected agent or control client.
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -70,7 +69,7 @@ fn bind_unix(path: &Path, mode: u32) -> anyhow::Result<tokio::net::UnixListener>
 }
 
 /// Runs `logs listen` until SIGINT or SIGTERM.
-pub async fn listen(args: ListenArgs) -> anyhow::Result<i32> {
+pub async fn listen(args: ListenArgs) -> crate::Result {
     let manifest = match &args.manifest {
         Some(path) => {
             let text = crate::args::read_file(path)?;
@@ -99,7 +98,7 @@ pub async fn listen(args: ListenArgs) -> anyhow::Result<i32> {
         eprintln!("listening on vsock port {port}");
         Listener::Vsock(l)
     } else {
-        anyhow::bail!("give one of --tcp, --vsock, --uds");
+        return Err(anyhow::anyhow!("give one of --tcp, --vsock, --uds").into());
     };
     let control = match &args.control {
         Some(path) => Some(bind_unix(path, 0o600)?),
@@ -156,7 +155,7 @@ pub async fn listen(args: ListenArgs) -> anyhow::Result<i32> {
                     tokio::spawn(async move { serve_control(Box::new(stream), &current).await });
                 }
             }
-            Some(e) = failed.recv() => return Err(e),
+            Some(e) = failed.recv() => return Err(e.into()),
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
         }
@@ -178,7 +177,7 @@ pub async fn listen(args: ListenArgs) -> anyhow::Result<i32> {
             s.unaccounted
         );
     }
-    Ok(exit_codes::OK)
+    Ok(())
 }
 
 /// How a connection ended badly.
@@ -301,7 +300,7 @@ async fn serve_agent(
     }
 }
 
-fn op_name(op: &Operation) -> &'static str {
+pub(super) fn op_name(op: &Operation) -> &'static str {
     match op {
         Operation::Manifest { .. } => "manifest",
         Operation::Status => "status",

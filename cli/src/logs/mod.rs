@@ -103,7 +103,7 @@ pub struct ControlArgs {
 }
 
 /// Runs a `logs` subcommand.
-pub async fn run(cmd: LogsCommand) -> anyhow::Result<i32> {
+pub async fn run(cmd: LogsCommand) -> crate::Result {
     control::request(cmd).await
 }
 

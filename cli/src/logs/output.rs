@@ -16,9 +16,8 @@ use std::io::Write as _;
 
 use cvm_protocol::logstream::{AgentHello, Level, Record, RecordKind, ReplyData};
 use cvm_protocol::terminal::escape;
-use serde_json::json;
 
-use crate::output::{emit, stdout};
+use crate::output::{emit, stdout, Connected, Disconnected, Gap, Message, RecordLine, ReplyLine};
 
 /// Prints events of the link.
 pub(super) struct Printer {
@@ -37,10 +36,13 @@ pub(super) fn time(ms: u64) -> String {
 impl Printer {
     pub(super) fn connected(&self, hello: &AgentHello, restarted: bool, peer: &str) -> anyhow::Result<()> {
         if self.json {
-            emit(
-                "connected",
-                json!({"boot": hello.boot, "agent": hello.agent, "level": hello.level, "restarted": restarted, "peer": peer}),
-            )
+            emit(&Message::Connected(Connected {
+                boot: hello.boot.clone(),
+                agent: hello.agent.clone(),
+                level: hello.level,
+                restarted,
+                peer: peer.to_owned(),
+            }))
         } else {
             let again = if restarted { " (a new boot: the agent restarted)" } else { "" };
             eprintln!(
@@ -55,7 +57,7 @@ impl Printer {
 
     pub(super) fn disconnected(&self, reason: &str) -> anyhow::Result<()> {
         if self.json {
-            emit("disconnected", json!({ "reason": reason }))
+            emit(&Message::Disconnected(Disconnected { reason: reason.to_owned() }))
         } else {
             eprintln!("agent disconnected: {}", escape(reason));
             Ok(())
@@ -64,7 +66,7 @@ impl Printer {
 
     pub(super) fn gap(&self, first: u64, last: u64) -> anyhow::Result<()> {
         if self.json {
-            emit("gap", json!({"first": first, "last": last}))
+            emit(&Message::Gap(Gap { first, last }))
         } else {
             writeln!(stdout(), "!! records {first} to {last} never arrived and were not reported dropped")?;
             Ok(())
@@ -73,28 +75,35 @@ impl Printer {
 
     pub(super) fn record(&self, r: &Record, lost: Option<u64>) -> anyhow::Result<()> {
         if self.json {
-            let mut data = json!({
-                "seq": r.seq, "time_ms": r.time_ms, "time": time(r.time_ms), "level": r.level,
-                "source": r.source, "message": r.message,
-            });
-            let kind = match &r.kind {
+            let mut data = RecordLine {
+                seq: r.seq,
+                time_ms: r.time_ms,
+                time: time(r.time_ms),
+                level: r.level,
+                kind: String::new(),
+                source: r.source.clone(),
+                computation: r.computation.clone(),
+                message: r.message.clone(),
+                state: None,
+                first_seq: None,
+                count: None,
+                lost: None,
+            };
+            data.kind = match &r.kind {
                 RecordKind::Log => "log",
                 RecordKind::Event { state } => {
-                    data["state"] = json!(state);
+                    data.state = Some(state.clone());
                     "event"
                 }
                 RecordKind::Dropped { first_seq } => {
-                    data["first_seq"] = json!(first_seq);
-                    data["count"] = json!(r.dropped_count());
-                    data["lost"] = json!(lost);
+                    data.first_seq = Some(*first_seq);
+                    data.count = r.dropped_count();
+                    data.lost = lost;
                     "dropped"
                 }
-            };
-            data["kind"] = json!(kind);
-            if let Some(c) = &r.computation {
-                data["computation"] = json!(c);
             }
-            return emit("record", data);
+            .to_owned();
+            return emit(&Message::Record(data));
         }
         let tag = match (&r.kind, r.level) {
             (RecordKind::Event { .. }, _) => "EVENT",
@@ -115,10 +124,7 @@ impl Printer {
 
     pub(super) fn reply(&self, op: &str, result: &Result<ReplyData, String>) -> anyhow::Result<()> {
         if self.json {
-            return match result {
-                Ok(data) => emit("reply", json!({"op": op, "ok": true, "result": data})),
-                Err(e) => emit("reply", json!({"op": op, "ok": false, "error": e})),
-            };
+            return emit(&Message::Reply(ReplyLine::new(op, result)));
         }
         match result {
             Ok(ReplyData::Manifest { digest }) => eprintln!("manifest accepted by the agent: {digest}"),

@@ -26,7 +26,7 @@ use cvm_evidence::binding::{
 use cvm_evidence::certs::{parse_certificate, TrustAnchors};
 use cvm_evidence::gcp::AkAnchors;
 use cvm_evidence::{Policy, VerificationReport, Verifier};
-use cvm_protocol::api::{self, ErrorBody, EvidenceRequest, SessionEvidence};
+use cvm_protocol::api::{self, EvidenceRequest, SessionEvidence};
 use cvm_protocol::Digest;
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
@@ -463,8 +463,7 @@ impl Agent {
         let report = base64::engine::general_purpose::STANDARD
             .decode(&evidence.report)
             .context("session evidence: report is not base64")?;
-        let chain =
-            chain_from(&self.boot, self.verifier.fallback.as_ref()).map_err(|e| anyhow::anyhow!(e))?;
+        let chain = chain_from(&self.boot, self.verifier.fallback.as_ref())?;
         let v = Verifier::new(&self.verifier.anchors, &self.verifier.policy, self.verifier.at);
         let mut measurements = VerificationReport { product: None, checks: Vec::new() };
         let (digest, measured) = super::measured::check(
@@ -525,8 +524,5 @@ impl Agent {
 
 /// Reads an error body into a message.
 pub fn error_message(status: StatusCode, body: &[u8]) -> String {
-    match serde_json::from_slice::<ErrorBody>(body) {
-        Ok(e) => format!("{} ({}): {}", status, e.error.code, e.error.message),
-        Err(_) => format!("{status}: {}", String::from_utf8_lossy(body)),
-    }
+    crate::Refusal::from_response(status, body).to_string()
 }

@@ -33,8 +33,8 @@ pub enum ReportCommand {
 }
 
 impl ReportCommand {
-    /// Runs the command; returns the exit code.
-    pub fn run(self) -> anyhow::Result<i32> {
+    /// Runs the command.
+    pub fn run(self) -> crate::Result {
         match self {
             ReportCommand::Show(a) => a.run(),
             ReportCommand::Verify(a) => a.run(),

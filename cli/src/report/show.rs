@@ -9,8 +9,7 @@ use clap::Args;
 use cvm_evidence::AttestationReport;
 
 use crate::args::read_file;
-use crate::exit_codes;
-use crate::output::emit;
+use crate::output::{emit, Message};
 
 /// Arguments of `report show`.
 #[derive(Debug, Args)]
@@ -25,12 +24,12 @@ pub struct ShowArgs {
 
 impl ShowArgs {
     /// Prints the report.
-    pub fn run(self) -> anyhow::Result<i32> {
+    pub fn run(self) -> crate::Result {
         let bytes = read_file(&self.report)?;
         let report = AttestationReport::from_bytes(&bytes)
             .with_context(|| format!("{} is not an SNP report", self.report.display()))?;
         if self.json {
-            emit("report", report.to_json())?;
+            emit(&Message::Report(report.to_json()))?;
         } else {
             let mut out = crate::output::stdout();
             let fields = report.fields();
@@ -39,6 +38,6 @@ impl ShowArgs {
                 writeln!(out, "{:width$}  {}", f.name, f.value)?;
             }
         }
-        Ok(exit_codes::OK)
+        Ok(())
     }
 }

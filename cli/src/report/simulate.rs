@@ -11,8 +11,7 @@ use cvm_evidence::Product;
 use time::OffsetDateTime;
 
 use crate::args::{parse_hex, parse_time, parse_u64, read_file};
-use crate::exit_codes;
-use crate::output::emit;
+use crate::output::{emit, Message, Simulated};
 
 /// The bundle of private keys and certificates a simulated chain is kept in.
 pub const CHAIN_FILE: &str = "simulated-chain.key";
@@ -159,9 +158,9 @@ impl SimulateArgs {
     }
 
     /// Generates or loads the chain, signs a report, writes everything.
-    pub fn run(self) -> anyhow::Result<i32> {
+    pub fn run(self) -> crate::Result {
         if !cvm_evidence::report::SUPPORTED_VERSIONS.contains(&self.version) {
-            anyhow::bail!("--version: expected 2, 3 or 5, found {}", self.version);
+            return Err(anyhow::anyhow!("--version: expected 2, 3 or 5, found {}", self.version).into());
         }
         let params = self.chain_params(OffsetDateTime::now_utc())?;
         let chain = match &self.chain {
@@ -216,14 +215,11 @@ impl SimulateArgs {
         let report = chain.sign(&body).context("cannot sign the report")?;
         let written = write_out(&self.out, &chain, report.raw())?;
         if self.json {
-            emit(
-                "simulated",
-                serde_json::json!({
-                    "product": chain.params().product.to_string(),
-                    "signing_key": chain.params().signing_key.to_string(),
-                    "files": written,
-                }),
-            )?;
+            emit(&Message::Simulated(Simulated {
+                product: chain.params().product.to_string(),
+                signing_key: chain.params().signing_key.to_string(),
+                files: written,
+            }))?;
         } else {
             eprintln!(
                 "wrote a simulated {} report signed by a {} to {}",
@@ -233,7 +229,7 @@ impl SimulateArgs {
             );
             eprintln!("its ARK is not AMD's: verify with --trust-ark {}", self.out.join("ark.pem").display());
         }
-        Ok(exit_codes::OK)
+        Ok(())
     }
 }
 

@@ -15,8 +15,8 @@ use time::OffsetDateTime;
 
 use super::certs_dir::{load_chain, LoadError};
 use crate::args::{parse_time, read_file};
-use crate::exit_codes;
-use crate::output::{emit, Verdict};
+use crate::output::{emit, Message, Verdict};
+use crate::Error;
 
 /// Arguments of `report verify`.
 #[derive(Debug, Args)]
@@ -62,7 +62,7 @@ pub struct VerifyArgs {
 
 impl VerifyArgs {
     /// Verifies and prints every check; exit code 0 accepted, 1 rejected.
-    pub fn run(self) -> anyhow::Result<i32> {
+    pub fn run(self) -> crate::Result {
         let policy = match &self.policy {
             Some(path) => {
                 let text = String::from_utf8(read_file(path)?)
@@ -82,7 +82,9 @@ impl VerifyArgs {
             return self.verify_hcl(&anchors, &policy, at, &bytes);
         }
         if self.tpm_quote.is_some() || self.user_data.is_some() {
-            anyhow::bail!("--tpm-quote and --user-data apply to an Azure HCL report only");
+            return Err(Error::Usage(anyhow::anyhow!(
+                "--tpm-quote and --user-data apply to an Azure HCL report only"
+            )));
         }
 
         let report = match AttestationReport::from_bytes(&bytes) {
@@ -124,7 +126,7 @@ impl VerifyArgs {
         policy: &Policy,
         at: OffsetDateTime,
         bytes: &[u8],
-    ) -> anyhow::Result<i32> {
+    ) -> crate::Result {
         let user_data = match &self.user_data {
             Some(text) => {
                 let mut out = [0u8; 64];
@@ -160,7 +162,7 @@ impl VerifyArgs {
         self.print(&result)
     }
 
-    fn reject_early(&self, name: &'static str, expected: &str, found: &str) -> anyhow::Result<i32> {
+    fn reject_early(&self, name: &'static str, expected: &str, found: &str) -> crate::Result {
         let result = VerificationReport {
             product: None,
             checks: vec![Check {
@@ -173,20 +175,14 @@ impl VerifyArgs {
         self.print(&result)
     }
 
-    fn print(&self, result: &VerificationReport) -> anyhow::Result<i32> {
-        let failed = result.failures().count();
-        let skipped = result.checks.iter().filter(|c| matches!(c.outcome, Outcome::Skipped { .. })).count();
-        let verdict = Verdict {
-            accepted: result.accepted(),
-            product: result.product.map(|p| p.to_string()),
-            failed,
-            skipped,
-        };
+    fn print(&self, result: &VerificationReport) -> crate::Result {
+        let verdict = Verdict::of(result.product, &result.checks);
+        let (failed, skipped) = (verdict.failed, verdict.skipped);
         if self.json {
             for check in &result.checks {
-                emit("check", check)?;
+                emit(&Message::Check(check.into()))?;
             }
-            emit("verdict", &verdict)?;
+            emit(&Message::Verdict(verdict.clone()))?;
         } else {
             let mut out = crate::output::stdout();
             let width = result.checks.iter().map(|c| c.name.len()).max().unwrap_or(0);
@@ -217,7 +213,11 @@ impl VerifyArgs {
                 writeln!(out, "REJECTED: {failed} of {} checks failed", result.checks.len())?;
             }
         }
-        Ok(if verdict.accepted { exit_codes::OK } else { exit_codes::REJECTED })
+        if verdict.accepted {
+            Ok(())
+        } else {
+            Err(Error::Rejected(format!("{failed} of {} checks failed", result.checks.len())))
+        }
     }
 }
 

@@ -38,17 +38,7 @@ pub const HW_ID: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.37
 /// csp_id: the cloud provider a VLEK was issued to (IA5String).
 pub const CSP_ID: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.3704.1.5");
 
-/// A malformed or missing AMD extension.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("certificate extension {name} ({oid}): {problem}")]
-pub struct ExtensionError {
-    /// The extension's name in AMD's specification.
-    pub name: &'static str,
-    /// Its OID.
-    pub oid: ObjectIdentifier,
-    /// What is wrong with it.
-    pub problem: String,
-}
+pub use crate::error::ExtensionError;
 
 /// The AMD extensions of a VCEK or VLEK certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]

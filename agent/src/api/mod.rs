@@ -1,7 +1,8 @@
 //! The HTTP API over attested TLS (paths in `cvm_protocol::api`).
 //!
-//! Every error is `{"error": {"code", "message"}}`; [`FlowError`] maps to a
-//! status in one place, [`error_response`].
+//! Every handler returns `Result<_, `[`ApiError`]`>`; an error becomes
+//! `{"error": {"code", "message"}}` with its status in one place,
+//! [`ApiError::response`].
 //!
 //! Request bodies are read at a floor rate ([`crate::body`]); the agent's
 //! own work on a request (TPM quotes, reports, decryption) is marked on the
@@ -9,24 +10,27 @@
 //! idleness, and runs on blocking threads; anonymous clients' session
 //! evidence passes the [`crate::admission::EvidenceGate`].
 
+mod error;
+
 use std::sync::Arc;
 
 use base64::Engine as _;
 use bytes::Bytes;
 use cvm_evidence::binding::{session_report_data, EXPORTER_LABEL};
-use cvm_protocol::api::{self, ErrorBody, ErrorDetail, EvidenceRequest, SessionEvidence, Uploaded};
+use cvm_protocol::api::{self, EvidenceRequest, InputRef, SessionEvidence, Uploaded};
 use cvm_protocol::{Digest, PublicKey};
 use futures_util::TryStreamExt;
 use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 
+pub use error::ApiError;
+
 use crate::activity::Activity;
-use crate::admission::{Admission, Class, RETRY_AFTER_S};
+use crate::admission::{Admission, Class};
 use crate::body::{BodyError, PacedBody};
-use crate::computation::{Computation, FlowError, Target};
+use crate::computation::{BadKeyRelease, Computation, FlowError};
 use crate::download::Completed;
-use crate::sealed_inputs::{InputRef, SealedInputError};
 use crate::tee::TeeProvider;
 
 /// The response body type.
@@ -71,27 +75,6 @@ fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Body> {
     resp
 }
 
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response<Body> {
-    json(status, &ErrorBody { error: ErrorDetail { code: code.into(), message: message.into() } })
-}
-
-/// `status` with a `Retry-After` of [`RETRY_AFTER_S`]: the client was turned away for now.
-pub fn busy(status: StatusCode, code: &str, message: impl Into<String>) -> Response<Body> {
-    let mut resp = error(status, code, message);
-    resp.headers_mut().insert(hyper::header::RETRY_AFTER, hyper::header::HeaderValue::from(RETRY_AFTER_S));
-    resp
-}
-
-/// The response to a request body that failed to arrive.
-fn body_error(e: &BodyError) -> Response<Body> {
-    match e {
-        BodyError::TooSlow { .. } => error(StatusCode::REQUEST_TIMEOUT, "too_slow", e.to_string()),
-        BodyError::TooLarge { .. } | BodyError::Broken(_) => {
-            error(StatusCode::BAD_REQUEST, "bad_request", e.to_string())
-        }
-    }
-}
-
 /// The request's declared length.
 fn declared_length(req: &Request<Incoming>) -> Option<u64> {
     req.headers()
@@ -108,30 +91,6 @@ async fn read_small(state: &AppState, req: Request<Incoming>, cap: usize) -> Res
         .await
 }
 
-/// The one place where flow errors become HTTP statuses.
-pub fn error_response(e: &FlowError) -> Response<Body> {
-    let (status, code) = match e {
-        FlowError::Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthenticated"),
-        FlowError::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden"),
-        FlowError::UnknownDataset(_) => (StatusCode::NOT_FOUND, "unknown_dataset"),
-        FlowError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
-        FlowError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
-        FlowError::DigestMismatch { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "digest_mismatch"),
-        FlowError::NotReady(_) => (StatusCode::CONFLICT, "not_ready"),
-        FlowError::Io(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage"),
-        FlowError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-        FlowError::Sealed(s) => match s {
-            SealedInputError::Unknown(_) => (StatusCode::NOT_FOUND, "unknown_input"),
-            SealedInputError::NotSealed(_) => (StatusCode::CONFLICT, "not_sealed"),
-            SealedInputError::KeyMismatch { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "key_mismatch"),
-            SealedInputError::Stream { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "sealed_stream_invalid"),
-            SealedInputError::HostStorage { .. } => (StatusCode::BAD_GATEWAY, "host_storage"),
-            SealedInputError::Memory { .. } => (StatusCode::INSUFFICIENT_STORAGE, "memory"),
-        },
-    };
-    error(status, code, e.to_string())
-}
-
 /// Handles one request.
 pub async fn handle(
     state: Arc<AppState>,
@@ -142,8 +101,8 @@ pub async fn handle(
     let method = req.method().clone();
     let key = peer.key.as_ref();
     let c = &state.computation;
-    let resp = match (&method, path.as_str()) {
-        (&Method::GET, api::STATUS) => json(StatusCode::OK, &c.status(key)),
+    let handled = match (&method, path.as_str()) {
+        (&Method::GET, api::STATUS) => Ok(json(StatusCode::OK, &c.status(key))),
         (&Method::GET, api::MANIFEST) => {
             let mut r = Response::new(
                 Full::new(Bytes::from(c.manifest().canonical_json())).map_err(|n| match n {}).boxed(),
@@ -152,34 +111,29 @@ pub async fn handle(
                 hyper::header::CONTENT_TYPE,
                 hyper::header::HeaderValue::from_static("application/json"),
             );
-            r
+            Ok(r)
         }
         (&Method::POST, api::EVIDENCE) => session_evidence(&state, &peer, req).await,
-        (&Method::PUT, api::ALGORITHM) => upload(&state, &peer, Target::Algorithm, req).await,
+        (&Method::PUT, api::ALGORITHM) => upload(&state, &peer, InputRef::Algorithm, req).await,
         (&Method::PUT, p) if p.starts_with(api::DATASETS) => {
             let name = p[api::DATASETS.len()..].to_owned();
-            upload(&state, &peer, Target::Dataset(name), req).await
+            upload(&state, &peer, InputRef::Dataset(name), req).await
         }
         (&Method::PUT, p) if p.starts_with(api::ARTIFACTS) => {
             let name = p[api::ARTIFACTS.len()..].to_owned();
-            upload(&state, &peer, Target::Artifact(name), req).await
+            upload(&state, &peer, InputRef::Artifact(name), req).await
         }
         (&Method::PUT, p) if p.starts_with(api::KEYS) => match InputRef::parse(&p[api::KEYS.len()..]) {
             Some(input) => release_key(&state, &peer, input, req).await,
-            None => error(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("no such key path: {path} (keys/algorithm, keys/datasets/NAME, keys/artifacts/NAME)"),
-            ),
+            None => Err(ApiError::NoKeyPath { path: path.clone() }),
         },
         (&Method::GET, api::RESULTS) => results(c, key).await,
-        (_, api::STATUS | api::MANIFEST | api::EVIDENCE | api::ALGORITHM | api::RESULTS) => error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            format!("{method} is not allowed on {path}"),
-        ),
-        _ => error(StatusCode::NOT_FOUND, "not_found", format!("no such endpoint: {path}")),
+        (_, api::STATUS | api::MANIFEST | api::EVIDENCE | api::ALGORITHM | api::RESULTS) => {
+            Err(ApiError::MethodNotAllowed { method: method.clone(), path: path.clone() })
+        }
+        _ => Err(ApiError::NoEndpoint { path: path.clone() }),
     };
+    let resp = handled.unwrap_or_else(|e| e.response());
     log::debug!(
         "{method} {path} -> {} (key {})",
         resp.status(),
@@ -188,30 +142,23 @@ pub async fn handle(
     Ok(resp)
 }
 
-async fn session_evidence(state: &Arc<AppState>, peer: &Peer, req: Request<Incoming>) -> Response<Body> {
-    let body = match read_small(state, req, 4096).await {
-        Ok(b) => b,
-        Err(e) => return body_error(&e),
-    };
-    let request: EvidenceRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", format!("evidence request: {e}")),
-    };
+async fn session_evidence(
+    state: &Arc<AppState>,
+    peer: &Peer,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let body = read_small(state, req, 4096).await?;
+    let request: EvidenceRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadEvidenceRequest(format!("evidence request: {e}")))?;
     let mut nonce = [0u8; 32];
     if hex::decode_to_slice(&request.nonce, &mut nonce).is_err() {
-        return error(StatusCode::BAD_REQUEST, "bad_request", "nonce: expected 64 hex digits (32 bytes)");
+        return Err(ApiError::BadEvidenceRequest("nonce: expected 64 hex digits (32 bytes)".into()));
     }
-    let ekm = match peer.exporter.export(EXPORTER_LABEL, &nonce) {
-        Ok(ekm) => ekm,
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "exporter", e),
-    };
+    let ekm = peer.exporter.export(EXPORTER_LABEL, &nonce).map_err(ApiError::Exporter)?;
     // Clients without an owner key take turns, a few at a time; owners never wait for a turn.
     let turn = match peer.class {
         Class::Owner => None,
-        Class::Anonymous => match state.admission.evidence.enter().await {
-            Ok(turn) => Some(turn),
-            Err(e) => return busy(StatusCode::TOO_MANY_REQUESTS, "busy", e.to_string()),
-        },
+        Class::Anonymous => Some(state.admission.evidence.enter().await?),
     };
     let _busy = peer.activity.busy();
     // The log and the quote of one moment, then the report over the log's
@@ -227,36 +174,30 @@ async fn session_evidence(state: &Arc<AppState>, peer: &Peer, req: Request<Incom
         (work.tee.report(&report_data), m)
     })
     .await;
-    let (report, m) = match produced {
-        Ok(p) => p,
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "measurements", e.to_string()),
-    };
-    match report {
-        Ok(ev) => json(
-            StatusCode::OK,
-            &SessionEvidence {
-                report: base64::engine::general_purpose::STANDARD.encode(&ev.report),
-                event_log_digest: Digest(m.digest),
-                events: m.events,
-                vtpm: m.vtpm,
-                measured_boot: Some(m.measured_boot),
-            },
-        ),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "tee", e.to_string()),
-    }
+    let (report, m) = produced.map_err(|e| ApiError::Measurements(e.to_string()))?;
+    let ev = report?;
+    Ok(json(
+        StatusCode::OK,
+        &SessionEvidence {
+            report: base64::engine::general_purpose::STANDARD.encode(&ev.report),
+            event_log_digest: Digest(m.digest),
+            events: m.events,
+            vtpm: m.vtpm,
+            measured_boot: Some(m.measured_boot),
+        },
+    ))
 }
 
-async fn upload(state: &AppState, peer: &Peer, target: Target, req: Request<Incoming>) -> Response<Body> {
+async fn upload(
+    state: &AppState,
+    peer: &Peer,
+    target: InputRef,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
     let (c, key) = (&state.computation, peer.key.as_ref());
     let declared = declared_length(&req);
-    let name = match &target {
-        Target::Algorithm => "algorithm".to_owned(),
-        Target::Dataset(n) | Target::Artifact(n) => n.clone(),
-    };
-    let mut up = match c.begin_upload(key, target, declared) {
-        Ok(u) => u,
-        Err(e) => return error_response(&e),
-    };
+    let name = target.name().to_owned();
+    let mut up = c.begin_upload(key, target, declared)?;
     // Within the limit, checked above; the body may not run past it either.
     let cap = c.manifest().limits.max_upload_bytes;
     let mut body = PacedBody::new(req.into_body(), declared, cap, state.admission.limits.body_min_rate);
@@ -265,31 +206,21 @@ async fn upload(state: &AppState, peer: &Peer, target: Target, req: Request<Inco
             Ok(frame) => {
                 if let Some(data) = frame.data_ref() {
                     let _busy = peer.activity.busy();
-                    if let Err(e) = up.write(data).await {
-                        return error_response(&e);
-                    }
+                    up.write(data).await?;
                 }
             }
             // The client went away, broke the stream or was too slow:
             // dropping `up` discards the partial file.
             Err(e @ BodyError::TooSlow { .. }) => {
                 log::warn!("upload of {name} cut off: {e}");
-                return body_error(&e);
+                return Err(e.into());
             }
-            Err(e) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "incomplete",
-                    format!("upload of {name} broke off: {e}"),
-                )
-            }
+            Err(e) => return Err(ApiError::Incomplete { name, source: e }),
         }
     }
     let _busy = peer.activity.busy();
-    match up.finish().await {
-        Ok((digest, sealed, bytes)) => json(StatusCode::CREATED, &Uploaded { name, digest, sealed, bytes }),
-        Err(e) => error_response(&e),
-    }
+    let (digest, sealed, bytes) = up.finish().await?;
+    Ok(json(StatusCode::CREATED, &Uploaded { name, digest, sealed, bytes }))
 }
 
 async fn release_key(
@@ -297,42 +228,25 @@ async fn release_key(
     peer: &Peer,
     input: InputRef,
     req: Request<Incoming>,
-) -> Response<Body> {
+) -> Result<Response<Body>, ApiError> {
     let (c, key) = (&state.computation, peer.key.as_ref());
     // The body is the key itself: read with a small cap, parsed, and zeroed.
-    let body = match read_small(state, req, 4096).await {
-        Ok(b) => zeroize::Zeroizing::new(b),
-        Err(e) => return body_error(&e),
-    };
-    let sealing_key = match serde_json::from_slice::<api::KeyRelease>(&body)
-        .map_err(|_| "expected {\"key\": \"cvm-sealing-key v1 ...\"}".to_owned())
-        .and_then(|r| cvm_protocol::sealed::SealingKey::from_text(&r.key).map_err(|e| e.to_string()))
-    {
-        Ok(k) => k,
-        Err(e) => return error_response(&FlowError::BadRequest(format!("key release: {e}"))),
-    };
+    let body = zeroize::Zeroizing::new(read_small(state, req, 4096).await?);
+    let sealing_key = serde_json::from_slice::<api::KeyRelease>(&body)
+        .map_err(|_| BadKeyRelease::NotJson)
+        .and_then(|r| cvm_protocol::sealed::SealingKey::from_text(&r.key).map_err(BadKeyRelease::Key))
+        .map_err(FlowError::BadKeyRelease)?;
     drop(body);
     // A host-path artifact is read and decrypted now, which may take a while.
     let _busy = peer.activity.busy();
-    match c.release_key(key, input, sealing_key).await {
-        Ok(released) => json(StatusCode::CREATED, &released),
-        Err(e) => error_response(&e),
-    }
+    let released = c.release_key(key, input, sealing_key).await?;
+    Ok(json(StatusCode::CREATED, &released))
 }
 
-async fn results(c: &Arc<Computation>, key: Option<&PublicKey>) -> Response<Body> {
-    let path = match c.results(key) {
-        Ok(p) => p,
-        Err(e) => return error_response(&e),
-    };
-    let file = match tokio::fs::File::open(&path).await {
-        Ok(f) => f,
-        Err(e) => return error_response(&FlowError::Io(e.to_string())),
-    };
-    let len = match file.metadata().await {
-        Ok(m) => m.len(),
-        Err(e) => return error_response(&FlowError::Io(e.to_string())),
-    };
+async fn results(c: &Arc<Computation>, key: Option<&PublicKey>) -> Result<Response<Body>, ApiError> {
+    let path = c.results(key)?;
+    let file = tokio::fs::File::open(&path).await.map_err(FlowError::Io)?;
+    let len = file.metadata().await.map_err(FlowError::Io)?.len();
     let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024).map_ok(Frame::data);
     let body: Body = BodyExt::boxed(StreamBody::new(stream));
     // Fetched only once every byte was handed over: a broken download leaves
@@ -349,5 +263,5 @@ async fn results(c: &Arc<Computation>, key: Option<&PublicKey>) -> Response<Body
     if let Ok(v) = hyper::header::HeaderValue::from_str(&len.to_string()) {
         headers.insert(hyper::header::CONTENT_LENGTH, v);
     }
-    resp
+    Ok(resp)
 }
