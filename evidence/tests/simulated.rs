@@ -332,3 +332,48 @@ fn turin_tcb_with_fmc_is_checked() {
     let msg = assert_fails_only(&result, &["min_tcb"]);
     assert!(msg.contains("fmc 5 < 6"), "{msg}");
 }
+
+/// Red team: a guest at VMPL 2 writes "runtime claims" of its own (its own
+/// attestation key and user data) and gets a VMPL-2 report over their hash.
+/// A policy that pins `vmpl: 2` and names no platform must still refuse it
+/// as Azure evidence: only the paravisor, at VMPL 0, writes the claims.
+#[test]
+fn an_hcl_report_from_vmpl_2_is_refused_whatever_vmpl_the_policy_pins() {
+    use cvm_evidence::azure::claims::RsaJwk;
+    use cvm_evidence::azure::{check_hcl_report, ClaimsHash, HclReport, RuntimeClaims};
+    use cvm_evidence::certs::{CertChain, TrustAnchors};
+    use cvm_evidence::simulator::{ChainParams, SimulatedChain};
+    use cvm_evidence::{Policy, Product, Verifier};
+
+    let now = time::macros::datetime!(2026-06-01 00:00 UTC);
+    let measurement = [0x11; 48];
+    let chain = SimulatedChain::generate(ChainParams::new(Product::Milan, now)).unwrap();
+    let mut anchors = TrustAnchors::amd();
+    anchors.trust_additional_ark(chain.ark().clone()).unwrap();
+    let certs = CertChain {
+        ark: Some(chain.ark().clone()),
+        intermediate: Some(chain.ask().clone()),
+        vek: chain.vek().clone(),
+    };
+    let want = [0x42u8; 64];
+    let claims =
+        RuntimeClaims::encode(&RsaJwk { modulus: vec![0xC5; 256], exponent: 65537 }, &want, "forged");
+    let mut body = chain.report_template();
+    body.measurement = measurement;
+    body.report_data = HclReport::report_data_for(&claims, ClaimsHash::Sha256);
+    let pinned = |vmpl: &str| {
+        let json = format!(r#"{{"measurements": ["{}"]{vmpl}}}"#, hex::encode(measurement));
+        Policy::from_json(&json).unwrap()
+    };
+    for (vmpl, policy, accepted) in [(0, pinned(""), true), (2, pinned(r#", "vmpl": 2"#), false)] {
+        body.vmpl = vmpl;
+        let hcl = HclReport::encode(chain.sign(&body).unwrap().raw(), &claims, ClaimsHash::Sha256);
+        let (result, _) = check_hcl_report(&Verifier::new(&anchors, &policy, now), &hcl, &certs, Some(&want));
+        let failed: Vec<&str> = result.failures().map(|c| c.name).collect();
+        if accepted {
+            assert_eq!(failed, Vec::<&str>::new(), "the paravisor's VMPL 0");
+        } else {
+            assert_eq!(failed, ["hcl_vmpl"], "a report of VMPL {vmpl}");
+        }
+    }
+}

@@ -267,23 +267,35 @@ fn attest_checks_googles_launch_endorsement_for_the_vms_vcpu_count() {
 #[test]
 fn session_evidence_without_the_ak_certificate_is_rejected_under_a_gcp_policy() {
     // An agent that names its flavour gcp but sends no certificate (the
-    // flavour is only its claim): the certificate is what proves it.
+    // flavour is only its claim): the certificate is what proves it. Under a
+    // policy naming gcp, and (red team) under one naming no platform: the
+    // agent's own claim of gcp requires the certificate, so that cvmctl never
+    // says "gcp" of a vTPM whose key nothing certified.
     let s = google_vtpm(ca(), false);
     let mut args = s.agent_args(None);
     args.extend(["--trust-ak-ca".to_owned(), s.path("ak-ca.pem")]);
     let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    tokio.block_on(async {
-        let hs = cvm_tests::parse_agent_args(args).handshake().await.map_err(|e| e.to_string()).unwrap();
-        let nonce = hs.nonce().unwrap();
-        let ekm = hs.exporter(&nonce).unwrap();
-        let mut agent = hs.into_agent().await.unwrap();
-        let evidence = agent.session_evidence(&nonce).await.unwrap();
-        assert!(agent.verify_session(&evidence, &nonce, &ekm).unwrap().accepted());
-        let mut stripped = evidence.clone();
-        let VtpmEvidence::Quoted { ak_certificate, .. } = &mut stripped.vtpm else { panic!("no quote") };
-        *ak_certificate = None;
-        let report = agent.verify_session(&stripped, &nonce, &ekm).unwrap();
-        let failed: Vec<&str> = report.failures().map(|c| c.name).collect();
-        assert_eq!(failed, ["vtpm_ak_certificate"]);
-    });
+    for platform_named in [true, false] {
+        if !platform_named {
+            let mut policy: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&s.policy).unwrap()).unwrap();
+            assert!(policy.as_object_mut().unwrap().remove("platform").is_some());
+            std::fs::write(&s.policy, policy.to_string()).unwrap();
+        }
+        let args = args.clone();
+        tokio.block_on(async {
+            let hs = cvm_tests::parse_agent_args(args).handshake().await.map_err(|e| e.to_string()).unwrap();
+            let nonce = hs.nonce().unwrap();
+            let ekm = hs.exporter(&nonce).unwrap();
+            let mut agent = hs.into_agent().await.unwrap();
+            let evidence = agent.session_evidence(&nonce).await.unwrap();
+            assert!(agent.verify_session(&evidence, &nonce, &ekm).unwrap().accepted());
+            let mut stripped = evidence.clone();
+            let VtpmEvidence::Quoted { ak_certificate, .. } = &mut stripped.vtpm else { panic!("no quote") };
+            *ak_certificate = None;
+            let report = agent.verify_session(&stripped, &nonce, &ekm).unwrap();
+            let failed: Vec<&str> = report.failures().map(|c| c.name).collect();
+            assert_eq!(failed, ["vtpm_ak_certificate"], "platform named in the policy: {platform_named}");
+        });
+    }
 }

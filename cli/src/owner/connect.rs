@@ -469,6 +469,7 @@ impl Agent {
         let (digest, measured) = super::measured::check(
             &mut measurements,
             &self.verifier.policy,
+            self.boot.platform,
             (&self.verifier.ak_anchors, self.verifier.at),
             self.boot.ak_public.as_deref(),
             evidence,

@@ -38,6 +38,7 @@ pub struct Measured {
 pub(super) fn check(
     result: &mut VerificationReport,
     policy: &Policy,
+    claimed: cvm_evidence::policy::Platform,
     ak: (&AkAnchors, OffsetDateTime),
     ak_public: Option<&[u8]>,
     evidence: &SessionEvidence,
@@ -108,22 +109,21 @@ pub(super) fn check(
         _ => None,
     };
     let boot = check_boot(result, policy, ak_public, evidence.measured_boot.as_ref(), nonce, own);
+    // The certificate is required by a gcp policy, and whenever the agent
+    // claims gcp: its claim alone must never make the vTPM look Google's.
+    let requires_ak_certificate =
+        policy.requires_ak_certificate() || claimed == cvm_evidence::policy::Platform::Gcp;
     let ak_certificate = match &evidence.vtpm {
         VtpmEvidence::Quoted { ak_certificate: Some(text), .. } => match b64(text) {
-            Ok(der) => check_ak_certificate(
-                result,
-                ak.0,
-                ak.1,
-                policy.requires_ak_certificate(),
-                Some(&der),
-                ak_public,
-            ),
+            Ok(der) => {
+                check_ak_certificate(result, ak.0, ak.1, requires_ak_certificate, Some(&der), ak_public)
+            }
             Err(_) => {
                 result.record("vtpm_ak_certificate", false, "a base64 DER certificate", "not base64");
                 None
             }
         },
-        _ => check_ak_certificate(result, ak.0, ak.1, policy.requires_ak_certificate(), None, ak_public),
+        _ => check_ak_certificate(result, ak.0, ak.1, requires_ak_certificate, None, ak_public),
     };
     let measured = Measured {
         events,

@@ -60,11 +60,21 @@ pub fn check_hcl_report(
 
     // The paravisor requests the report at VMPL 0; a report from any other
     // VMPL came from the guest itself, which could have written any claims.
+    // So VMPL 0 is required whatever the policy pins (`hcl_vmpl`): a policy
+    // naming `"platform": "azure"` cannot pin another, and one naming no
+    // platform that pins another must not open the door to claims the guest
+    // wrote (red team). The policy's own `vmpl` rule is checked as well.
     let mut policy = verifier.policy().clone();
     policy.vmpl.get_or_insert(0);
     let snp = Verifier::new(verifier.anchors(), &policy, verifier.at()).check(&report.snp, chain);
     result.product = snp.product;
     result.checks.extend(snp.checks);
+    result.record(
+        "hcl_vmpl",
+        report.snp.vmpl == 0,
+        "VMPL 0: the paravisor's, which alone writes the runtime claims",
+        format!("VMPL {}", report.snp.vmpl),
+    );
 
     let want = report.expected_report_data();
     let found = report.snp.report_data;

@@ -15,7 +15,8 @@
 //! - `hcl_format`: the HCL report parses (header, SNP report, claims header
 //!   naming an SNP report and a known hash type, claims within the bytes);
 //! - every check of [`crate::Verifier`] on the SNP report, with the VMPL
-//!   required to be 0 (the paravisor's) unless the policy pins one;
+//!   required to be 0 (the paravisor's) unless the policy pins one, and
+//!   `hcl_vmpl`: VMPL 0 whatever the policy pins;
 //! - `runtime_claims_hash`: the claims' hash by the declared type is
 //!   REPORT_DATA's first bytes, and the rest of REPORT_DATA is zero;
 //! - `runtime_claims`: the claims are JSON of the expected shape;
