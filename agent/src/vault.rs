@@ -12,7 +12,7 @@
 //! When the stream's last chunk has verified, [`Filling::seal`] makes it
 //! read-only for good: the memfd's mode drops write permission, seals forbid
 //! growing, shrinking and (for data) any future write, even by root in the
-//! sandbox; the algorithm receives a read-only descriptor (see `runner`).
+//! sandbox; the algorithm receives a read-only descriptor (see `sandbox`).
 //! A binary algorithm must be executable, and the kernel refuses to execute a
 //! file that is open for writing: its writable mapping and descriptor are
 //! dropped after a read-only, locked mapping took over, and no write seal is

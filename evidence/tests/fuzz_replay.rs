@@ -117,6 +117,7 @@ fn gce_endorsement() {
 
 #[test]
 fn every_target_has_a_test_here() {
+    let _exclusive = fuzz_replay::exclusive();
     let source = include_str!("fuzz_replay.rs");
     for (name, _) in TARGETS {
         assert!(source.contains(&format!("replay(\"{name}\")")), "no replay test for {name}");
@@ -133,6 +134,7 @@ fn every_target_has_a_test_here() {
 /// process; the lengths are refused first.
 #[test]
 fn issue13_der_lengths_past_the_input_allocate_nothing() {
+    let _exclusive = fuzz_replay::exclusive();
     for file in
         ["certificate/issue13-serial-claims-256mib.der", "certificate/issue13-serial-claims-256mib.pem"]
     {
@@ -284,6 +286,7 @@ fn simulated_endorsement() -> Vec<u8> {
 
 #[test]
 fn every_seed_holds_its_property() {
+    let _exclusive = fuzz_replay::exclusive();
     for (target, _, data) in seeds() {
         let (_, f) = TARGETS.iter().find(|(t, _)| *t == target).unwrap();
         bounded(*f, &data);
@@ -293,6 +296,7 @@ fn every_seed_holds_its_property() {
 #[test]
 #[ignore = "writes seed files: CVM_FUZZ_SEEDS=DIR (scripts/fuzz runs it)"]
 fn write_seeds() {
+    let _exclusive = fuzz_replay::exclusive();
     let dir = PathBuf::from(std::env::var_os("CVM_FUZZ_SEEDS").expect("CVM_FUZZ_SEEDS=DIR"));
     for (target, name, data) in seeds() {
         let target_dir = dir.join(target);

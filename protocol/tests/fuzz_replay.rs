@@ -85,6 +85,7 @@ fn log_host_message() {
 
 #[test]
 fn every_target_has_a_test_here() {
+    let _exclusive = fuzz_replay::exclusive();
     let source = include_str!("fuzz_replay.rs");
     for (name, _) in TARGETS {
         assert!(source.contains(&format!("replay(\"{name}\")")), "no replay test for {name}");
@@ -98,6 +99,7 @@ fn every_target_has_a_test_here() {
 /// is refused at decode now.
 #[test]
 fn issue13_record_numbered_u64_max_is_refused_at_decode() {
+    let _exclusive = fuzz_replay::exclusive();
     let body = std::fs::read(
         fuzz_replay::repo().join("fuzz/findings/log_agent_message/issue13-dropped-seq-u64-max.json"),
     )
@@ -113,6 +115,7 @@ fn issue13_record_numbered_u64_max_is_refused_at_decode() {
 /// naming the field.
 #[test]
 fn issue13_manifest_integers_above_2_pow_53_are_refused_by_name() {
+    let _exclusive = fuzz_replay::exclusive();
     for (file, field) in [
         ("issue13-max-upload-u64-max.json", "limits.max_upload_bytes"),
         ("issue13-run-timeout-2pow53-plus-1.json", "limits.run_timeout_s"),
@@ -321,6 +324,7 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
 
 #[test]
 fn every_seed_holds_its_property() {
+    let _exclusive = fuzz_replay::exclusive();
     for (target, name, data) in seeds() {
         let (_, f) = TARGETS.iter().find(|(t, _)| *t == target).unwrap();
         let _ = name;
@@ -331,6 +335,7 @@ fn every_seed_holds_its_property() {
 #[test]
 #[ignore = "writes seed files: CVM_FUZZ_SEEDS=DIR (scripts/fuzz runs it)"]
 fn write_seeds() {
+    let _exclusive = fuzz_replay::exclusive();
     let dir = PathBuf::from(std::env::var_os("CVM_FUZZ_SEEDS").expect("CVM_FUZZ_SEEDS=DIR"));
     for (target, name, data) in seeds() {
         let target_dir = dir.join(target);

@@ -6,7 +6,7 @@
 use std::alloc::System;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, Once};
+use std::sync::{Mutex, MutexGuard, Once};
 
 use cap::Cap;
 
@@ -70,9 +70,22 @@ pub fn bounded(allocator: &'static Cap<System>, bound: usize, warm_up: fn(), f: 
     f(input);
 }
 
+/// Holds every other test of the binary off while it is held.
+///
+/// The allocation limit of [`bounded`] is process-wide, and libtest runs
+/// tests on several threads: a test allocating beside a bounded call (a
+/// 16 MiB seed being sealed, say) would hit the other call's limit and abort
+/// the binary. Every test of a binary that calls [`bounded`] takes this
+/// first ([`replay`] does).
+pub fn exclusive() -> MutexGuard<'static, ()> {
+    static EXCLUSIVE: Mutex<()> = Mutex::new(());
+    EXCLUSIVE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Replays every input of `target` (one of `targets`) through `bounded`;
 /// fails when the target has no committed input.
 pub fn replay(target: &str, targets: &[(&str, Property)], bounded: fn(Property, &[u8])) {
+    let _exclusive = exclusive();
     let Some((_, f)) = targets.iter().find(|(name, _)| *name == target) else {
         panic!("{target} is not a fuzz target of this crate")
     };
